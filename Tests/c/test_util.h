@@ -1,0 +1,322 @@
+/*
+ * test_util.h - the few helpers the C tests share.
+ *
+ * Every test is a standalone program: exit 0 = pass, 1 = fail, 77 = skip.
+ * A failed check prints file:line, what failed and, when the test is
+ * randomized, the seed that replays it; then the process exits at once
+ * (_exit, so no destructor runs while other threads still fault).
+ *
+ * The oracle is always plain memcpy: tests keep ordinary malloc'd copies
+ * (or a pattern function) and compare bytes.
+ */
+#ifndef COWMEM_TEST_UTIL_H
+#define COWMEM_TEST_UTIL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cowmem.h>
+
+#define TEST_EXIT_PASS 0
+#define TEST_EXIT_FAIL 1
+#define TEST_EXIT_SKIP 77
+
+#define TEST_UNUSED __attribute__((unused))
+
+/* Set by test_seed_init(); printed with every failure. */
+static uint64_t test_seed TEST_UNUSED;
+static int test_seed_known TEST_UNUSED;
+/* Extra words printed with a failure, e.g. the options that replay it. */
+static char test_replay_hint[256] TEST_UNUSED;
+
+static void test_fail_vat(const char *file, int line, const char *condition,
+			  const char *format, va_list args)
+	__attribute__((noreturn, format(printf, 4, 0), unused));
+static void test_fail_vat(const char *file, int line, const char *condition,
+			  const char *format, va_list args)
+{
+	fflush(stdout);
+	flockfile(stderr);
+	fprintf(stderr, "%s:%d: FAIL: ", file, line);
+	if (condition)
+		fprintf(stderr, "(%s) ", condition);
+	vfprintf(stderr, format, args);
+	fputc('\n', stderr);
+	if (test_seed_known)
+		fprintf(stderr, "replay with: COWMEM_TEST_SEED=%" PRIu64 "%s%s\n",
+			test_seed, test_replay_hint[0] ? " " : "", test_replay_hint);
+	funlockfile(stderr);
+	fflush(stderr);
+	_exit(TEST_EXIT_FAIL);
+}
+
+static void test_fail_at(const char *file, int line, const char *condition,
+			 const char *format, ...)
+	__attribute__((noreturn, format(printf, 4, 5), unused));
+static void test_fail_at(const char *file, int line, const char *condition,
+			 const char *format, ...)
+{
+	va_list args;
+	va_start(args, format);
+	test_fail_vat(file, line, condition, format, args);
+}
+
+static void test_skip(const char *format, ...)
+	__attribute__((noreturn, format(printf, 1, 2), unused));
+static void test_skip(const char *format, ...)
+{
+	va_list args;
+
+	fflush(stdout);
+	printf("SKIP: ");
+	va_start(args, format);
+	vprintf(format, args);
+	va_end(args);
+	printf("\n");
+	fflush(stdout);
+	_exit(TEST_EXIT_SKIP);
+}
+
+/* FAIL("format", ...) and CHECK(condition, "format", ...): the message is
+ * required, so every failure says what was expected. */
+#define FAIL(...) test_fail_at(__FILE__, __LINE__, NULL, __VA_ARGS__)
+#define CHECK(condition, ...)                                              \
+	do {                                                               \
+		if (!(condition))                                          \
+			test_fail_at(__FILE__, __LINE__, #condition,       \
+				     __VA_ARGS__);                         \
+	} while (0)
+
+/* ---- Randomness: splitmix64, small and good enough for test inputs ---- */
+
+typedef struct {
+	uint64_t state;
+} test_rng;
+
+static TEST_UNUSED uint64_t test_mix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+/* A stream seed for part `stream` of a run, so that threads and passes
+ * each get their own reproducible sequence from the one printed seed. */
+static TEST_UNUSED uint64_t test_substream(uint64_t seed, uint64_t stream)
+{
+	return test_mix(seed ^ test_mix(stream + 0x51ed2701ULL));
+}
+
+static TEST_UNUSED uint64_t test_rng_next(test_rng *rng)
+{
+	rng->state += 0x9e3779b97f4a7c15ULL;
+	return test_mix(rng->state);
+}
+
+/* Uniform enough in [0, bound); bound 0 gives 0. */
+static TEST_UNUSED uint64_t test_rng_below(test_rng *rng, uint64_t bound)
+{
+	return bound ? test_rng_next(rng) % bound : 0;
+}
+
+static TEST_UNUSED void test_rng_fill(test_rng *rng, void *buffer, size_t length)
+{
+	unsigned char *bytes = buffer;
+
+	while (length >= 8) {
+		uint64_t word = test_rng_next(rng);
+		memcpy(bytes, &word, 8);
+		bytes += 8;
+		length -= 8;
+	}
+	if (length) {
+		uint64_t word = test_rng_next(rng);
+		memcpy(bytes, &word, length);
+	}
+}
+
+/* Fisher-Yates shuffle of an index array. */
+static TEST_UNUSED void test_rng_shuffle(test_rng *rng, size_t *items, size_t count)
+{
+	for (size_t i = count; i > 1; i--) {
+		size_t j = (size_t)test_rng_below(rng, i);
+		size_t held = items[i - 1];
+		items[i - 1] = items[j];
+		items[j] = held;
+	}
+}
+
+/* ---- Options: --name=N on the command line, else COWMEM_TEST_NAME ------ */
+
+static TEST_UNUSED int test_option(int argc, char **argv, const char *name,
+				   const char *environment_name, uint64_t *value)
+{
+	size_t name_length = strlen(name);
+	const char *text = NULL;
+
+	for (int i = 1; i < argc; i++) {
+		const char *argument = argv[i];
+		if (strncmp(argument, "--", 2) == 0)
+			argument += 2;
+		if (strncmp(argument, name, name_length) == 0 &&
+		    argument[name_length] == '=')
+			text = argument + name_length + 1;
+	}
+	if (!text && environment_name)
+		text = getenv(environment_name);
+	if (!text || !*text)
+		return 0;
+
+	char *end;
+	errno = 0;
+	unsigned long long parsed = strtoull(text, &end, 0);
+	if (errno || *end) {
+		fprintf(stderr, "bad value for %s: '%s'\n", name, text);
+		exit(2);
+	}
+	*value = parsed;
+	return 1;
+}
+
+/* The run's seed: --seed=N, else COWMEM_TEST_SEED, else from the clock
+ * (only to vary runs; nothing is timed). Always printed as seed=N. */
+static TEST_UNUSED uint64_t test_seed_init(int argc, char **argv)
+{
+	uint64_t seed;
+
+	if (!test_option(argc, argv, "seed", "COWMEM_TEST_SEED", &seed)) {
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		seed = test_mix((uint64_t)now.tv_sec * 1000000000ULL +
+				(uint64_t)now.tv_nsec) ^ (uint64_t)getpid();
+		/* Keep it short enough to type. */
+		seed %= 1000000000000ULL;
+	}
+	test_seed = seed;
+	test_seed_known = 1;
+	printf("seed=%" PRIu64 "\n", seed);
+	fflush(stdout);
+	return seed;
+}
+
+/* ---- The library ------------------------------------------------------- */
+
+static TEST_UNUSED size_t test_page_size(void)
+{
+	return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/*
+ * Creates a region or ends the test: a skip when the library reports that
+ * the environment lacks its kernel mechanism (EPERM, ENOSYS), a failure for
+ * anything else.
+ */
+static TEST_UNUSED cowmem_region *test_create_or_skip(size_t size)
+{
+	cowmem_region *region = cowmem_create(size);
+
+	if (!region) {
+		int error = errno;
+		if (error == EPERM || error == ENOSYS)
+			test_skip("cowmem_create(%zu) failed with %s (%s): the "
+				  "kernel mechanism is not available here",
+				  size, error == EPERM ? "EPERM" : "ENOSYS",
+				  strerror(error));
+		FAIL("cowmem_create(%zu) returned NULL, errno %d (%s)", size,
+		     error, strerror(error));
+	}
+	return region;
+}
+
+/* ---- Comparing bytes ---------------------------------------------------- */
+
+static TEST_UNUSED void test_hex_window(FILE *out, const unsigned char *bytes,
+					size_t length, size_t from)
+{
+	for (size_t i = from; i < length && i < from + 16; i++)
+		fprintf(out, " %02x", bytes[i]);
+}
+
+/*
+ * Compares `length` bytes of `actual` (region memory) with `expected` (the
+ * model). On the first difference prints `what`, the offset and 16 bytes of
+ * each side from there, and fails. Returns the number of bytes compared.
+ */
+static TEST_UNUSED size_t test_check_bytes_at(const char *file, int line,
+					      const void *actual,
+					      const void *expected,
+					      size_t length, const char *what)
+{
+	const unsigned char *a = actual, *e = expected;
+
+	if (memcmp(a, e, length) == 0)
+		return length;
+	size_t offset = 0;
+	while (a[offset] == e[offset])
+		offset++;
+	size_t page = test_page_size();
+	flockfile(stderr);
+	fprintf(stderr, "mismatch in %s at offset %zu (page %zu + %zu): "
+		"expected 0x%02x, actual 0x%02x\n  expected:", what, offset,
+		offset / page, offset % page, e[offset], a[offset]);
+	test_hex_window(stderr, e, length, offset);
+	fprintf(stderr, "\n  actual:  ");
+	test_hex_window(stderr, a, length, offset);
+	fprintf(stderr, "\n");
+	funlockfile(stderr);
+	test_fail_at(file, line, NULL, "bytes differ in %s at offset %zu", what,
+		     offset);
+}
+#define CHECK_BYTES(actual, expected, length, what)                        \
+	test_check_bytes_at(__FILE__, __LINE__, (actual), (expected),      \
+			    (length), (what))
+
+/* ---- Pattern content (for regions too large to keep a model of) -------- */
+
+/* The 8-byte word at byte offset `offset` (a multiple of 8) of content
+ * `tag`; different tags give unrelated content. */
+static TEST_UNUSED uint64_t test_pattern_word(uint64_t tag, size_t offset)
+{
+	return test_mix(tag * 0x100000001b3ULL ^ (uint64_t)offset);
+}
+
+static TEST_UNUSED void test_pattern_fill(void *buffer, size_t length,
+					  uint64_t tag, size_t base_offset)
+{
+	unsigned char *bytes = buffer;
+	for (size_t i = 0; i + 8 <= length; i += 8) {
+		uint64_t word = test_pattern_word(tag, base_offset + i);
+		memcpy(bytes + i, &word, 8);
+	}
+}
+
+/* Returns the offset of the first 8-byte word that differs from the
+ * pattern, or `length` when all match. */
+static TEST_UNUSED size_t test_pattern_find_difference(const void *buffer,
+						       size_t length,
+						       uint64_t tag,
+						       size_t base_offset)
+{
+	const unsigned char *bytes = buffer;
+	for (size_t i = 0; i + 8 <= length; i += 8) {
+		uint64_t word;
+		memcpy(&word, bytes + i, 8);
+		if (word != test_pattern_word(tag, base_offset + i))
+			return i;
+	}
+	return length;
+}
+
+#endif /* COWMEM_TEST_UTIL_H */
