@@ -1,0 +1,203 @@
+# CowMem - copy-on-write memory regions for Linux.
+#
+# GNU make. `make help` lists the targets. Everything is built into build/;
+# the Swift package builds the same C sources through SwiftPM into .build/.
+
+# `CC ?= gcc` would not work: make predefines CC=cc, so only replace that
+# built-in default and keep anything given on the command line or in the
+# environment.
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+AR ?= ar
+INSTALL ?= install
+PKG_CONFIG ?= pkg-config
+SWIFT ?= swift
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+INCLUDEDIR ?= $(PREFIX)/include
+LIBDIR ?= $(PREFIX)/lib
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+MANDIR ?= $(PREFIX)/share/man
+
+# Arguments for `make demo`, e.g. make demo DEMO_ARGS="--size-mib 256".
+DEMO_ARGS ?=
+
+# The version lives in one place, the public header.
+HEADER := Sources/CCowMem/include/cowmem.h
+version_part = $(shell sed -n 's/^\#define COWMEM_VERSION_$(1)[[:space:]]*//p' $(HEADER))
+VERSION_MAJOR := $(call version_part,MAJOR)
+VERSION := $(VERSION_MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
+
+BUILD := build
+LIB_STATIC := $(BUILD)/libcowmem.a
+LIB_SONAME := libcowmem.so.$(VERSION_MAJOR)
+LIB_REAL := libcowmem.so.$(VERSION)
+LIB_SHARED := $(BUILD)/$(LIB_REAL)
+LIB_LINKS := $(BUILD)/$(LIB_SONAME) $(BUILD)/libcowmem.so
+PC := $(BUILD)/cowmem.pc
+VERSION_SCRIPT := Support/libcowmem.map
+
+# User-overridable optimisation/debug flags; the rest is required to build
+# the library as designed (hidden visibility: only COWMEM_API symbols leave).
+CFLAGS ?= -O2 -g
+LDFLAGS ?=
+COWMEM_CFLAGS := -std=gnu11 -Wall -Wextra -fPIC -fvisibility=hidden \
+	-D_GNU_SOURCE -ISources/CCowMem/include -ISources/CCowMem
+ALL_CFLAGS = $(COWMEM_CFLAGS) $(CFLAGS) -MMD -MP
+# Examples see only the public header, as a user program would. Tests may
+# also include the private header to test internal pieces on their own (they
+# link the static archive, where internal symbols are still visible).
+EXAMPLE_CFLAGS = -std=gnu11 -Wall -Wextra -D_GNU_SOURCE \
+	-ISources/CCowMem/include $(CFLAGS) -MMD -MP
+TEST_CFLAGS = $(EXAMPLE_CFLAGS) -ISources/CCowMem
+
+LIB_SOURCES := $(sort $(wildcard Sources/CCowMem/*.c))
+LIB_OBJECTS := $(LIB_SOURCES:Sources/CCowMem/%.c=$(BUILD)/obj/%.o)
+
+TEST_SOURCES := $(sort $(wildcard Tests/c/*.c))
+TEST_PROGRAMS := $(TEST_SOURCES:Tests/c/%.c=$(BUILD)/tests/%)
+
+EXAMPLE_SOURCES := $(sort $(wildcard Examples/c/*.c))
+EXAMPLE_PROGRAMS := $(EXAMPLE_SOURCES:Examples/c/%.c=$(BUILD)/examples/%)
+
+MAN_PAGES := $(sort $(wildcard Documentation/man/man3/*.3))
+
+# install-check installs here and builds the examples against that copy.
+CHECK_PREFIX := $(abspath $(BUILD)/install-check/prefix)
+CHECK_BIN := $(BUILD)/install-check/bin
+
+.PHONY: all lib tests examples test check-c install-check check-man \
+	check-swift demo install uninstall clean help
+.DEFAULT_GOAL := all
+
+all: lib tests examples
+
+lib: $(LIB_STATIC) $(LIB_SHARED) $(LIB_LINKS) $(PC)
+
+tests: $(TEST_PROGRAMS)
+
+examples: $(EXAMPLE_PROGRAMS)
+
+help:
+	@echo 'make                build build/libcowmem.{a,so}, cowmem.pc, C tests and examples'
+	@echo 'make test           the whole suite: C tests, install-check, man pages, swift test'
+	@echo 'make check-c        build and run the C tests only'
+	@echo 'make install-check  install into a scratch prefix and build the examples via pkg-config'
+	@echo 'make check-swift    swift test only'
+	@echo 'make examples       build the C examples into build/examples/'
+	@echo 'make demo           swift run -c release cowmem-demo $$(DEMO_ARGS)'
+	@echo '                    e.g. make demo DEMO_ARGS="--size-mib 256"'
+	@echo 'make install        install into $$(DESTDIR)$$(PREFIX) (PREFIX=$(PREFIX))'
+	@echo 'make uninstall      remove what install put there'
+	@echo 'make clean          remove build/'
+	@echo 'Variables: CC CFLAGS LDFLAGS PREFIX DESTDIR DEMO_ARGS SWIFT'
+
+# ---- The library ---------------------------------------------------------
+
+$(BUILD)/obj/%.o: Sources/CCowMem/%.c | $(BUILD)/obj
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(LIB_STATIC): $(LIB_OBJECTS)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+# --no-undefined: a symbol the engine forgot to define fails here, not in
+# the program that loads the library.
+$(LIB_SHARED): $(LIB_OBJECTS) $(VERSION_SCRIPT)
+	$(CC) -shared $(CFLAGS) $(LDFLAGS) -Wl,-soname,$(LIB_SONAME) \
+		-Wl,--version-script=$(VERSION_SCRIPT) -Wl,--no-undefined \
+		-o $@ $(LIB_OBJECTS) -lpthread
+
+$(LIB_LINKS): $(LIB_SHARED)
+	ln -sf $(LIB_REAL) $@
+
+# cowmem.pc names PREFIX, so it must be rebuilt when PREFIX changes. The
+# stamp file holds the paths of the last build and is rewritten only when
+# they differ.
+PC_PATHS := $(PREFIX)|$(LIBDIR)|$(INCLUDEDIR)|$(VERSION)
+PC_STAMP := $(BUILD)/cowmem.pc.paths
+ifneq ($(PC_PATHS),$(shell cat $(PC_STAMP) 2>/dev/null))
+.PHONY: $(PC_STAMP)
+endif
+$(PC_STAMP): | $(BUILD)
+	@echo '$(PC_PATHS)' > $@
+
+$(PC): Support/cowmem.pc.in $(PC_STAMP)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+		$< > $@
+
+# ---- Tests and examples --------------------------------------------------
+
+# Tests link the static archive so that they run without an installed
+# library or an rpath.
+$(BUILD)/tests/%: Tests/c/%.c $(LIB_STATIC) | $(BUILD)/tests
+	$(CC) $(TEST_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_STATIC) -lpthread
+
+# Examples link the shared library, found next to them via the rpath.
+$(BUILD)/examples/%: Examples/c/%.c $(LIB_SHARED) $(LIB_LINKS) | $(BUILD)/examples
+	$(CC) $(EXAMPLE_CFLAGS) $(LDFLAGS) -o $@ $< -L$(BUILD) \
+		-Wl,-rpath,'$$ORIGIN/..' -lcowmem -lpthread
+
+$(BUILD) $(BUILD)/obj $(BUILD)/tests $(BUILD)/examples:
+	@mkdir -p $@
+
+# ---- The suite -------------------------------------------------------------
+
+# Every step runs even when an earlier one failed, so one run shows
+# everything; the target fails at the end if any step did.
+test: all
+	@failed=''; \
+	$(MAKE) --no-print-directory check-c || failed="$$failed C-tests"; \
+	$(MAKE) --no-print-directory install-check || failed="$$failed install-check"; \
+	$(MAKE) --no-print-directory check-man || failed="$$failed man-pages"; \
+	$(MAKE) --no-print-directory check-swift || failed="$$failed swift-test"; \
+	echo; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \
+	echo 'make test: all steps passed'
+
+check-c: tests
+	@Support/run-c-tests $(TEST_PROGRAMS)
+
+install-check: lib
+	@echo '== install-check: make install into a scratch prefix, build via pkg-config'
+	@rm -rf $(BUILD)/install-check
+	@$(MAKE) --no-print-directory -s install PREFIX=$(CHECK_PREFIX) DESTDIR=
+	@CC='$(CC)' PKG_CONFIG='$(PKG_CONFIG)' Support/install-check $(CHECK_PREFIX) $(CHECK_BIN) $(LIB_SONAME) $(EXAMPLE_SOURCES)
+
+check-man:
+	@echo '== man pages: groff -man -ww'
+	@Support/check-man $(HEADER) $(MAN_PAGES)
+
+check-swift:
+	@echo '== swift test'
+	$(SWIFT) test
+
+demo:
+	$(SWIFT) run -c release cowmem-demo $(DEMO_ARGS)
+
+# ---- Installation ----------------------------------------------------------
+
+install: lib
+	$(INSTALL) -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) \
+		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man3
+	$(INSTALL) -m 644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/cowmem.h
+	$(INSTALL) -m 644 $(LIB_STATIC) $(DESTDIR)$(LIBDIR)/libcowmem.a
+	$(INSTALL) -m 755 $(LIB_SHARED) $(DESTDIR)$(LIBDIR)/$(LIB_REAL)
+	ln -sf $(LIB_REAL) $(DESTDIR)$(LIBDIR)/$(LIB_SONAME)
+	ln -sf $(LIB_REAL) $(DESTDIR)$(LIBDIR)/libcowmem.so
+	$(INSTALL) -m 644 $(PC) $(DESTDIR)$(PKGCONFIGDIR)/cowmem.pc
+	$(if $(MAN_PAGES),$(INSTALL) -m 644 $(MAN_PAGES) $(DESTDIR)$(MANDIR)/man3/)
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/cowmem.h $(DESTDIR)$(LIBDIR)/libcowmem.a \
+		$(DESTDIR)$(LIBDIR)/libcowmem.so $(DESTDIR)$(LIBDIR)/$(LIB_SONAME) \
+		$(DESTDIR)$(LIBDIR)/$(LIB_REAL) $(DESTDIR)$(PKGCONFIGDIR)/cowmem.pc \
+		$(addprefix $(DESTDIR)$(MANDIR)/man3/,$(notdir $(MAN_PAGES)))
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(LIB_OBJECTS:.o=.d) $(TEST_PROGRAMS:=.d) $(EXAMPLE_PROGRAMS:=.d)
