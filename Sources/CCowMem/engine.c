@@ -1,0 +1,839 @@
+/*
+ * The region engine: layers, regions, pending page versions, and how each
+ * fault is resolved. ARCHITECTURE.md explains the design; the comments here
+ * say why the code is the way it is.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct engine engine = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.uffd = -1,
+	.self_mem = -1,
+	.pagemap = -1,
+};
+
+#define HUGE_ALIGN ((size_t)2 << 20) /* page-table moves are cheapest at PMD alignment */
+#define FILL_WINDOW 64              /* pages mapped per base fault (fault-around) */
+#define PAGEMAP_BATCH 8192          /* pagemap entries read per pread */
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static const char *zero_page; /* page_size zero bytes, the source of zero fills */
+static uint64_t pagemap_buffer[PAGEMAP_BATCH];
+
+/* ---- Initialisation ----------------------------------------------------- */
+
+static uint64_t read_pagemap_entry(const void *addr)
+{
+	uint64_t entry = 0;
+	off_t offset = (off_t)((uintptr_t)addr / engine.page_size * sizeof entry);
+
+	if (pread(engine.pagemap, &entry, sizeof entry, offset) != sizeof entry)
+		return 0;
+	return entry;
+}
+
+/* The shared zero page's PFN lets a clone tell "never written, reads as
+ * zero" from "written". Unprivileged readers of pagemap see PFN 0; then the
+ * exclusive-mapping bit is used instead (see is_delta()). */
+static uint64_t find_zero_pfn(void)
+{
+	volatile char *p = mmap(NULL, engine.page_size, PROT_READ,
+				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t pfn = 0;
+
+	if (p == MAP_FAILED)
+		return 0;
+	(void)p[0];
+	uint64_t entry = read_pagemap_entry((const void *)p);
+	if (entry & (1ull << 63))
+		pfn = entry & ((1ull << 55) - 1);
+	munmap((void *)p, engine.page_size);
+	return pfn;
+}
+
+/* Asks a throwaway descriptor what the kernel offers, since UFFDIO_API
+ * refuses a request for a feature it lacks and can be called once only. */
+static int open_userfaultfd(uint64_t *granted)
+{
+	const uint64_t wanted = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |
+				UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON;
+	int flags = O_CLOEXEC | O_NONBLOCK;
+	int probe = sys_userfaultfd(flags);
+
+	if (probe < 0 && errno == EPERM) {
+		/* vm.unprivileged_userfaultfd=0 without CAP_SYS_PTRACE: only
+		 * user-mode faults are allowed (5.11+). */
+		flags |= UFFD_USER_MODE_ONLY;
+		probe = sys_userfaultfd(flags);
+	}
+	if (probe < 0)
+		return -1;
+	uint64_t offered = 0;
+	int rc = uffd_api(probe, 0, &offered);
+	close(probe);
+	if (rc < 0)
+		return -1;
+	int uffd = sys_userfaultfd(flags);
+	if (uffd < 0)
+		return -1;
+	if (uffd_api(uffd, wanted & offered, granted) < 0) {
+		close(uffd);
+		return -1;
+	}
+	return uffd;
+}
+
+static void init(void)
+{
+	long page_size = sysconf(_SC_PAGESIZE);
+
+	engine.page_size = page_size > 0 ? (size_t)page_size : 4096;
+	engine.bounce = aligned_alloc(engine.page_size, engine.page_size);
+	zero_page = aligned_alloc(engine.page_size, engine.page_size);
+	if (!engine.bounce || !zero_page) {
+		engine.init_errno = ENOMEM;
+		return;
+	}
+	memset((void *)zero_page, 0, engine.page_size);
+	engine.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	engine.self_mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+	if (engine.pagemap >= 0)
+		engine.zero_pfn = find_zero_pfn();
+
+	engine.uffd = open_userfaultfd(&engine.features);
+	if (engine.uffd >= 0 && !(engine.features & UFFD_FEATURE_MISSING_SHMEM)) {
+		close(engine.uffd);
+		engine.uffd = -1;
+	}
+	/* Lending a page version lazily needs MINOR faults (to stop the kernel
+	 * mapping a stale base page), write-protection of the lender, a way to
+	 * read the lender's page that fails instead of blocking, and pagemap. */
+	engine.lazy = engine.uffd >= 0 && engine.self_mem >= 0 && engine.pagemap >= 0 &&
+		      (engine.features & UFFD_FEATURE_MINOR_SHMEM) &&
+		      (engine.features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
+}
+
+int engine_init(void)
+{
+	pthread_once(&init_once, init);
+	if (engine.init_errno) {
+		errno = engine.init_errno;
+		return -1;
+	}
+	return 0;
+}
+
+size_t cowmem_page_size(void)
+{
+	if (engine_init() < 0)
+		return 4096;
+	return engine.page_size;
+}
+
+/* ---- Layers ------------------------------------------------------------- */
+
+static struct layer *layer_create(size_t size)
+{
+	struct layer *layer = malloc(sizeof *layer);
+	const unsigned base_flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
+
+	if (!layer)
+		return NULL;
+	/* MFD_NOEXEC_SEAL (6.3+) makes the memfd non-executable for good. */
+	int fd = sys_memfd_create("cowmem", base_flags | MFD_NOEXEC_SEAL);
+	if (fd < 0 && errno == EINVAL)
+		fd = sys_memfd_create("cowmem", base_flags);
+	if (fd < 0)
+		goto err_free;
+	if (ftruncate(fd, (off_t)size) < 0) {
+		if (errno == EFBIG || errno == EINVAL)
+			errno = ENOMEM;
+		goto err_close;
+	}
+	/* A region's size never changes; sealing keeps anyone holding the
+	 * descriptor from truncating pages out from under a mapping (SIGBUS). */
+	(void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
+	layer->fd = fd;
+	layer->size = size;
+	layer->refs = 1;
+	return layer;
+
+err_close:
+	close(fd);
+err_free:
+	free(layer);
+	return NULL;
+}
+
+static void layer_release(struct layer *layer)
+{
+	if (--layer->refs > 0)
+		return;
+	close(layer->fd);
+	free(layer);
+}
+
+/* Maps `size` bytes of the layer at a 2 MiB-aligned address. */
+static char *map_layer(struct layer *layer, size_t size, int share)
+{
+	size_t reserve = size + HUGE_ALIGN;
+
+	if (reserve < size) /* overflow: no room to align */
+		return mmap(NULL, size, PROT_READ | PROT_WRITE, share, layer->fd, 0);
+	char *area = mmap(NULL, reserve, PROT_NONE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (area == MAP_FAILED)
+		return MAP_FAILED;
+	char *start = (char *)(((uintptr_t)area + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1));
+	char *data = mmap(start, size, PROT_READ | PROT_WRITE, share | MAP_FIXED,
+			  layer->fd, 0);
+	if (data == MAP_FAILED) {
+		int saved = errno;
+		munmap(area, reserve);
+		errno = saved;
+		return MAP_FAILED;
+	}
+	if (start > area)
+		munmap(area, (size_t)(start - area));
+	if (area + reserve > start + size)
+		munmap(start + size, (size_t)(area + reserve - (start + size)));
+	return data;
+}
+
+/* ---- The region registry (sorted by address, for the fault server) ------ */
+
+static size_t registry_position(const void *addr)
+{
+	size_t lo = 0, hi = engine.region_count;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if ((const char *)engine.regions[mid]->data <= (const char *)addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo; /* first region starting above addr */
+}
+
+struct cowmem_region *engine_find(const void *addr)
+{
+	size_t pos = registry_position(addr);
+
+	if (pos == 0)
+		return NULL;
+	struct cowmem_region *r = engine.regions[pos - 1];
+	if ((const char *)addr < r->data + r->size)
+		return r;
+	return NULL;
+}
+
+static int registry_insert(struct cowmem_region *r)
+{
+	if (engine.region_count == engine.region_capacity) {
+		size_t capacity = engine.region_capacity ? engine.region_capacity * 2 : 16;
+		void *grown = realloc(engine.regions, capacity * sizeof *engine.regions);
+		if (!grown) {
+			errno = ENOMEM;
+			return -1;
+		}
+		engine.regions = grown;
+		engine.region_capacity = capacity;
+	}
+	size_t pos = registry_position(r->data);
+	memmove(&engine.regions[pos + 1], &engine.regions[pos],
+		(engine.region_count - pos) * sizeof *engine.regions);
+	engine.regions[pos] = r;
+	engine.region_count++;
+	return 0;
+}
+
+static void registry_remove(struct cowmem_region *r)
+{
+	size_t pos = registry_position(r->data);
+
+	/* pos - 1 is r: regions never overlap. */
+	memmove(&engine.regions[pos - 1], &engine.regions[pos],
+		(engine.region_count - pos) * sizeof *engine.regions);
+	engine.region_count--;
+}
+
+/* ---- Registration with userfaultfd -------------------------------------- */
+
+static int region_register(struct cowmem_region *r, uint64_t modes)
+{
+	if (engine.uffd < 0 || (r->uffd_modes & modes) == modes)
+		return 0;
+	modes |= r->uffd_modes;
+	if (uffd_register(engine.uffd, r->data, r->size, modes) < 0)
+		return -1;
+	r->uffd_modes = modes;
+	return 0;
+}
+
+static char *page_address(const struct cowmem_region *r, size_t page)
+{
+	return r->data + page * engine.page_size;
+}
+
+/* A page that cannot be provided must fail loudly, never read wrong bytes and
+ * never leave its thread waiting: the access gets SIGBUS (UFFDIO_POISON, 6.6+)
+ * or, without it, the process stops here with the reason. */
+static void fail_page(struct cowmem_region *r, size_t page, int err)
+{
+	fprintf(stderr, "cowmem: cannot provide page %zu of region %p: %s\n",
+		page, (void *)r->data, strerror(err));
+	if ((engine.features & UFFD_FEATURE_POISON) &&
+	    uffd_poison(engine.uffd, page_address(r, page), engine.page_size) == 0)
+		return;
+	abort();
+}
+
+/* Reads a lender's page through /proc/self/mem: a page that is not there
+ * makes the read fail (EIO) instead of faulting into the server itself. */
+static int read_lender_page(const struct cowmem_region *owner, size_t page)
+{
+	off_t where = (off_t)(uintptr_t)page_address(owner, page);
+
+	if (pread(engine.self_mem, engine.bounce, engine.page_size, where) !=
+	    (ssize_t)engine.page_size) {
+		if (errno == 0)
+			errno = EIO;
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- Pending page versions ---------------------------------------------- */
+
+static struct pending *pending_new(struct cowmem_region *owner, size_t page)
+{
+	struct pending *p = calloc(1, sizeof *p);
+
+	if (!p)
+		return NULL;
+	p->owner = owner;
+	p->page = page;
+	if (page_map_put(&owner->out, page, p) < 0) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+static int pending_add_waiter(struct pending *p, struct cowmem_region *waiter)
+{
+	if (p->count == p->capacity) {
+		size_t capacity = p->capacity ? p->capacity * 2 : 2;
+		void *grown = realloc(p->waiters, capacity * sizeof *p->waiters);
+		if (!grown)
+			return -1;
+		p->waiters = grown;
+		p->capacity = capacity;
+	}
+	if (page_map_put(&waiter->in, p->page, p) < 0)
+		return -1;
+	p->waiters[p->count++] = waiter;
+	return 0;
+}
+
+static void pending_drop_waiter(struct pending *p, struct cowmem_region *waiter)
+{
+	for (size_t i = 0; i < p->count; i++) {
+		if (p->waiters[i] == waiter) {
+			p->waiters[i] = p->waiters[--p->count];
+			break;
+		}
+	}
+	page_map_remove(&waiter->in, p->page);
+}
+
+/* Nobody waits any more: the owner's page becomes an ordinary private page. */
+static void pending_release(struct pending *p)
+{
+	page_map_remove(&p->owner->out, p->page);
+	(void)uffd_writeprotect(engine.uffd, page_address(p->owner, p->page),
+				engine.page_size, false);
+	free(p->waiters);
+	free(p);
+}
+
+/*
+ * The owner is about to change or lose its page: hand the version to one
+ * waiter, which becomes the owner for the rest (one copy, not one per waiter).
+ * On return the old owner no longer lends the page; the caller un-protects it.
+ */
+static void pending_hand_over(struct pending *p)
+{
+	struct cowmem_region *owner = p->owner;
+	struct cowmem_region *heir = p->waiters[p->count - 1];
+	size_t page = p->page, done;
+	bool others = p->count > 1;
+
+	page_map_remove(&owner->out, page);
+	p->count--;
+	page_map_remove(&heir->in, page);
+	if (read_lender_page(owner, page) < 0) {
+		fail_page(heir, page, errno);
+	} else if (others && region_register(heir, UFFDIO_REGISTER_MODE_WP) < 0) {
+		fail_page(heir, page, errno);
+	} else if (uffd_copy(engine.uffd, page_address(heir, page), engine.bounce,
+			     engine.page_size, others ? UFFDIO_COPY_MODE_WP : 0,
+			     &done) < 0) {
+		fail_page(heir, page, errno);
+	}
+	if (!others) {
+		free(p->waiters);
+		free(p);
+		return;
+	}
+	p->owner = heir;
+	if (page_map_put(&heir->out, page, p) < 0) {
+		fprintf(stderr, "cowmem: out of memory while lending page %zu\n", page);
+		abort();
+	}
+}
+
+/* ---- Fault resolution (the server calls these with the lock held) ------- */
+
+/* Pages from `page` on that the window may cover: stops at the region's end
+ * and at the first page that waits for a lent version. */
+static size_t window_end(const struct cowmem_region *r, size_t page, size_t limit)
+{
+	size_t end = page + limit < r->pages ? page + limit : r->pages;
+	size_t j = page + 1;
+
+	while (j < end && !page_map_get(&r->in, j))
+		j++;
+	return j;
+}
+
+static void fill_from_lender(struct cowmem_region *r, size_t page, struct pending *p)
+{
+	size_t done;
+
+	pending_drop_waiter(p, r);
+	if (read_lender_page(p->owner, page) < 0 ||
+	    (uffd_copy(engine.uffd, page_address(r, page), engine.bounce,
+		       engine.page_size, 0, &done) < 0 && errno != EEXIST))
+		fail_page(r, page, errno);
+	if (p->count == 0)
+		pending_release(p);
+}
+
+void resolve_fill(struct cowmem_region *r, size_t page, bool minor, bool write)
+{
+	struct pending *p = page_map_get(&r->in, page);
+	char *addr = page_address(r, page);
+	size_t done = 0, end;
+	int rc;
+
+	if (p) {
+		fill_from_lender(r, page, p);
+		return;
+	}
+	if (minor) {
+		/* The base layer holds the page: map it (and its neighbours)
+		 * read-only and shared; a write then takes the kernel's own
+		 * copy-on-write fault. */
+		end = window_end(r, page, FILL_WINDOW);
+		rc = uffd_continue(engine.uffd, addr, (end - page) * engine.page_size, &done);
+	} else if (write) {
+		rc = uffd_copy(engine.uffd, addr, zero_page, engine.page_size, 0, &done);
+	} else {
+		/* A hole in the base: map the shared zero page, but only over
+		 * holes (ZEROPAGE does not look at the file). */
+		off_t data = lseek(r->base->fd, (off_t)(page * engine.page_size), SEEK_DATA);
+		size_t limit = FILL_WINDOW;
+		if (data >= 0)
+			limit = (size_t)data / engine.page_size - page;
+		end = window_end(r, page, limit ? limit : 1);
+		rc = uffd_zeropage(engine.uffd, addr, (end - page) * engine.page_size, &done);
+	}
+	if (rc == 0 || done > 0)
+		return;
+	if (errno == EEXIST) { /* already resolved (another thread's fault) */
+		(void)uffd_wake(engine.uffd, addr, engine.page_size);
+		return;
+	}
+	fail_page(r, page, errno);
+}
+
+void resolve_write_protect(struct cowmem_region *r, size_t page)
+{
+	struct pending *p = page_map_get(&r->out, page);
+
+	if (p)
+		pending_hand_over(p);
+	/* Un-protecting also wakes the writer. */
+	if (uffd_writeprotect(engine.uffd, page_address(r, page), engine.page_size,
+			      false) < 0)
+		(void)uffd_wake(engine.uffd, page_address(r, page), engine.page_size);
+}
+
+/* ---- Public API --------------------------------------------------------- */
+
+static struct cowmem_region *region_new(struct layer *base, size_t size,
+					enum region_mode mode)
+{
+	struct cowmem_region *r = calloc(1, sizeof *r);
+
+	if (!r)
+		return NULL;
+	r->data = map_layer(base, size,
+			    mode == REGION_EXCLUSIVE ? MAP_SHARED : MAP_PRIVATE);
+	if (r->data == MAP_FAILED) {
+		free(r);
+		return NULL;
+	}
+	r->size = size;
+	r->pages = size / engine.page_size;
+	r->base = base;
+	r->mode = mode;
+	r->magic = REGION_MAGIC;
+	return r;
+}
+
+static void region_free(struct cowmem_region *r)
+{
+	munmap(r->data, r->size);
+	page_map_free(&r->in);
+	page_map_free(&r->out);
+	r->magic = 0;
+	free(r);
+}
+
+cowmem_region *cowmem_create(size_t size)
+{
+	if (engine_init() < 0)
+		return NULL;
+	if (size == 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	size_t page_size = engine.page_size;
+	if (size > (size_t)PTRDIFF_MAX - page_size) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	size = (size + page_size - 1) & ~(page_size - 1);
+
+	struct layer *layer = layer_create(size);
+	if (!layer)
+		return NULL;
+	struct cowmem_region *r = region_new(layer, size, REGION_EXCLUSIVE);
+	if (!r)
+		goto err_release_layer;
+
+	pthread_mutex_lock(&engine.lock);
+	int rc = registry_insert(r);
+	pthread_mutex_unlock(&engine.lock);
+	if (rc < 0)
+		goto err_free_region;
+	return r;
+
+err_free_region:
+	region_free(r);
+err_release_layer:
+	layer_release(layer);
+	errno = ENOMEM;
+	return NULL;
+}
+
+/*
+ * The first clone freezes an exclusive region's layer: from now on the region
+ * maps it privately, so its writes become copy-on-write and the layer stays
+ * what both regions read. MREMAP_DONTUNMAP moves the populated page tables
+ * away in microseconds (leaving the old VMA in place, so no access ever finds
+ * the range unmapped); the janitor tears them down off this thread.
+ */
+static int freeze(struct cowmem_region *r)
+{
+	void *moved = sys_mremap(r->data, r->size, r->size,
+				 MREMAP_MAYMOVE | MREMAP_DONTUNMAP, NULL);
+	char *data = mmap(r->data, r->size, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_FIXED, r->base->fd, 0);
+	if (data == MAP_FAILED) {
+		int saved = errno;
+		if (moved != MAP_FAILED)
+			janitor_unmap(moved, r->size);
+		errno = saved;
+		return -1;
+	}
+	if (moved != MAP_FAILED)
+		janitor_unmap(moved, r->size);
+	r->mode = REGION_PRIVATE;
+	r->uffd_modes = 0;
+	/* Unregistered, a hole read allocates a zero page in the layer: the
+	 * content is still right, so a failed registration is not fatal. */
+	(void)region_register(r, UFFDIO_REGISTER_MODE_MISSING);
+	return 0;
+}
+
+/* Is this pagemap entry a page the region has written (its own version)? */
+static bool is_delta(uint64_t entry)
+{
+	const uint64_t present = 1ull << 63, swapped = 1ull << 62,
+		       file = 1ull << 61, exclusive = 1ull << 56;
+
+	if (!(entry & (present | swapped)) || (entry & file))
+		return false;
+	if (entry & swapped)
+		return true;
+	uint64_t pfn = entry & ((1ull << 55) - 1);
+	if (pfn != 0 && engine.zero_pfn != 0)
+		return pfn != engine.zero_pfn;
+	return (entry & exclusive) != 0; /* the zero page is never exclusive */
+}
+
+/* Calls fn for each run of pages [first, end) that src has written. */
+static int for_each_delta_run(struct cowmem_region *src,
+			      int (*fn)(struct cowmem_region *src, size_t first,
+					size_t end, void *ctx),
+			      void *ctx)
+{
+	size_t run_start = SIZE_MAX;
+
+	for (size_t base = 0; base < src->pages; base += PAGEMAP_BATCH) {
+		size_t n = src->pages - base < PAGEMAP_BATCH ? src->pages - base : PAGEMAP_BATCH;
+		off_t offset = (off_t)((uintptr_t)page_address(src, base) /
+				       engine.page_size * sizeof(uint64_t));
+		if (pread(engine.pagemap, pagemap_buffer, n * sizeof(uint64_t), offset) !=
+		    (ssize_t)(n * sizeof(uint64_t))) {
+			if (errno == 0)
+				errno = EIO;
+			return -1;
+		}
+		for (size_t k = 0; k < n; k++) {
+			bool delta = is_delta(pagemap_buffer[k]);
+			if (delta && run_start == SIZE_MAX)
+				run_start = base + k;
+			if (!delta && run_start != SIZE_MAX) {
+				if (fn(src, run_start, base + k, ctx) < 0)
+					return -1;
+				run_start = SIZE_MAX;
+			}
+		}
+	}
+	if (run_start != SIZE_MAX)
+		return fn(src, run_start, src->pages, ctx);
+	return 0;
+}
+
+/* Lazy clone: the clone waits for every page its source wrote; the source
+ * lends them, write-protected, until the clone has its copy. */
+static int lend_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
+{
+	struct cowmem_region *clone = ctx;
+
+	if (region_register(src, UFFDIO_REGISTER_MODE_WP) < 0)
+		return -1;
+	for (size_t page = first; page < end; page++) {
+		struct pending *p = page_map_get(&src->out, page);
+		if (!p && !(p = pending_new(src, page)))
+			return -1;
+		if (pending_add_waiter(p, clone) < 0) {
+			if (p->count == 0)
+				pending_release(p);
+			return -1;
+		}
+	}
+	return uffd_writeprotect(engine.uffd, page_address(src, first),
+				 (end - first) * engine.page_size, true);
+}
+
+struct inherit_context {
+	struct cowmem_region *clone;
+	int error;
+};
+
+static void inherit_wait(size_t page, void *value, void *ctx)
+{
+	struct inherit_context *c = ctx;
+	(void)page;
+	if (c->error == 0 && pending_add_waiter(value, c->clone) < 0)
+		c->error = ENOMEM;
+}
+
+static void drop_wait(size_t page, void *value, void *ctx)
+{
+	struct pending *p = value;
+	struct cowmem_region *r = ctx;
+	(void)page;
+
+	for (size_t i = 0; i < p->count; i++)
+		if (p->waiters[i] == r) {
+			p->waiters[i] = p->waiters[--p->count];
+			break;
+		}
+	if (p->count == 0)
+		pending_release(p);
+}
+
+/* Stops waiting for anything (lock held). */
+static void region_drop_waits(struct cowmem_region *r)
+{
+	page_map_each(&r->in, drop_wait, r);
+	page_map_free(&r->in);
+}
+
+/* Eager clone (no userfaultfd): copy the runs the source wrote. */
+struct run_list {
+	size_t (*runs)[2];
+	size_t count, capacity;
+};
+
+static int collect_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
+{
+	struct run_list *list = ctx;
+	(void)src;
+	if (list->count == list->capacity) {
+		size_t capacity = list->capacity ? list->capacity * 2 : 64;
+		void *grown = realloc(list->runs, capacity * sizeof *list->runs);
+		if (!grown) {
+			errno = ENOMEM;
+			return -1;
+		}
+		list->runs = grown;
+		list->capacity = capacity;
+	}
+	list->runs[list->count][0] = first;
+	list->runs[list->count][1] = end;
+	list->count++;
+	return 0;
+}
+
+cowmem_region *cowmem_clone(cowmem_region *src)
+{
+	struct run_list eager = { 0 };
+	int err = 0;
+
+	if (!src || src->magic != REGION_MAGIC) {
+		errno = EINVAL;
+		return NULL;
+	}
+	pthread_mutex_lock(&engine.lock);
+	if (engine.uffd >= 0 && engine.server == SERVER_NONE &&
+	    server_start_library_thread() < 0) {
+		err = errno;
+		goto err_unlock;
+	}
+	bool had_delta = src->mode == REGION_PRIVATE;
+	if (src->mode == REGION_EXCLUSIVE && freeze(src) < 0) {
+		err = errno;
+		goto err_unlock;
+	}
+	struct cowmem_region *clone = region_new(src->base, src->size, REGION_PRIVATE);
+	if (!clone) {
+		err = errno;
+		goto err_unlock;
+	}
+	src->base->refs++;
+
+	if (had_delta && engine.lazy) {
+		struct inherit_context c = { .clone = clone };
+		page_map_each(&src->in, inherit_wait, &c);
+		if (c.error || for_each_delta_run(src, lend_run, clone) < 0) {
+			err = c.error ? c.error : errno;
+			goto err_drop_waits;
+		}
+	} else if (had_delta && for_each_delta_run(src, collect_run, &eager) < 0) {
+		err = errno;
+		goto err_drop_waits;
+	}
+	uint64_t modes = UFFDIO_REGISTER_MODE_MISSING;
+	if (clone->in.count > 0)
+		modes |= UFFDIO_REGISTER_MODE_MINOR;
+	if (region_register(clone, modes) < 0 && clone->in.count > 0) {
+		err = errno;
+		goto err_drop_waits;
+	}
+	if (registry_insert(clone) < 0) {
+		err = ENOMEM;
+		goto err_drop_waits;
+	}
+	pthread_mutex_unlock(&engine.lock);
+
+	/* Outside the lock: writing the clone may fault into the server. */
+	for (size_t i = 0; i < eager.count; i++) {
+		size_t first = eager.runs[i][0], end = eager.runs[i][1];
+		memcpy(page_address(clone, first), page_address(src, first),
+		       (end - first) * engine.page_size);
+	}
+	free(eager.runs);
+	return clone;
+
+err_drop_waits:
+	region_drop_waits(clone);
+	layer_release(clone->base);
+	region_free(clone);
+err_unlock:
+	pthread_mutex_unlock(&engine.lock);
+	free(eager.runs);
+	errno = err;
+	return NULL;
+}
+
+void *cowmem_data(const cowmem_region *r)
+{
+	if (!r) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return r->data;
+}
+
+size_t cowmem_size(const cowmem_region *r)
+{
+	if (!r) {
+		errno = EINVAL;
+		return 0;
+	}
+	return r->size;
+}
+
+static void collect_pending(size_t page, void *value, void *ctx)
+{
+	struct pending ***cursor = ctx;
+	(void)page;
+	*(*cursor)++ = value;
+}
+
+int cowmem_destroy(cowmem_region *r)
+{
+	if (!r)
+		return 0;
+	if (r->magic != REGION_MAGIC) {
+		errno = EINVAL;
+		return -1;
+	}
+	pthread_mutex_lock(&engine.lock);
+	/* Hand every version this region still lends to one of its waiters. */
+	if (r->out.count > 0) {
+		struct pending **lent = malloc(r->out.count * sizeof *lent), **cursor = lent;
+		if (!lent) {
+			pthread_mutex_unlock(&engine.lock);
+			errno = ENOMEM;
+			return -1;
+		}
+		page_map_each(&r->out, collect_pending, &cursor);
+		for (struct pending **p = lent; p < cursor; p++)
+			pending_hand_over(*p);
+		free(lent);
+	}
+	region_drop_waits(r);
+	registry_remove(r);
+	layer_release(r->base);
+	r->magic = 0;
+	pthread_mutex_unlock(&engine.lock);
+	region_free(r);
+	return 0;
+}

@@ -1,0 +1,160 @@
+/*
+ * Private declarations shared by the engine's files. Nothing here is part of
+ * the public ABI: kernel structures and constants stay out of cowmem.h.
+ */
+#ifndef COWMEM_INTERNAL_H
+#define COWMEM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <linux/userfaultfd.h>
+
+#include "cowmem.h"
+
+/* ---- Kernel drift ------------------------------------------------------
+ * The system headers may be older than the running kernel (6.1 headers on a
+ * 6.18 kernel is a real combination). Define what newer kernels offer here;
+ * UFFDIO_API tells at run time what the kernel actually grants. */
+#ifndef UFFD_FEATURE_WP_HUGETLBFS_SHMEM /* 5.19+: write-protect on shmem VMAs */
+#define UFFD_FEATURE_WP_HUGETLBFS_SHMEM (1 << 12)
+#endif
+#ifndef UFFD_FEATURE_WP_UNPOPULATED     /* 6.4+ */
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_POISON             /* 6.6+: UFFDIO_POISON */
+#define UFFD_FEATURE_POISON (1 << 14)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC           /* 6.7+ */
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+#ifndef UFFD_FEATURE_MOVE               /* 6.8+ */
+#define UFFD_FEATURE_MOVE (1 << 16)
+#endif
+#ifndef UFFD_USER_MODE_ONLY             /* 5.11+ */
+#define UFFD_USER_MODE_ONLY 1
+#endif
+#ifndef _UFFDIO_POISON
+#define _UFFDIO_POISON (0x08)
+struct uffdio_poison {
+	struct uffdio_range range;
+#define UFFDIO_POISON_MODE_DONTWAKE ((__u64)1 << 0)
+	__u64 mode;
+	__s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
+#ifndef MREMAP_DONTUNMAP /* 5.7+ (anonymous), 5.13+ (shared and file mappings) */
+#define MREMAP_DONTUNMAP 4
+#endif
+#ifndef MFD_NOEXEC_SEAL /* 6.3+ */
+#define MFD_NOEXEC_SEAL 0x0008U
+#endif
+
+/* ---- One wrapper per raw system call (syscalls.c) ---------------------- */
+int sys_userfaultfd(int flags);
+int sys_memfd_create(const char *name, unsigned int flags);
+void *sys_mremap(void *old_address, size_t old_size, size_t new_size,
+		 int flags, void *new_address);
+
+/* userfaultfd ioctls: 0 on success, -1 + errno. *done (where present) gets
+ * the number of bytes the kernel handled before an error. */
+int uffd_api(int uffd, uint64_t want, uint64_t *granted);
+int uffd_register(int uffd, void *addr, size_t len, uint64_t modes);
+int uffd_copy(int uffd, void *dst, const void *src, size_t len, uint64_t mode,
+	      size_t *done);
+int uffd_zeropage(int uffd, void *dst, size_t len, size_t *done);
+int uffd_continue(int uffd, void *dst, size_t len, size_t *done);
+int uffd_writeprotect(int uffd, void *addr, size_t len, bool protect);
+int uffd_wake(int uffd, void *addr, size_t len);
+int uffd_poison(int uffd, void *addr, size_t len);
+
+/* ---- page_map.c: page index -> pointer, open addressing ---------------- */
+struct page_map {
+	size_t *keys;   /* page index + 1; 0 marks an empty slot */
+	void **values;
+	size_t capacity; /* a power of two, or 0 */
+	size_t count;
+};
+void *page_map_get(const struct page_map *m, size_t page);
+int page_map_put(struct page_map *m, size_t page, void *value); /* -1 ENOMEM */
+void *page_map_remove(struct page_map *m, size_t page);
+void page_map_free(struct page_map *m);
+/* Calls fn for every entry; fn must not change the map. */
+void page_map_each(const struct page_map *m,
+		   void (*fn)(size_t page, void *value, void *ctx), void *ctx);
+
+/* ---- The engine's objects (engine.c) ----------------------------------- */
+
+/* A memfd holding page data. While one region maps it shared ("exclusive")
+ * it changes; once a second region depends on it, it is frozen forever. */
+struct layer {
+	int fd;
+	size_t size;
+	unsigned refs; /* regions mapping it */
+};
+
+/* One page version that some regions (waiters) still need and one region
+ * (the owner) holds as a private, write-protected page. */
+struct pending {
+	struct cowmem_region *owner;
+	size_t page;
+	size_t count, capacity;
+	struct cowmem_region **waiters;
+};
+
+enum region_mode {
+	REGION_EXCLUSIVE, /* shared mapping of its own layer; writes land there */
+	REGION_PRIVATE,   /* private mapping of a frozen layer; writes are COW */
+};
+
+struct cowmem_region {
+	char *data;
+	size_t size, pages;
+	struct layer *base;
+	enum region_mode mode;
+	uint64_t uffd_modes;  /* UFFDIO_REGISTER_MODE_* in effect, 0 if none */
+	struct page_map in;   /* page -> pending: versions this region awaits */
+	struct page_map out;  /* page -> pending: versions it holds for others */
+	uint32_t magic;       /* REGION_MAGIC while alive: catches double destroy */
+};
+#define REGION_MAGIC 0xc0ffee11u
+
+/* Global engine state; every field is guarded by `lock` unless noted. */
+struct engine {
+	pthread_mutex_t lock;
+	size_t page_size;      /* constant after init */
+	int uffd;              /* -1 when userfaultfd is unavailable */
+	uint64_t features;     /* what UFFDIO_API granted */
+	bool lazy;             /* pending pages (needs MINOR_SHMEM + WP on shmem) */
+	int self_mem;          /* /proc/self/mem: reads that fail, never block */
+	int pagemap;           /* /proc/self/pagemap */
+	uint64_t zero_pfn;     /* PFN of the shared zero page, 0 if unknown */
+	enum { SERVER_NONE, SERVER_LIBRARY, SERVER_HOSTED } server;
+	struct cowmem_region **regions; /* sorted by address */
+	size_t region_count, region_capacity;
+	char *bounce;          /* one page, used by whoever holds the lock */
+	int init_errno;
+};
+extern struct engine engine;
+
+int engine_init(void); /* once; 0 or -1 + errno */
+struct cowmem_region *engine_find(const void *addr); /* lock held */
+
+/* ---- server.c ----------------------------------------------------------- */
+/* Starts a detached pthread with every signal blocked (signals belong to the
+ * application's threads). 0 or -1 + errno. */
+int engine_start_thread(void *(*fn)(void *));
+int server_start_library_thread(void); /* lock held */
+int server_handle_all(void);           /* reads and resolves queued faults */
+
+/* ---- Fault resolution (engine.c), lock held ----------------------------- */
+void resolve_fill(struct cowmem_region *r, size_t page, bool minor, bool write);
+void resolve_write_protect(struct cowmem_region *r, size_t page);
+
+/* ---- janitor.c: unmaps retired page tables off the caller's path -------- */
+void janitor_unmap(void *addr, size_t len);
+
+#endif /* COWMEM_INTERNAL_H */

@@ -1,0 +1,112 @@
+/*
+ * A small open-addressing hash map from page index to pointer, with linear
+ * probing and backward-shift deletion (no tombstones). Regions keep two of
+ * them; they hold only the pages that wait for or lend a version, so they
+ * stay small next to the region.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+static size_t slot_of(size_t page, size_t capacity)
+{
+	uint64_t h = (uint64_t)page * 0x9e3779b97f4a7c15ull;
+	return (size_t)(h >> 17) & (capacity - 1);
+}
+
+void *page_map_get(const struct page_map *m, size_t page)
+{
+	if (m->count == 0)
+		return NULL;
+	for (size_t i = slot_of(page, m->capacity);; i = (i + 1) & (m->capacity - 1)) {
+		if (m->keys[i] == 0)
+			return NULL;
+		if (m->keys[i] == page + 1)
+			return m->values[i];
+	}
+}
+
+static int grow(struct page_map *m)
+{
+	size_t capacity = m->capacity ? m->capacity * 2 : 16;
+	size_t *keys = calloc(capacity, sizeof *keys);
+	void **values = calloc(capacity, sizeof *values);
+
+	if (!keys || !values) {
+		free(keys);
+		free(values);
+		errno = ENOMEM;
+		return -1;
+	}
+	for (size_t i = 0; i < m->capacity; i++) {
+		if (m->keys[i] == 0)
+			continue;
+		size_t j = slot_of(m->keys[i] - 1, capacity);
+		while (keys[j] != 0)
+			j = (j + 1) & (capacity - 1);
+		keys[j] = m->keys[i];
+		values[j] = m->values[i];
+	}
+	free(m->keys);
+	free(m->values);
+	m->keys = keys;
+	m->values = values;
+	m->capacity = capacity;
+	return 0;
+}
+
+int page_map_put(struct page_map *m, size_t page, void *value)
+{
+	if ((m->count + 1) * 4 > m->capacity * 3 && grow(m) < 0)
+		return -1;
+	size_t i = slot_of(page, m->capacity);
+	while (m->keys[i] != 0 && m->keys[i] != page + 1)
+		i = (i + 1) & (m->capacity - 1);
+	if (m->keys[i] == 0)
+		m->count++;
+	m->keys[i] = page + 1;
+	m->values[i] = value;
+	return 0;
+}
+
+void *page_map_remove(struct page_map *m, size_t page)
+{
+	if (m->count == 0)
+		return NULL;
+	size_t mask = m->capacity - 1, i = slot_of(page, m->capacity);
+	while (m->keys[i] != page + 1) {
+		if (m->keys[i] == 0)
+			return NULL;
+		i = (i + 1) & mask;
+	}
+	void *value = m->values[i];
+	/* Shift later members of the probe run back into the hole. */
+	for (size_t j = (i + 1) & mask; m->keys[j] != 0; j = (j + 1) & mask) {
+		size_t home = slot_of(m->keys[j] - 1, m->capacity);
+		if (((j - home) & mask) >= ((j - i) & mask)) {
+			m->keys[i] = m->keys[j];
+			m->values[i] = m->values[j];
+			i = j;
+		}
+	}
+	m->keys[i] = 0;
+	m->values[i] = NULL;
+	m->count--;
+	return value;
+}
+
+void page_map_each(const struct page_map *m,
+		   void (*fn)(size_t page, void *value, void *ctx), void *ctx)
+{
+	for (size_t i = 0; i < m->capacity; i++)
+		if (m->keys[i] != 0)
+			fn(m->keys[i] - 1, m->values[i], ctx);
+}
+
+void page_map_free(struct page_map *m)
+{
+	free(m->keys);
+	free(m->values);
+	*m = (struct page_map){ 0 };
+}

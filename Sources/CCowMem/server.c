@@ -1,0 +1,138 @@
+/*
+ * The fault server: reads userfaultfd messages and resolves each one.
+ * Either the library's own pthread runs the loop (C programs), or a host
+ * claims it and calls cowmem_server_handle() from a thread of its own (the
+ * Swift overlay). Either way the server never touches region memory through
+ * registered addresses: a fault there would wait for the one thread that
+ * could resolve it.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define MESSAGE_BATCH 64
+
+static void dispatch(const struct uffd_msg *msg)
+{
+	if (msg->event != UFFD_EVENT_PAGEFAULT)
+		return; /* no other events are enabled */
+	uint64_t flags = msg->arg.pagefault.flags;
+	char *addr = (char *)(uintptr_t)msg->arg.pagefault.address;
+	struct cowmem_region *r = engine_find(addr);
+
+	if (!r) {
+		/* The region was destroyed while one of its pages was being
+		 * touched: let the thread retry and meet the unmapped range. */
+		uintptr_t page = (uintptr_t)addr & ~(uintptr_t)(engine.page_size - 1);
+		(void)uffd_wake(engine.uffd, (void *)page, engine.page_size);
+		return;
+	}
+	size_t page = (size_t)(addr - r->data) / engine.page_size;
+	if (flags & UFFD_PAGEFAULT_FLAG_WP)
+		resolve_write_protect(r, page);
+	else
+		resolve_fill(r, page, flags & UFFD_PAGEFAULT_FLAG_MINOR,
+			     flags & UFFD_PAGEFAULT_FLAG_WRITE);
+}
+
+int server_handle_all(void)
+{
+	struct uffd_msg msgs[MESSAGE_BATCH];
+	int handled = 0;
+
+	for (;;) {
+		ssize_t n = read(engine.uffd, msgs, sizeof msgs);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return handled;
+			return handled > 0 ? handled : -1;
+		}
+		size_t count = (size_t)n / sizeof msgs[0];
+		pthread_mutex_lock(&engine.lock);
+		for (size_t i = 0; i < count; i++)
+			dispatch(&msgs[i]);
+		pthread_mutex_unlock(&engine.lock);
+		handled += (int)count;
+	}
+}
+
+static void *library_server(void *unused)
+{
+	struct pollfd pfd = { .fd = engine.uffd, .events = POLLIN };
+	(void)unused;
+
+	for (;;) {
+		if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+			fprintf(stderr, "cowmem: fault server: poll: %s\n", strerror(errno));
+			continue;
+		}
+		if (server_handle_all() < 0 && errno != EINTR)
+			fprintf(stderr, "cowmem: fault server: read: %s\n", strerror(errno));
+	}
+	return NULL;
+}
+
+/* Signals go to the application's threads, never to the server. */
+int engine_start_thread(void *(*fn)(void *))
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	pthread_t thread;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	int rc = pthread_create(&thread, &attr, fn, NULL);
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		errno = rc;
+		return -1;
+	}
+	return 0;
+}
+
+int server_start_library_thread(void)
+{
+	if (engine_start_thread(library_server) < 0)
+		return -1;
+	engine.server = SERVER_LIBRARY;
+	return 0;
+}
+
+int cowmem_server_claim(void)
+{
+	if (engine_init() < 0)
+		return -1;
+	pthread_mutex_lock(&engine.lock);
+	int result = -1;
+	if (engine.uffd < 0)
+		errno = ENOTSUP; /* no userfaultfd: no faults to serve */
+	else if (engine.server != SERVER_NONE)
+		errno = EBUSY;
+	else {
+		engine.server = SERVER_HOSTED;
+		result = engine.uffd;
+	}
+	pthread_mutex_unlock(&engine.lock);
+	return result;
+}
+
+int cowmem_server_handle(void)
+{
+	if (engine_init() < 0)
+		return -1;
+	if (engine.uffd < 0) {
+		errno = ENOTSUP;
+		return -1;
+	}
+	return server_handle_all();
+}

@@ -1,0 +1,106 @@
+/*
+ * One tiny wrapper per raw system call or userfaultfd ioctl, so that every
+ * kernel call the engine makes is easy to find, trace and fake.
+ */
+#include <errno.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int sys_userfaultfd(int flags)
+{
+	return (int)syscall(SYS_userfaultfd, flags);
+}
+
+int sys_memfd_create(const char *name, unsigned int flags)
+{
+	return (int)syscall(SYS_memfd_create, name, flags);
+}
+
+/* glibc's mremap() wrapper rejects MREMAP_DONTUNMAP on some versions; the raw
+ * system call does not. */
+void *sys_mremap(void *old_address, size_t old_size, size_t new_size,
+		 int flags, void *new_address)
+{
+	return (void *)syscall(SYS_mremap, old_address, old_size, new_size,
+			       flags, new_address);
+}
+
+int uffd_api(int uffd, uint64_t want, uint64_t *granted)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = want };
+
+	if (ioctl(uffd, UFFDIO_API, &api) < 0)
+		return -1;
+	*granted = api.features;
+	return 0;
+}
+
+int uffd_register(int uffd, void *addr, size_t len, uint64_t modes)
+{
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)addr, .len = len },
+		.mode = modes,
+	};
+	return ioctl(uffd, UFFDIO_REGISTER, &reg);
+}
+
+/* The fill ioctls report progress in a field of their own; a partial fill
+ * ends with an error (EEXIST, EFAULT, ...) and *done tells how far it got. */
+static int filled(int rc, int64_t progress, size_t *done)
+{
+	*done = progress > 0 ? (size_t)progress : 0;
+	if (rc < 0)
+		return -1;
+	if (progress < 0) {
+		errno = (int)-progress;
+		return -1;
+	}
+	return 0;
+}
+
+int uffd_copy(int uffd, void *dst, const void *src, size_t len, uint64_t mode,
+	      size_t *done)
+{
+	struct uffdio_copy c = { .dst = (uintptr_t)dst, .src = (uintptr_t)src,
+				 .len = len, .mode = mode };
+	int rc = ioctl(uffd, UFFDIO_COPY, &c);
+	return filled(rc, c.copy, done);
+}
+
+int uffd_zeropage(int uffd, void *dst, size_t len, size_t *done)
+{
+	struct uffdio_zeropage z = { .range = { (uintptr_t)dst, len } };
+	int rc = ioctl(uffd, UFFDIO_ZEROPAGE, &z);
+	return filled(rc, z.zeropage, done);
+}
+
+int uffd_continue(int uffd, void *dst, size_t len, size_t *done)
+{
+	struct uffdio_continue c = { .range = { (uintptr_t)dst, len } };
+	int rc = ioctl(uffd, UFFDIO_CONTINUE, &c);
+	return filled(rc, c.mapped, done);
+}
+
+int uffd_writeprotect(int uffd, void *addr, size_t len, bool protect)
+{
+	struct uffdio_writeprotect wp = {
+		.range = { (uintptr_t)addr, len },
+		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+	};
+	return ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
+}
+
+int uffd_wake(int uffd, void *addr, size_t len)
+{
+	struct uffdio_range r = { (uintptr_t)addr, len };
+	return ioctl(uffd, UFFDIO_WAKE, &r);
+}
+
+int uffd_poison(int uffd, void *addr, size_t len)
+{
+	struct uffdio_poison p = { .range = { (uintptr_t)addr, len } };
+	return ioctl(uffd, UFFDIO_POISON, &p);
+}
