@@ -64,7 +64,8 @@ EXAMPLE_PROGRAMS := $(EXAMPLE_SOURCES:Examples/c/%.c=$(BUILD)/examples/%)
 
 MAN_PAGES := $(sort $(wildcard Documentation/man/man3/*.3))
 
-# install-check installs here and builds the examples against that copy.
+# install-check installs here and builds the examples against that copy
+# (with a cowmem.pc of its own, so build/cowmem.pc keeps PREFIX).
 CHECK_PREFIX := $(abspath $(BUILD)/install-check/prefix)
 CHECK_BIN := $(BUILD)/install-check/bin
 
@@ -117,11 +118,12 @@ $(LIB_LINKS): $(LIB_SHARED)
 # stamp file holds the paths of the last build and is rewritten only when
 # they differ.
 PC_PATHS := $(PREFIX)|$(LIBDIR)|$(INCLUDEDIR)|$(VERSION)
-PC_STAMP := $(BUILD)/cowmem.pc.paths
+PC_STAMP := $(PC).paths
 ifneq ($(PC_PATHS),$(shell cat $(PC_STAMP) 2>/dev/null))
 .PHONY: $(PC_STAMP)
 endif
-$(PC_STAMP): | $(BUILD)
+$(PC_STAMP):
+	@mkdir -p $(@D)
 	@echo '$(PC_PATHS)' > $@
 
 $(PC): Support/cowmem.pc.in $(PC_STAMP)
@@ -164,7 +166,8 @@ check-c: tests
 install-check: lib
 	@echo '== install-check: make install into a scratch prefix, build via pkg-config'
 	@rm -rf $(BUILD)/install-check
-	@$(MAKE) --no-print-directory -s install PREFIX=$(CHECK_PREFIX) DESTDIR=
+	@$(MAKE) --no-print-directory -s install PREFIX=$(CHECK_PREFIX) DESTDIR= \
+		PC=$(BUILD)/install-check/cowmem.pc
 	@CC='$(CC)' PKG_CONFIG='$(PKG_CONFIG)' Support/install-check $(CHECK_PREFIX) $(CHECK_BIN) $(LIB_SONAME) $(EXAMPLE_SOURCES)
 
 check-man:
