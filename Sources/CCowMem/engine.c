@@ -455,7 +455,13 @@ void resolve_fill(struct cowmem_region *r, size_t page, bool minor, bool write)
 		size_t limit = FILL_WINDOW;
 		if (data >= 0)
 			limit = (size_t)data / engine.page_size - page;
-		end = window_end(r, page, limit ? limit : 1);
+		if (limit == 0) {
+			/* An unregistered mapping filled this hole with zeros
+			 * meanwhile: the kernel maps it on the retry. */
+			(void)uffd_wake(engine.uffd, addr, engine.page_size);
+			return;
+		}
+		end = window_end(r, page, limit);
 		rc = uffd_zeropage(engine.uffd, addr, (end - page) * engine.page_size, &done);
 	}
 	if (rc == 0 || done > 0)
