@@ -69,7 +69,7 @@ MAN_PAGES := $(sort $(wildcard Documentation/man/man3/*.3))
 CHECK_PREFIX := $(abspath $(BUILD)/install-check/prefix)
 CHECK_BIN := $(BUILD)/install-check/bin
 
-.PHONY: all lib tests examples test check-c install-check check-man \
+.PHONY: all lib tests examples test check-c check-c-unprivileged install-check check-man \
 	check-swift demo install uninstall clean help
 .DEFAULT_GOAL := all
 
@@ -85,6 +85,7 @@ help:
 	@echo 'make                build build/libcowmem.{a,so}, cowmem.pc, C tests and examples'
 	@echo 'make test           the whole suite: C tests, install-check, man pages, swift test'
 	@echo 'make check-c        build and run the C tests only'
+	@echo 'make check-c-unprivileged  the C tests as user $$(TEST_USER) (run as root)'
 	@echo 'make install-check  install into a scratch prefix and build the examples via pkg-config'
 	@echo 'make check-swift    swift test only'
 	@echo 'make examples       build the C examples into build/examples/'
@@ -162,6 +163,15 @@ test: all
 
 check-c: tests
 	@Support/run-c-tests $(TEST_PROGRAMS)
+
+# The same programs as an ordinary user (root only): DESIGN.md section 4 says
+# CowMem must work unprivileged, where userfaultfd may serve user-mode
+# faults only. Needs a user that can reach build/ (nobody by default).
+TEST_USER ?= nobody
+check-c-unprivileged: tests
+	@if [ "$$(id -u)" -ne 0 ]; then \
+		echo 'check-c-unprivileged: run as root (it drops to $(TEST_USER))'; exit 1; fi
+	@Support/run-c-tests --as-user $(TEST_USER) $(TEST_PROGRAMS)
 
 install-check: lib
 	@echo '== install-check: make install into a scratch prefix, build via pkg-config'
