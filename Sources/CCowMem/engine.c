@@ -181,30 +181,58 @@ static void layer_release(struct layer *layer)
 	free(layer);
 }
 
+/* Reserves address space for `size` bytes starting at a 2 MiB boundary and
+ * returns that start; the caller maps over it with MAP_FIXED, then calls
+ * trim_reservation(). Page tables move cheapest between PMD-aligned ranges. */
+struct reservation {
+	char *area, *start;
+	size_t length;
+};
+
+static char *reserve_aligned(size_t size, struct reservation *res)
+{
+	res->length = size + HUGE_ALIGN;
+	if (res->length < size) { /* no room to align */
+		errno = ENOMEM;
+		return MAP_FAILED;
+	}
+	res->area = mmap(NULL, res->length, PROT_NONE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (res->area == MAP_FAILED)
+		return MAP_FAILED;
+	res->start = (char *)(((uintptr_t)res->area + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1));
+	return res->start;
+}
+
+/* Unmaps the reservation around [start, start + size); with used == false,
+ * the whole reservation. */
+static void trim_reservation(const struct reservation *res, size_t size, bool used)
+{
+	char *end = res->area + res->length;
+
+	if (!used) {
+		munmap(res->area, res->length);
+		return;
+	}
+	if (res->start > res->area)
+		munmap(res->area, (size_t)(res->start - res->area));
+	if (end > res->start + size)
+		munmap(res->start + size, (size_t)(end - (res->start + size)));
+}
+
 /* Maps `size` bytes of the layer at a 2 MiB-aligned address. */
 static char *map_layer(struct layer *layer, size_t size, int share)
 {
-	size_t reserve = size + HUGE_ALIGN;
+	struct reservation res;
+	char *start = reserve_aligned(size, &res);
 
-	if (reserve < size) /* overflow: no room to align */
+	if (start == MAP_FAILED)
 		return mmap(NULL, size, PROT_READ | PROT_WRITE, share, layer->fd, 0);
-	char *area = mmap(NULL, reserve, PROT_NONE,
-			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (area == MAP_FAILED)
-		return MAP_FAILED;
-	char *start = (char *)(((uintptr_t)area + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1));
 	char *data = mmap(start, size, PROT_READ | PROT_WRITE, share | MAP_FIXED,
 			  layer->fd, 0);
-	if (data == MAP_FAILED) {
-		int saved = errno;
-		munmap(area, reserve);
-		errno = saved;
-		return MAP_FAILED;
-	}
-	if (start > area)
-		munmap(area, (size_t)(start - area));
-	if (area + reserve > start + size)
-		munmap(start + size, (size_t)(area + reserve - (start + size)));
+	int saved = errno;
+	trim_reservation(&res, size, data != MAP_FAILED);
+	errno = saved;
 	return data;
 }
 
@@ -563,8 +591,16 @@ err_release_layer:
  */
 static int freeze(struct cowmem_region *r)
 {
-	void *moved = sys_mremap(r->data, r->size, r->size,
-				 MREMAP_MAYMOVE | MREMAP_DONTUNMAP, NULL);
+	struct reservation res;
+	void *moved = reserve_aligned(r->size, &res);
+
+	if (moved != MAP_FAILED) {
+		moved = sys_mremap(r->data, r->size, r->size,
+				   MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, moved);
+		trim_reservation(&res, r->size, moved != MAP_FAILED);
+	}
+	/* Without DONTUNMAP (kernels before 5.13 refuse it for shared
+	 * mappings), MAP_FIXED below zaps the page tables itself. */
 	char *data = mmap(r->data, r->size, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_FIXED, r->base->fd, 0);
 	if (data == MAP_FAILED) {

@@ -8,7 +8,7 @@
 
 #include "internal.h"
 
-#define UNMAP_CHUNK ((size_t)64 << 20) /* keep each mmap_lock hold short */
+#define ZAP_CHUNK ((size_t)4 << 20)
 
 struct retired {
 	char *addr;
@@ -31,10 +31,14 @@ static void *janitor(void *unused)
 		struct retired *job = queue;
 		queue = job->next;
 		pthread_mutex_unlock(&janitor_lock);
-		for (size_t done = 0; done < job->len; done += UNMAP_CHUNK) {
-			size_t len = job->len - done < UNMAP_CHUNK ? job->len - done : UNMAP_CHUNK;
-			munmap(job->addr + done, len);
+		/* MADV_DONTNEED zaps under the mmap lock held for reading, in
+		 * small steps, so faults and mmap calls elsewhere wait at most
+		 * one step; the final munmap then has nothing left to zap. */
+		for (size_t done = 0; done < job->len; done += ZAP_CHUNK) {
+			size_t len = job->len - done < ZAP_CHUNK ? job->len - done : ZAP_CHUNK;
+			madvise(job->addr + done, len, MADV_DONTNEED);
 		}
+		munmap(job->addr, job->len);
 		free(job);
 		pthread_mutex_lock(&janitor_lock);
 	}
