@@ -1,0 +1,36 @@
+// swift-tools-version: 6.1
+//
+// CowMem: copy-on-write memory regions for Linux.
+//
+// The C engine (CCowMem) is the same code the Makefile builds into libcowmem; the
+// Swift overlay (CowMem) wraps it and owns the thread that serves page faults.
+
+import PackageDescription
+
+let package = Package(
+    name: "CowMem",
+    products: [
+        .library(name: "CowMem", targets: ["CowMem"]),
+    ],
+    dependencies: [
+        // Only for `Errno`, the ecosystem's errno type; a small package that builds in seconds.
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        .target(
+            name: "CCowMem",
+            path: "Sources/CCowMem",
+            publicHeadersPath: "include",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("pthread")]
+        ),
+        .target(
+            name: "CowMem",
+            dependencies: [
+                "CCowMem",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Sources/CowMem"
+        ),
+    ]
+)

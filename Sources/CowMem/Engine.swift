@@ -1,0 +1,86 @@
+import CCowMem
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The one place where the overlay calls the C engine.
+///
+/// Each function is a thin wrapper over one C call: it retries `EINTR` where a call can be
+/// interrupted, throws the `errno` of a failure as `Errno`, and traps on `errno` values
+/// that can only mean a bug in CowMem itself (a bad descriptor or address of our own).
+internal enum Engine {
+    /// `cowmem_create`.
+    static func create(size: Int) throws(Errno) -> OpaquePointer {
+        try retryingInterrupts("cowmem_create") { cowmem_create(size_t(size)) }
+    }
+
+    /// `cowmem_clone`.
+    static func clone(_ region: OpaquePointer) throws(Errno) -> OpaquePointer {
+        try retryingInterrupts("cowmem_clone") { cowmem_clone(region) }
+    }
+
+    /// `cowmem_destroy`. On failure the region stays valid.
+    static func destroy(_ region: OpaquePointer) throws(Errno) {
+        _ = try retryingInterrupts("cowmem_destroy") { () -> OpaquePointer? in
+            cowmem_destroy(region) == 0 ? region : nil
+        }
+    }
+
+    /// `cowmem_data`: cannot fail for a live region.
+    static func data(_ region: OpaquePointer) -> UnsafeMutableRawPointer {
+        guard let data = cowmem_data(region) else {
+            fatalError("cowmem_data returned NULL for a live region: a bug in CowMem")
+        }
+        return data
+    }
+
+    /// `cowmem_size`: cannot fail for a live region.
+    static func size(_ region: OpaquePointer) -> Int {
+        let size = cowmem_size(region)
+        precondition(size > 0, "cowmem_size returned 0 for a live region: a bug in CowMem")
+        return Int(size)
+    }
+
+    /// `cowmem_page_size`.
+    static var pageSize: Int { Int(cowmem_page_size()) }
+
+    /// `cowmem_server_claim`: the descriptor to poll, or `EBUSY` if another server runs.
+    static func claimFaultServer() throws(Errno) -> CInt {
+        let descriptor = cowmem_server_claim()
+        guard descriptor >= 0 else { throw failure("cowmem_server_claim") }
+        return descriptor
+    }
+
+    /// `cowmem_server_handle`: how many fault messages it resolved.
+    static func handleFaults() throws(Errno) -> Int {
+        let handled = cowmem_server_handle()
+        guard handled >= 0 else { throw failure("cowmem_server_handle") }
+        return Int(handled)
+    }
+
+    /// Calls `body` until it returns non-nil or fails with something other than `EINTR`.
+    private static func retryingInterrupts<T>(
+        _ function: StaticString, _ body: () -> T?
+    ) throws(Errno) -> T {
+        while true {
+            if let result = body() { return result }
+            let error = failure(function)
+            if error != .interrupted { throw error }
+        }
+    }
+
+    /// The current `errno`, after trapping on values that can only be our own bug.
+    static func failure(_ function: StaticString) -> Errno {
+        let error = Errno(rawValue: errno)
+        switch error {
+        case .badFileDescriptor, .badAddress:
+            fatalError("\(function) failed with \(error): a bug in CowMem")
+        default:
+            return error
+        }
+    }
+}

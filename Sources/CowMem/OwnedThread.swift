@@ -1,0 +1,69 @@
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A POSIX thread that runs one closure, owned by whoever created it.
+///
+/// Work that blocks (waiting on a descriptor, or on a page fault) belongs on a thread of its
+/// own, not on a Swift concurrency task: the cooperative pool may be as narrow as the number
+/// of CPUs, and tasks that block it can starve the very work they wait for.
+internal final class OwnedThread: @unchecked Sendable {
+    // Written once by `init`, read by `join`; `join` is called at most once, by the owner.
+    private var thread: pthread_t
+    private var joined = false
+
+    /// Starts a thread named `name` (at most 15 bytes show up in `/proc`) that runs `body`.
+    init(name: String, _ body: @escaping @Sendable () -> Void) throws(Errno) {
+        let start = Unmanaged.passRetained(Start(name: name, body: body))
+        var thread = pthread_t()
+        let result = pthread_create(&thread, nil, { context in
+            let start = Unmanaged<Start>.fromOpaque(context!).takeRetainedValue()
+            OwnedThread.nameCurrentThread(start.name)
+            start.body()
+            return nil
+        }, start.toOpaque())
+        guard result == 0 else {
+            start.release()
+            throw Errno(rawValue: result)
+        }
+        self.thread = thread
+    }
+
+    /// Waits for the thread to finish. Call it at most once.
+    func join() {
+        precondition(!joined, "OwnedThread.join() called twice")
+        joined = true
+        let result = pthread_join(thread, nil)
+        precondition(result == 0, "pthread_join failed with \(Errno(rawValue: result))")
+    }
+
+    deinit {
+        // A thread nobody joins releases its resources itself when it ends.
+        if !joined { pthread_detach(thread) }
+    }
+
+    /// Names the calling thread, for `top -H`, `gdb` and `/proc/<pid>/task/*/comm`.
+    /// Glibc's `pthread_setname_np` is GNU-only and not visible to Swift; the kernel takes the
+    /// same name through `/proc/thread-self/comm`. Best effort: a thread works without a name.
+    private static func nameCurrentThread(_ name: String) {
+        let descriptor = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return }
+        let bytes = Array(name.utf8.prefix(15))
+        _ = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        close(descriptor)
+    }
+
+    private final class Start {
+        let name: String
+        let body: @Sendable () -> Void
+
+        init(name: String, body: @escaping @Sendable () -> Void) {
+            self.name = name
+            self.body = body
+        }
+    }
+}

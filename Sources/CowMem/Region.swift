@@ -1,0 +1,173 @@
+import CCowMem
+import SystemPackage
+
+/// A page-aligned block of ordinary read/write memory that can be cloned instantly.
+///
+/// ``clone()`` returns a new region with the same content without copying it; only the
+/// pages that either side later writes are copied. From then on the two are isolated
+/// snapshots of each other, and so are clones of clones, to any depth.
+///
+/// A region owns its memory: it is destroyed when it goes out of scope, or explicitly with
+/// ``destroy()``. It is noncopyable, so each region has exactly one owner, and it is
+/// `Sendable`, so that owner can hand it to another thread.
+///
+/// ```swift
+/// var document = try Region(size: 1 << 20)
+/// document.withMutableBytes { bytes in bytes.storeBytes(of: 42, toByteOffset: 0, as: UInt8.self) }
+/// let snapshot = try document.clone()          // instant, whatever the size
+/// document.withMutableBytes { bytes in bytes.storeBytes(of: 7, toByteOffset: 0, as: UInt8.self) }
+/// snapshot.withBytes { $0.unsafeLoad(as: UInt8.self) }   // still 42
+/// ```
+///
+/// The C type is `cowmem_region`.
+public struct Region: ~Copyable {
+    private let handle: OpaquePointer
+
+    /// The address of the region's first byte: page-aligned and stable until the region
+    /// is destroyed.
+    ///
+    /// Code that keeps this pointer must not use it after the region is destroyed, and must
+    /// make sure that writes through it do not race with other accesses. Prefer
+    /// ``withBytes(_:)`` and ``withMutableBytes(_:)``.
+    ///
+    /// The C function is `cowmem_data`.
+    public let unsafeBaseAddress: UnsafeMutableRawPointer
+
+    /// The region's size in bytes: a multiple of ``pageSize``.
+    ///
+    /// The C function is `cowmem_size`.
+    public let size: Int
+
+    /// The page size that regions are measured and copied in, in bytes.
+    ///
+    /// The C function is `cowmem_page_size`.
+    public static var pageSize: Int { Engine.pageSize }
+
+    /// Creates a zero-filled region of at least `size` bytes, rounded up to the page size.
+    ///
+    /// The first region a process creates also starts the thread that serves its page
+    /// faults (see ``FaultServer``).
+    ///
+    /// - Throws: ``CowMemError`` with code ``CowMemError/Code/invalidSize`` if `size` is
+    ///   not positive, ``CowMemError/Code/outOfMemory`` if it cannot be mapped.
+    ///
+    /// The C function is `cowmem_create`.
+    public init(size: Int) throws(CowMemError) {
+        try faultServer.checkUsable()
+        // Zero is the C library's to refuse; a negative size cannot even be passed to it.
+        guard size >= 0 else {
+            throw CowMemError(
+                code: .invalidSize, underlyingError: .invalidArgument, function: "cowmem_create")
+        }
+        do {
+            self.init(handle: try Engine.create(size: size))
+        } catch {
+            throw CowMemError(error, from: "cowmem_create")
+        }
+    }
+
+    private init(handle: OpaquePointer) {
+        self.handle = handle
+        self.unsafeBaseAddress = Engine.data(handle)
+        self.size = Engine.size(handle)
+    }
+
+    /// Returns a new region whose content equals this one's at the moment of the call.
+    ///
+    /// No page data is copied: the two regions share their pages until either side writes
+    /// one. Afterwards, writes to either region are never seen in the other.
+    ///
+    /// Cloning while another thread writes this region races the way `memcpy` would: each
+    /// page shows either the old or the new bytes.
+    ///
+    /// - Throws: ``CowMemError`` with code ``CowMemError/Code/outOfMemory`` or
+    ///   ``CowMemError/Code/outOfFileDescriptors``.
+    ///
+    /// The C function is `cowmem_clone`.
+    public func clone() throws(CowMemError) -> Region {
+        do {
+            return Region(handle: try Engine.clone(handle))
+        } catch {
+            throw CowMemError(error, from: "cowmem_clone")
+        }
+    }
+
+    /// Destroys the region now and reports a failure, instead of leaving that to `deinit`.
+    ///
+    /// Every other region keeps its content. If the C library cannot release the region,
+    /// its memory stays mapped and is leaked; the error says why.
+    ///
+    /// The C function is `cowmem_destroy`.
+    public consuming func destroy() throws(CowMemError) {
+        let handle = self.handle
+        discard self
+        do {
+            try Engine.destroy(handle)
+        } catch {
+            throw CowMemError(error, from: "cowmem_destroy")
+        }
+    }
+
+    deinit {
+        // A deinit cannot report a failure; `destroy()` is the way to see one.
+        try? Engine.destroy(handle)
+    }
+
+    /// Calls `body` with the region's bytes, for reading.
+    ///
+    /// Reading a page of a clone that nobody has written does not copy it.
+    public func withBytes<Result: ~Copyable, Failure: Error>(
+        _ body: (RawSpan) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        let bytes = RawSpan(_unsafeStart: unsafeBaseAddress, byteCount: size)
+        return try body(bytes)
+    }
+
+    /// Calls `body` with the region's bytes, for reading and writing.
+    ///
+    /// The first write to a page shared with another region copies that page, once.
+    public mutating func withMutableBytes<Result: ~Copyable, Failure: Error>(
+        _ body: (inout MutableRawSpan) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        var bytes = MutableRawSpan(_unsafeStart: unsafeBaseAddress, byteCount: size)
+        return try body(&bytes)
+    }
+
+    /// Calls `body` with a raw pointer to the region's bytes, for reading.
+    ///
+    /// The pointer must not escape `body`.
+    public func withUnsafeBytes<Result: ~Copyable, Failure: Error>(
+        _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        try body(UnsafeRawBufferPointer(start: unsafeBaseAddress, count: size))
+    }
+
+    /// Calls `body` with a raw pointer to the region's bytes, for reading and writing: as a
+    /// buffer for `read(2)`, `recv(2)` and other calls that take a pointer.
+    ///
+    /// The pointer must not escape `body`.
+    public mutating func withUnsafeMutableBytes<Result: ~Copyable, Failure: Error>(
+        _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        try body(UnsafeMutableRawBufferPointer(start: unsafeBaseAddress, count: size))
+    }
+}
+
+// A region may be used from any thread: the C library's calls are thread-safe, and its
+// memory is ordinary memory. Sending the handle is sound because it is noncopyable: one
+// owner at a time, and the only calls that can run on shared borrows (`clone`, reading)
+// are ones the C library allows concurrently. Writes need `mutating` access, which Swift
+// grants to one owner at a time; the `unsafe` accessors are the caller's responsibility.
+extension Region: @unchecked Sendable {}
+
+extension Region {
+    /// A short text for logs, for example `Region(size: 1048576, address: 0x00007f12a0000000)`.
+    ///
+    /// `CustomStringConvertible` requires a copyable type, so a region offers the property
+    /// without the conformance: write `print(region.description)`.
+    public var description: String {
+        let address = UInt(bitPattern: unsafeBaseAddress)
+        let hex = String(address, radix: 16)
+        return "Region(size: \(size), address: 0x\(String(repeating: "0", count: max(0, 16 - hex.count)) + hex))"
+    }
+}
