@@ -1,0 +1,440 @@
+/*
+ * syscalls.c - region memory as the buffer of system calls, on pages that
+ * are not filled yet.
+ *
+ * When the kernel itself touches an unfilled page of a clone (copying to or
+ * from user memory inside read, write, send, ...), the library must serve it
+ * like any other fault: the call moves the right bytes and never fails with
+ * EFAULT or comes back short.
+ *
+ * Every case runs on a fresh buffer region of each kind, so its pages are
+ * unfilled when the call touches them:
+ *   - a fresh clone of a populated source,
+ *   - a clone of a clone whose parent wrote some pages first,
+ *   - a clone whose source was written after the clone (old bytes expected),
+ *   - a fresh region (never written: zeros).
+ * The ranges cross page boundaries and include a page nobody ever wrote.
+ * Calls: write(2) to a pipe, read(2) from a pipe, pread(2) and pwrite(2)
+ * on a file, send(2) and recv(2) on a socketpair, writev(2)/readv(2) with
+ * vectors in two regions, and process_vm_readv/writev(2) on this process.
+ * After each call the bytes moved and the whole region are compared with
+ * plain memory.
+ *
+ * Skips (77) only where the kernel cannot let the library serve faults
+ * taken inside system calls: not root, vm.unprivileged_userfaultfd=0 and no
+ * access to /dev/userfaultfd, so only user-mode faults can be handled.
+ */
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+
+#define PAGES 16
+#define NEVER_WRITTEN_PAGE 7
+
+static size_t page, size;
+static uint64_t seed;
+static cowmem_region *source;
+static unsigned char *source_model;
+static unsigned long calls_checked;
+
+/* ---- Buffers --------------------------------------------------------------------- */
+
+enum kind { FRESH_CLONE, CLONE_OF_CLONE, CLONE_THEN_SOURCE_WRITES, FRESH_REGION,
+	    KIND_COUNT };
+
+static const char *const kind_names[KIND_COUNT] = {
+	"a fresh clone", "a clone of a clone", "a clone whose source was "
+	"written after it", "a fresh region",
+};
+
+struct buffer {
+	enum kind kind;
+	cowmem_region *region;
+	cowmem_region *helper; /* the middle region of a clone of a clone */
+	unsigned char *data;
+	unsigned char model[PAGES * 65536];
+};
+
+static void make_buffer(struct buffer *b, enum kind kind, test_rng *rng)
+{
+	b->kind = kind;
+	b->helper = NULL;
+	switch (kind) {
+	case FRESH_CLONE:
+		b->region = cowmem_clone(source);
+		memcpy(b->model, source_model, size);
+		break;
+	case CLONE_OF_CLONE: {
+		b->helper = cowmem_clone(source);
+		CHECK(b->helper != NULL, "cowmem_clone: %s", strerror(errno));
+		memcpy(b->model, source_model, size);
+		/* The middle region changes every other page (and half of the
+		 * never-written one) before it is cloned. */
+		unsigned char *middle = cowmem_data(b->helper);
+		for (size_t p = 0; p < PAGES; p += 2) {
+			test_rng_fill(rng, b->model + p * page, page);
+			memcpy(middle + p * page, b->model + p * page, page);
+		}
+		test_rng_fill(rng, b->model + NEVER_WRITTEN_PAGE * page, page / 2);
+		memcpy(middle + NEVER_WRITTEN_PAGE * page,
+		       b->model + NEVER_WRITTEN_PAGE * page, page / 2);
+		b->region = cowmem_clone(b->helper);
+		break;
+	}
+	case CLONE_THEN_SOURCE_WRITES: {
+		b->region = cowmem_clone(source);
+		memcpy(b->model, source_model, size);
+		/* The source changes under the clone; the clone keeps the old
+		 * bytes. The source's model changes with it. */
+		unsigned char *source_data = cowmem_data(source);
+		for (size_t p = 1; p < PAGES; p += 3) {
+			test_rng_fill(rng, source_model + p * page, page);
+			memcpy(source_data + p * page, source_model + p * page, page);
+		}
+		break;
+	}
+	case FRESH_REGION:
+		b->region = cowmem_create(size);
+		memset(b->model, 0, size);
+		break;
+	case KIND_COUNT:
+		break;
+	}
+	CHECK(b->region != NULL, "making %s: %s", kind_names[kind], strerror(errno));
+	b->data = cowmem_data(b->region);
+}
+
+static void check_buffer(const struct buffer *b, const char *call)
+{
+	char what[160];
+	snprintf(what, sizeof what, "%s after %s", kind_names[b->kind], call);
+	if (memcmp(b->data, b->model, size) != 0)
+		CHECK_BYTES(b->data, b->model, size, what);
+	if (memcmp(cowmem_data(source), source_model, size) != 0) {
+		snprintf(what, sizeof what, "the source after %s on %s", call,
+			 kind_names[b->kind]);
+		CHECK_BYTES(cowmem_data(source), source_model, size, what);
+	}
+}
+
+static void free_buffer(struct buffer *b)
+{
+	CHECK(cowmem_destroy(b->region) == 0, "destroy: %s", strerror(errno));
+	if (b->helper)
+		CHECK(cowmem_destroy(b->helper) == 0, "destroy: %s", strerror(errno));
+}
+
+/* ---- When EFAULT is the kernel's doing --------------------------------------------- */
+
+static bool only_user_mode_faults_possible(void)
+{
+	if (geteuid() == 0)
+		return false;
+	FILE *in = fopen("/proc/sys/vm/unprivileged_userfaultfd", "r");
+	int allowed = 1;
+	if (in) {
+		if (fscanf(in, "%d", &allowed) != 1)
+			allowed = 1;
+		fclose(in);
+	}
+	return allowed == 0 && access("/dev/userfaultfd", R_OK | W_OK) != 0;
+}
+
+/* A system call on region memory moved `result` bytes of `wanted`. */
+static void check_moved(const struct buffer *b, const char *call, ssize_t result,
+			size_t wanted)
+{
+	if (result == (ssize_t)wanted) {
+		calls_checked++;
+		return;
+	}
+	int error = result < 0 ? errno : 0;
+	if ((error == EFAULT || result >= 0) && only_user_mode_faults_possible())
+		test_skip("%s on %s: %s; this user may only handle user-mode faults "
+			  "(vm.unprivileged_userfaultfd=0, no /dev/userfaultfd), so "
+			  "the kernel cannot wait for the library inside a system call",
+			  call, kind_names[b->kind], result < 0 ? strerror(error) :
+			  "short transfer");
+	if (result < 0)
+		FAIL("%s on %s failed: %s%s", call, kind_names[b->kind],
+		     strerror(error), error == EFAULT ? " (an unfilled page was not "
+		     "served to the kernel)" : "");
+	FAIL("%s on %s moved %zd of %zu bytes (a page the kernel touched was not "
+	     "served?)", call, kind_names[b->kind], result, wanted);
+}
+
+/* ---- The calls ------------------------------------------------------------------- */
+
+/* The ranges: one across populated pages, one across the never-written
+ * page, one long run over most of the region. */
+struct range {
+	size_t offset, length;
+};
+
+static struct range ranges[3];
+
+static void set_ranges(void)
+{
+	ranges[0] = (struct range){ 2 * page - 100, 2 * page + 200 };
+	ranges[1] = (struct range){ (NEVER_WRITTEN_PAGE - 1) * page + 1, 2 * page + 7 };
+	ranges[2] = (struct range){ page / 2, 12 * page };
+}
+
+static unsigned char plain[PAGES * 65536];
+
+static void drain(int fd, unsigned char *into, size_t length)
+{
+	size_t done = 0;
+	while (done < length) {
+		ssize_t n = read(fd, into + done, length - done);
+		CHECK(n > 0, "read into plain memory: %s", strerror(errno));
+		done += (size_t)n;
+	}
+}
+
+/* A pipe or a socketpair; what goes in one end comes out of the other. */
+enum channel { PIPE, SOCKETPAIR };
+
+static void open_channel(enum channel channel, int fds[2])
+{
+	if (channel == PIPE)
+		CHECK(pipe(fds) == 0, "pipe: %s", strerror(errno));
+	else
+		CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0,
+		      "socketpair: %s", strerror(errno));
+}
+
+/* write(2) on a pipe, send(2) on a socket. */
+static ssize_t put(enum channel channel, int fd, const void *from, size_t length)
+{
+	return channel == PIPE ? write(fd, from, length) : send(fd, from, length, 0);
+}
+
+/* read(2) on a pipe, recv(2) on a socket (waiting for all of it). */
+static ssize_t get(enum channel channel, int fd, void *into, size_t length)
+{
+	return channel == PIPE ? read(fd, into, length) :
+				 recv(fd, into, length, MSG_WAITALL);
+}
+
+/* Region memory into the channel; plain memory out of it. */
+static void region_out(struct buffer *b, struct range r, enum channel channel,
+		       const char *call)
+{
+	int fds[2];
+	open_channel(channel, fds);
+	check_moved(b, call, put(channel, fds[1], b->data + r.offset, r.length),
+		    r.length);
+	drain(fds[0], plain, r.length);
+	CHECK_BYTES(plain, b->model + r.offset, r.length,
+		    "bytes the call took from the region");
+	close(fds[0]);
+	close(fds[1]);
+	check_buffer(b, call);
+}
+
+/* Plain memory into the channel; region memory out of it. */
+static void region_in(struct buffer *b, struct range r, test_rng *rng,
+		      enum channel channel, const char *call)
+{
+	int fds[2];
+	open_channel(channel, fds);
+	test_rng_fill(rng, plain, r.length);
+	CHECK(put(channel, fds[1], plain, r.length) == (ssize_t)r.length,
+	      "sending from plain memory: %s", strerror(errno));
+	check_moved(b, call, get(channel, fds[0], b->data + r.offset, r.length),
+		    r.length);
+	memcpy(b->model + r.offset, plain, r.length);
+	close(fds[0]);
+	close(fds[1]);
+	check_buffer(b, call);
+}
+
+static void case_pipe_write(struct buffer *b, struct range r, test_rng *rng)
+{
+	(void)rng;
+	region_out(b, r, PIPE, "write(2) to a pipe");
+}
+
+static void case_pipe_read(struct buffer *b, struct range r, test_rng *rng)
+{
+	region_in(b, r, rng, PIPE, "read(2) from a pipe");
+}
+
+static void case_send(struct buffer *b, struct range r, test_rng *rng)
+{
+	(void)rng;
+	region_out(b, r, SOCKETPAIR, "send(2) on a socketpair");
+}
+
+static void case_recv(struct buffer *b, struct range r, test_rng *rng)
+{
+	region_in(b, r, rng, SOCKETPAIR, "recv(2) on a socketpair");
+}
+
+static int temp_file(void)
+{
+	const char *directory = getenv("TMPDIR");
+	if (!directory || !*directory)
+		directory = "/tmp";
+	char path[4096];
+	snprintf(path, sizeof path, "%s/cowmem-syscalls-XXXXXX", directory);
+	int fd = mkstemp(path);
+	CHECK(fd >= 0, "mkstemp(%s): %s", path, strerror(errno));
+	unlink(path);
+	return fd;
+}
+
+static void case_pread(struct buffer *b, struct range r, test_rng *rng)
+{
+	int fd = temp_file();
+	test_rng_fill(rng, plain, r.length + 333);
+	CHECK(pwrite(fd, plain, r.length + 333, 0) == (ssize_t)(r.length + 333),
+	      "filling the file");
+	ssize_t n = pread(fd, b->data + r.offset, r.length, 333);
+	check_moved(b, "pread(2) from a file", n, r.length);
+	memcpy(b->model + r.offset, plain + 333, r.length);
+	close(fd);
+	check_buffer(b, "pread(2) from a file");
+}
+
+static void case_pwrite(struct buffer *b, struct range r, test_rng *rng)
+{
+	(void)rng;
+	int fd = temp_file();
+	ssize_t n = pwrite(fd, b->data + r.offset, r.length, 4096 + 17);
+	check_moved(b, "pwrite(2) to a file", n, r.length);
+	CHECK(pread(fd, plain, r.length, 4096 + 17) == (ssize_t)r.length,
+	      "reading the file back");
+	CHECK_BYTES(plain, b->model + r.offset, r.length,
+		    "bytes pwrite(2) took from the region");
+	close(fd);
+	check_buffer(b, "pwrite(2) to a file");
+}
+
+/* Vectors alternating between the buffer and a second fresh clone. */
+static void case_vectors(struct buffer *b, struct range r, test_rng *rng)
+{
+	struct buffer *other = malloc(sizeof *other);
+	CHECK(other != NULL, "malloc");
+	make_buffer(other, FRESH_CLONE, rng);
+	struct iovec vectors[4];
+	size_t half = r.length / 2;
+	vectors[0] = (struct iovec){ b->data + r.offset, half };
+	vectors[1] = (struct iovec){ other->data + r.offset, half };
+	vectors[2] = (struct iovec){ b->data + r.offset + half, r.length - half };
+	vectors[3] = (struct iovec){ other->data + r.offset + half, r.length - half };
+	size_t total = 2 * r.length;
+
+	/* writev from both regions into a pipe. */
+	int fds[2];
+	CHECK(pipe(fds) == 0, "pipe");
+	CHECK(fcntl(fds[1], F_SETPIPE_SZ, 1 << 20) >= (int)total, "F_SETPIPE_SZ");
+	ssize_t n = writev(fds[1], vectors, 4);
+	check_moved(b, "writev(2) from two regions", n, total);
+	drain(fds[0], plain, total);
+	CHECK_BYTES(plain, b->model + r.offset, half, "writev: first vector");
+	CHECK_BYTES(plain + half, other->model + r.offset, half,
+		    "writev: second vector");
+	CHECK_BYTES(plain + 2 * half, b->model + r.offset + half, r.length - half,
+		    "writev: third vector");
+	CHECK_BYTES(plain + r.length + half, other->model + r.offset + half,
+		    r.length - half, "writev: fourth vector");
+
+	/* readv from the pipe into both regions. */
+	test_rng_fill(rng, plain, total);
+	CHECK(write(fds[1], plain, total) == (ssize_t)total, "pipe write");
+	n = readv(fds[0], vectors, 4);
+	check_moved(b, "readv(2) into two regions", n, total);
+	memcpy(b->model + r.offset, plain, half);
+	memcpy(other->model + r.offset, plain + half, half);
+	memcpy(b->model + r.offset + half, plain + 2 * half, r.length - half);
+	memcpy(other->model + r.offset + half, plain + r.length + half,
+	       r.length - half);
+	close(fds[0]);
+	close(fds[1]);
+	check_buffer(b, "readv(2)");
+	check_buffer(other, "readv(2), the second region");
+	free_buffer(other);
+	free(other);
+}
+
+/* The kernel reaching region memory through another process's view of it
+ * (here: this process), as debuggers and checkpointing tools do. */
+static void case_process_vm(struct buffer *b, struct range r, test_rng *rng)
+{
+	struct iovec local = { plain, r.length };
+	struct iovec remote = { b->data + r.offset, r.length };
+	ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+	if (n < 0 && (errno == ENOSYS || errno == EPERM)) {
+		printf("      (process_vm_readv unavailable: %s)\n", strerror(errno));
+		return;
+	}
+	check_moved(b, "process_vm_readv(2) from the region", n, r.length);
+	CHECK_BYTES(plain, b->model + r.offset, r.length,
+		    "bytes process_vm_readv took from the region");
+	check_buffer(b, "process_vm_readv(2)");
+
+	/* Fresh unfilled pages for the write direction. */
+	free_buffer(b);
+	make_buffer(b, b->kind, rng);
+	remote.iov_base = b->data + r.offset;
+	test_rng_fill(rng, plain, r.length);
+	n = process_vm_writev(getpid(), &local, 1, &remote, 1, 0);
+	check_moved(b, "process_vm_writev(2) into the region", n, r.length);
+	memcpy(b->model + r.offset, plain, r.length);
+	check_buffer(b, "process_vm_writev(2)");
+}
+
+typedef void (*case_body)(struct buffer *b, struct range r, test_rng *rng);
+
+static void run_case(const char *name, case_body body)
+{
+	static struct buffer b;
+	for (int kind = 0; kind < KIND_COUNT; kind++) {
+		for (int range = 0; range < 3; range++) {
+			test_rng rng = { test_substream(seed, calls_checked) };
+			make_buffer(&b, (enum kind)kind, &rng);
+			body(&b, ranges[range], &rng);
+			free_buffer(&b);
+		}
+	}
+	printf("ok   %s\n", name);
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	page = test_page_size();
+	size = PAGES * page;
+	CHECK(page <= 65536, "page size %zu fits the buffers", page);
+	seed = test_seed_init(argc, argv);
+	set_ranges();
+	source = test_create_or_skip(size);
+	source_model = calloc(1, size);
+	CHECK(source_model != NULL, "calloc");
+	test_rng rng = { seed };
+	for (size_t p = 0; p < PAGES; p++)
+		if (p != NEVER_WRITTEN_PAGE)
+			test_rng_fill(&rng, source_model + p * page, page);
+	memcpy(cowmem_data(source), source_model, size);
+
+	run_case("write(2) from unfilled pages into a pipe", case_pipe_write);
+	run_case("read(2) from a pipe into unfilled pages", case_pipe_read);
+	run_case("pread(2) from a file into unfilled pages", case_pread);
+	run_case("pwrite(2) from unfilled pages into a file", case_pwrite);
+	run_case("send(2) from unfilled pages on a socketpair", case_send);
+	run_case("recv(2) into unfilled pages on a socketpair", case_recv);
+	run_case("writev(2) and readv(2) across two regions", case_vectors);
+	run_case("process_vm_readv(2) and process_vm_writev(2)", case_process_vm);
+
+	CHECK(cowmem_destroy(source) == 0, "destroy: %s", strerror(errno));
+	free(source_model);
+	printf("syscalls: %lu calls on region memory moved the right bytes\n",
+	       calls_checked);
+	return TEST_EXIT_PASS;
+}
