@@ -32,5 +32,10 @@ let package = Package(
             ],
             path: "Sources/CowMem"
         ),
+        .testTarget(
+            name: "CowMemTests",
+            dependencies: ["CowMem"],
+            path: "Tests/CowMemTests"
+        ),
     ]
 )

@@ -1,0 +1,109 @@
+@testable import CowMem
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+@Suite("Fault serving and system calls", .timeLimit(.minutes(1)))
+struct FaultServerTests {
+    @Test("The overlay claimed fault serving and runs its own thread",
+          .enabled(if: FaultServer.current != .unavailable,
+                   "needs userfaultfd: without it the C library serves no faults"))
+    func overlayThreadServes() throws {
+        #expect(FaultServer.current == .overlayThread)
+        #expect(FaultServer.current.description == "overlay thread")
+        #expect(faultServer.claimError == nil)
+        #expect(threadNames().contains("cowmem-faults"))
+    }
+
+    @Test("Faults on clones are served by the overlay's thread",
+          .enabled(if: FaultServer.current == .overlayThread, "needs the overlay's fault server"))
+    func faultsReachTheOverlayThread() throws {
+        let before = handledFaultCount.load(ordering: .relaxed)
+        let size = 64 * pageSize
+        // Half written, half never written; then written again after a first clone, so that
+        // a second clone has both pages nobody wrote and pages its source changed to fill.
+        var source = try Region(size: size)
+        source.withUnsafeMutableBytes { fillPattern(UnsafeMutableRawBufferPointer(rebasing: $0[..<(size / 2)]), tag: 0x77) }
+        let first = try source.clone()
+        source.withUnsafeMutableBytes { fillPattern(UnsafeMutableRawBufferPointer(rebasing: $0[..<(size / 4)]), tag: 0x78) }
+        let second = try source.clone()
+
+        var expectedFirst = [UInt8](repeating: 0, count: size)
+        expectedFirst.replaceSubrange(0..<(size / 2), with: pattern(count: size / 2, tag: 0x77))
+        var expectedSecond = expectedFirst
+        expectedSecond.replaceSubrange(0..<(size / 4), with: pattern(count: size / 4, tag: 0x78))
+        #expect(first.withUnsafeBytes { firstDifference($0, expectedFirst) } == nil)
+        #expect(second.withUnsafeBytes { firstDifference($0, expectedSecond) } == nil)
+        #expect(handledFaultCount.load(ordering: .relaxed) > before)
+    }
+
+    @Test("write(2) from and read(2) into the pages of a fresh clone")
+    func systemCallsOnFreshClone() throws {
+        let size = 16 * pageSize
+        var source = try Region(size: size)
+        source.withUnsafeMutableBytes { fillPattern($0, tag: 0x21) }
+        let original = pattern(count: size, tag: 0x21)
+        var descriptors: [CInt] = [-1, -1]
+        try #require(pipe(&descriptors) == 0)
+        defer { descriptors.forEach { _ = close($0) } }
+
+        // The kernel reads pages that the clone has not filled yet.
+        let sender = try source.clone()
+        let offset = pageSize / 2, count = 3 * pageSize
+        let sent = sender.withUnsafeBytes { write(descriptors[1], $0.baseAddress! + offset, count) }
+        #expect(sent == count)
+        var received = [UInt8](repeating: 0, count: count)
+        let got = received.withUnsafeMutableBytes { read(descriptors[0], $0.baseAddress!, count) }
+        #expect(got == count)
+        #expect(received[...] == original[offset..<(offset + count)])
+
+        // The kernel writes pages that the clone has not filled yet.
+        var receiver = try source.clone()
+        let incoming = pattern(count: count, tag: 0x9C)
+        #expect(incoming.withUnsafeBytes { write(descriptors[1], $0.baseAddress!, count) } == count)
+        let readIn = receiver.withUnsafeMutableBytes { read(descriptors[0], $0.baseAddress! + offset, count) }
+        #expect(readIn == count)
+        var expected = original
+        expected.replaceSubrange(offset..<(offset + count), with: incoming)
+        #expect(receiver.withUnsafeBytes { firstDifference($0, expected) } == nil)
+        #expect(source.withUnsafeBytes { firstDifference($0, original) } == nil)
+        #expect(sender.withUnsafeBytes { firstDifference($0, original) } == nil)
+    }
+
+    @Test("read(2) into a fresh, never-written region")
+    func readIntoFreshRegion() throws {
+        var region = try Region(size: 4 * pageSize)
+        var descriptors: [CInt] = [-1, -1]
+        try #require(pipe(&descriptors) == 0)
+        defer { descriptors.forEach { _ = close($0) } }
+        let incoming = pattern(count: 2 * pageSize, tag: 0x5E)
+        #expect(incoming.withUnsafeBytes { write(descriptors[1], $0.baseAddress!, $0.count) } == incoming.count)
+        let readIn = region.withUnsafeMutableBytes { read(descriptors[0], $0.baseAddress! + pageSize + 1, incoming.count) }
+        #expect(readIn == incoming.count)
+        var expected = [UInt8](repeating: 0, count: 4 * pageSize)
+        expected.replaceSubrange((pageSize + 1)..<(pageSize + 1 + incoming.count), with: incoming)
+        #expect(region.withUnsafeBytes { firstDifference($0, expected) } == nil)
+    }
+
+    /// The names of this process's threads.
+    private func threadNames() -> [String] {
+        guard let directory = opendir("/proc/self/task") else { return [] }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let task = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard task.first?.isNumber == true,
+                  let file = fopen("/proc/self/task/\(task)/comm", "r") else { continue }
+            var line = [CChar](repeating: 0, count: 64)
+            if fgets(&line, CInt(line.count), file) != nil {
+                names.append(String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            }
+            fclose(file)
+        }
+        return names
+    }
+}
