@@ -59,38 +59,6 @@ static uint64_t find_zero_pfn(void)
 	return pfn;
 }
 
-/* Asks a throwaway descriptor what the kernel offers, since UFFDIO_API
- * refuses a request for a feature it lacks and can be called once only. */
-static int open_userfaultfd(uint64_t *granted)
-{
-	const uint64_t wanted = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |
-				UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON;
-	int flags = O_CLOEXEC | O_NONBLOCK;
-	int probe = sys_userfaultfd(flags);
-
-	if (probe < 0 && errno == EPERM) {
-		/* vm.unprivileged_userfaultfd=0 without CAP_SYS_PTRACE: only
-		 * user-mode faults are allowed (5.11+). */
-		flags |= UFFD_USER_MODE_ONLY;
-		probe = sys_userfaultfd(flags);
-	}
-	if (probe < 0)
-		return -1;
-	uint64_t offered = 0;
-	int rc = uffd_api(probe, 0, &offered);
-	close(probe);
-	if (rc < 0)
-		return -1;
-	int uffd = sys_userfaultfd(flags);
-	if (uffd < 0)
-		return -1;
-	if (uffd_api(uffd, wanted & offered, granted) < 0) {
-		close(uffd);
-		return -1;
-	}
-	return uffd;
-}
-
 static void init(void)
 {
 	long page_size = sysconf(_SC_PAGESIZE);
@@ -108,17 +76,15 @@ static void init(void)
 	if (engine.pagemap >= 0)
 		engine.zero_pfn = find_zero_pfn();
 
-	engine.uffd = open_userfaultfd(&engine.features);
-	if (engine.uffd >= 0 && !(engine.features & UFFD_FEATURE_MISSING_SHMEM)) {
-		close(engine.uffd);
-		engine.uffd = -1;
+	if (backend_select() < 0) {
+		engine.init_errno = errno;
+		return;
 	}
 	/* Lending a page version lazily needs MINOR faults (to stop the kernel
 	 * mapping a stale base page), write-protection of the lender, a way to
 	 * read the lender's page that fails instead of blocking, and pagemap. */
 	engine.lazy = engine.uffd >= 0 && engine.self_mem >= 0 && engine.pagemap >= 0 &&
-		      (engine.features & UFFD_FEATURE_MINOR_SHMEM) &&
-		      (engine.features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
+		      (engine.features & FEATURE_MINOR) && (engine.features & FEATURE_WP);
 }
 
 int engine_init(void)
@@ -319,7 +285,7 @@ static void fail_page(struct cowmem_region *r, size_t page, int err)
 {
 	fprintf(stderr, "cowmem: cannot provide page %zu of region %p: %s\n",
 		page, (void *)r->data, strerror(err));
-	if ((engine.features & UFFD_FEATURE_POISON) &&
+	if ((engine.features & FEATURE_POISON) &&
 	    uffd_poison(engine.uffd, page_address(r, page), engine.page_size) == 0)
 		return;
 	abort();
@@ -592,9 +558,10 @@ err_release_layer:
 static int freeze(struct cowmem_region *r)
 {
 	struct reservation res;
-	void *moved = reserve_aligned(r->size, &res);
+	void *moved = MAP_FAILED;
 
-	if (moved != MAP_FAILED) {
+	if ((engine.features & FEATURE_DONTUNMAP) &&
+	    (moved = reserve_aligned(r->size, &res)) != MAP_FAILED) {
 		moved = sys_mremap(r->data, r->size, r->size,
 				   MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, moved);
 		trim_reservation(&res, r->size, moved != MAP_FAILED);
@@ -877,5 +844,27 @@ int cowmem_destroy(cowmem_region *r)
 	r->magic = 0;
 	pthread_mutex_unlock(&engine.lock);
 	region_free(r);
+	return 0;
+}
+
+int cowmem_prefault(cowmem_region *r, size_t offset, size_t length, int for_write)
+{
+	if (!r || r->magic != REGION_MAGIC || offset > r->size || length > r->size - offset) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (length == 0)
+		return 0;
+	size_t first = offset / engine.page_size;
+	size_t end = (offset + length + engine.page_size - 1) / engine.page_size;
+	for (size_t page = first; page < end; page++) {
+		char *p = page_address(r, page);
+		/* Adding zero atomically is a write access that cannot lose a
+		 * concurrent write to the same byte. */
+		if (for_write)
+			__atomic_fetch_add(p, 0, __ATOMIC_RELAXED);
+		else
+			(void)*(volatile char *)p;
+	}
 	return 0;
 }

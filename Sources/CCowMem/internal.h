@@ -122,12 +122,34 @@ struct cowmem_region {
 };
 #define REGION_MAGIC 0xc0ffee11u
 
+enum backend {
+	BACKEND_USERFAULTFD,      /* kernel-mode faults */
+	BACKEND_USERFAULTFD_USER, /* UFFD_USER_MODE_ONLY */
+	BACKEND_MEMFD,            /* no userfaultfd */
+	BACKEND_COUNT
+};
+
+/* Optional features in effect (engine.features); COWMEM_DISABLE masks them. */
+enum {
+	FEATURE_MINOR = 1 << 0,          /* MINOR faults on shmem: lazy lending */
+	FEATURE_WP = 1 << 1,             /* write-protect on shmem VMAs: lazy lending */
+	FEATURE_POISON = 1 << 2,         /* UFFDIO_POISON: SIGBUS for a lost page */
+	FEATURE_WP_UNPOPULATED = 1 << 3, /* offered by the kernel; not needed */
+	FEATURE_WP_ASYNC = 1 << 4,       /* offered by the kernel; not needed */
+	FEATURE_MOVE = 1 << 5,           /* offered by the kernel; not needed */
+	FEATURE_DONTUNMAP = 1 << 6,      /* MREMAP_DONTUNMAP: microsecond freeze */
+	FEATURE_ZERO_PFN = 1 << 7,       /* pagemap PFNs tell the zero page apart */
+};
+
 /* Global engine state; every field is guarded by `lock` unless noted. */
 struct engine {
 	pthread_mutex_t lock;
 	size_t page_size;      /* constant after init */
-	int uffd;              /* -1 when userfaultfd is unavailable */
-	uint64_t features;     /* what UFFDIO_API granted */
+	enum backend backend;  /* constant after init, like the next five */
+	int uffd;              /* -1 with the memfd backend */
+	uint64_t offered;      /* UFFD_FEATURE_* the kernel offers */
+	uint64_t granted;      /* UFFD_FEATURE_* UFFDIO_API granted */
+	unsigned features;     /* FEATURE_* in effect */
 	bool lazy;             /* pending pages (needs MINOR_SHMEM + WP on shmem) */
 	int self_mem;          /* /proc/self/mem: reads that fail, never block */
 	int pagemap;           /* /proc/self/pagemap */
@@ -141,6 +163,7 @@ struct engine {
 extern struct engine engine;
 
 int engine_init(void); /* once; 0 or -1 + errno */
+int backend_select(void); /* backend.c, from engine_init: 0 or -1 + errno */
 struct cowmem_region *engine_find(const void *addr); /* lock held */
 
 /* ---- server.c ----------------------------------------------------------- */

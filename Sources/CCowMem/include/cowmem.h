@@ -88,6 +88,36 @@ COWMEM_API int cowmem_server_claim(void);
  */
 COWMEM_API int cowmem_server_handle(void);
 
+/* ---- Backends --------------------------------------------------------- */
+
+/**
+ * The fault mechanism in use: "userfaultfd" (kernel-mode faults),
+ * "userfaultfd-user" (user-mode-only faults; asked for by name only) or
+ * "memfd" (no userfaultfd: clones copy the pages their source wrote).
+ * COWMEM_BACKEND=auto|userfaultfd|userfaultfd-user|memfd forces one.
+ * Returns NULL and sets errno if the library could not start (for example
+ * an unknown COWMEM_BACKEND value: EINVAL).
+ */
+COWMEM_API const char *cowmem_backend(void);
+
+/**
+ * The optional features in effect, comma-separated (for example
+ * "minor,wp,poison,dontunmap,zero-pfn"); COWMEM_DISABLE=name,... masks
+ * them. NULL and errno as for cowmem_backend().
+ */
+COWMEM_API const char *cowmem_features(void);
+
+/**
+ * Faults in the pages of [offset, offset + length) from user mode, for
+ * reading (for_write == 0) or writing, without changing their content.
+ * Only the "userfaultfd-user" backend needs it: there, a system call that
+ * meets an unfilled page fails with EFAULT instead of being served, so
+ * prefault a buffer before passing it to read(2), write(2) and the like.
+ * Returns 0, or -1 with errno EINVAL (NULL region or range outside it).
+ */
+COWMEM_API int cowmem_prefault(cowmem_region *r, size_t offset, size_t length,
+			       int for_write);
+
 /** The page size the library works in, in bytes. */
 COWMEM_API size_t cowmem_page_size(void);
 

@@ -1,0 +1,241 @@
+/*
+ * Choosing the fault mechanism at run time, and saying which one is in use.
+ *
+ *   userfaultfd       kernel-mode faults: lazy lending, zero pages, system
+ *                     calls on unfilled pages are served.
+ *   userfaultfd-user  UFFD_USER_MODE_ONLY (what an unprivileged process may
+ *                     open when vm.unprivileged_userfaultfd=0): a system call
+ *                     that meets an unfilled page fails with EFAULT unless
+ *                     the pages were prefaulted (cowmem_prefault). Used only
+ *                     when asked for by name.
+ *   memfd             no userfaultfd at all (seccomp, old kernels): private
+ *                     mappings of frozen layers, clones copy written pages.
+ *
+ * COWMEM_BACKEND=auto|userfaultfd|userfaultfd-user|memfd forces one;
+ * COWMEM_DISABLE=name,... masks optional features so that every path can be
+ * tested on one kernel. Unknown names are an error, never a silent default.
+ * wp-unpopulated, wp-async and move are probed and may be masked, but the
+ * engine does not need them, so cowmem_features() does not list them.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifndef USERFAULTFD_IOC_NEW /* 6.1+: /dev/userfaultfd */
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
+#endif
+
+static const struct {
+	const char *name;
+	unsigned bit;
+	uint64_t uffd_feature; /* 0: not a userfaultfd feature */
+	bool used;             /* false: probed and reported, but not needed */
+} feature_table[] = {
+	{ "minor", FEATURE_MINOR, UFFD_FEATURE_MINOR_SHMEM, true },
+	{ "wp", FEATURE_WP, UFFD_FEATURE_WP_HUGETLBFS_SHMEM, true },
+	{ "poison", FEATURE_POISON, UFFD_FEATURE_POISON, true },
+	{ "wp-unpopulated", FEATURE_WP_UNPOPULATED, UFFD_FEATURE_WP_UNPOPULATED, false },
+	{ "wp-async", FEATURE_WP_ASYNC, UFFD_FEATURE_WP_ASYNC, false },
+	{ "move", FEATURE_MOVE, UFFD_FEATURE_MOVE, false },
+	{ "dontunmap", FEATURE_DONTUNMAP, 0, true },
+	{ "zero-pfn", FEATURE_ZERO_PFN, 0, true },
+};
+#define FEATURE_COUNT (sizeof feature_table / sizeof feature_table[0])
+
+static const char *const backend_names[] = {
+	[BACKEND_USERFAULTFD] = "userfaultfd",
+	[BACKEND_USERFAULTFD_USER] = "userfaultfd-user",
+	[BACKEND_MEMFD] = "memfd",
+};
+
+static char features_text[256];
+
+static int parse_disabled(const char *list, unsigned *disabled)
+{
+	char buffer[256];
+
+	*disabled = 0;
+	if (!list || !*list)
+		return 0;
+	if (strlen(list) >= sizeof buffer)
+		goto unknown;
+	strcpy(buffer, list);
+	for (char *save, *word = strtok_r(buffer, ",", &save); word;
+	     word = strtok_r(NULL, ",", &save)) {
+		size_t i = 0;
+		while (i < FEATURE_COUNT && strcmp(word, feature_table[i].name) != 0)
+			i++;
+		if (i == FEATURE_COUNT)
+			goto unknown;
+		*disabled |= feature_table[i].bit;
+	}
+	return 0;
+unknown:
+	fprintf(stderr, "cowmem: COWMEM_DISABLE=%s names an unknown feature (known: "
+		"minor, wp, poison, wp-unpopulated, wp-async, move, dontunmap, zero-pfn)\n",
+		list);
+	errno = EINVAL;
+	return -1;
+}
+
+/* A descriptor with kernel-mode faults: the system call, else the device
+ * (6.1+), which an administrator can open to a group without lowering
+ * vm.unprivileged_userfaultfd for everyone. */
+static int open_kernel_mode(bool *from_device)
+{
+	int fd = sys_userfaultfd(O_CLOEXEC | O_NONBLOCK);
+
+	*from_device = false;
+	if (fd >= 0 || errno != EPERM)
+		return fd;
+	int device = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (device < 0) {
+		errno = EPERM;
+		return -1;
+	}
+	fd = ioctl(device, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+	close(device);
+	if (fd < 0) {
+		errno = EPERM;
+		return -1;
+	}
+	*from_device = true;
+	return fd;
+}
+
+static int open_mode(enum backend backend, bool *from_device)
+{
+	if (backend == BACKEND_USERFAULTFD)
+		return open_kernel_mode(from_device);
+	*from_device = false;
+	return sys_userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+}
+
+/* UFFDIO_API refuses features the kernel lacks and may be called only once
+ * per descriptor: ask a throwaway descriptor first. */
+static int open_userfaultfd(enum backend backend, unsigned disabled, bool *from_device)
+{
+	int probe = open_mode(backend, from_device);
+	uint64_t wanted = UFFD_FEATURE_MISSING_SHMEM;
+
+	if (probe < 0)
+		return -1;
+	int rc = uffd_api(probe, 0, &engine.offered);
+	close(probe);
+	if (rc < 0)
+		return -1;
+	/* Only what the engine uses: WP_ASYNC, for one, would make the kernel
+	 * resolve write-protect faults itself and break lending. */
+	for (size_t i = 0; i < FEATURE_COUNT; i++)
+		if (feature_table[i].used && !(disabled & feature_table[i].bit))
+			wanted |= feature_table[i].uffd_feature;
+	int uffd = open_mode(backend, from_device);
+	uint64_t reported;
+	if (uffd < 0)
+		return -1;
+	/* On success the kernel reports everything it supports, not what
+	 * was asked for: what is in effect is the request. */
+	engine.granted = wanted & engine.offered;
+	if (!(engine.granted & UFFD_FEATURE_MISSING_SHMEM) ||
+	    uffd_api(uffd, engine.granted, &reported) < 0) {
+		close(uffd);
+		errno = ENOTSUP;
+		return -1;
+	}
+	return uffd;
+}
+
+static void describe(bool from_device)
+{
+	size_t used = 0;
+
+	features_text[0] = '\0';
+	for (size_t i = 0; i < FEATURE_COUNT; i++) {
+		if (!feature_table[i].used || !(engine.features & feature_table[i].bit))
+			continue;
+		used += (size_t)snprintf(features_text + used, sizeof features_text - used,
+					 "%s%s", used ? "," : "", feature_table[i].name);
+	}
+	if (from_device && used < sizeof features_text)
+		snprintf(features_text + used, sizeof features_text - used, "%sdevice",
+			 used ? "," : "");
+}
+
+int backend_select(void)
+{
+	const char *wanted = getenv("COWMEM_BACKEND");
+	unsigned disabled;
+	bool from_device = false;
+	int forced = -1;
+
+	if (parse_disabled(getenv("COWMEM_DISABLE"), &disabled) < 0)
+		return -1;
+	if (wanted && *wanted && strcmp(wanted, "auto") != 0) {
+		for (int b = 0; b < BACKEND_COUNT; b++)
+			if (strcmp(wanted, backend_names[b]) == 0)
+				forced = b;
+		if (forced < 0) {
+			fprintf(stderr, "cowmem: COWMEM_BACKEND=%s is not a backend "
+				"(expected auto, userfaultfd, userfaultfd-user or memfd)\n",
+				wanted);
+			errno = EINVAL;
+			return -1;
+		}
+	}
+
+	engine.uffd = -1;
+	engine.backend = BACKEND_MEMFD;
+	if (forced == BACKEND_USERFAULTFD || forced == BACKEND_USERFAULTFD_USER) {
+		engine.uffd = open_userfaultfd(forced, disabled, &from_device);
+		if (engine.uffd < 0) {
+			int saved = errno;
+			fprintf(stderr, "cowmem: COWMEM_BACKEND=%s is not available here: %s\n",
+				wanted, strerror(saved));
+			errno = saved;
+			return -1;
+		}
+		engine.backend = forced;
+	} else if (forced < 0) {
+		/* Auto never picks user-mode-only faults: ordinary read(2)
+		 * into region memory would fail with EFAULT. */
+		engine.uffd = open_userfaultfd(BACKEND_USERFAULTFD, disabled, &from_device);
+		if (engine.uffd >= 0)
+			engine.backend = BACKEND_USERFAULTFD;
+	}
+
+	for (size_t i = 0; i < FEATURE_COUNT; i++) {
+		uint64_t f = feature_table[i].uffd_feature;
+		if (f && (engine.granted & f) && engine.uffd >= 0)
+			engine.features |= feature_table[i].bit;
+		else if (f && (engine.offered & f) && !feature_table[i].used)
+			engine.features |= feature_table[i].bit; /* offered, unused */
+	}
+	if (!(disabled & FEATURE_DONTUNMAP))
+		engine.features |= FEATURE_DONTUNMAP; /* freeze() falls back if refused */
+	if (!(disabled & FEATURE_ZERO_PFN) && engine.zero_pfn != 0)
+		engine.features |= FEATURE_ZERO_PFN;
+	else
+		engine.zero_pfn = 0;
+	describe(from_device);
+	return 0;
+}
+
+const char *cowmem_backend(void)
+{
+	if (engine_init() < 0)
+		return NULL;
+	return backend_names[engine.backend];
+}
+
+const char *cowmem_features(void)
+{
+	if (engine_init() < 0)
+		return NULL;
+	return features_text;
+}
