@@ -19,12 +19,21 @@
  * clone one shared region that nobody writes, change their clones and check
  * that the shared region never changes.
  *
+ * Part 3, cloning a region while another thread writes it. That races as
+ * memcpy would: every 8-byte word of the clone must hold a version the
+ * writer had started by the end of the clone call and not yet overwritten
+ * when the call began, nothing else; the clone must then stay exactly as it
+ * was while the writer goes on, and the clone's own writes must never show
+ * in the source.
+ *
  * Options: --seed=N (COWMEM_TEST_SEED), --threads=N (default 4),
  * --rounds=N (default 12).
  */
 #include "test_util.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #define SOURCE_PAGES 2048
@@ -332,6 +341,133 @@ static void part_two(void)
 	       "iterations each\n", thread_count, CHURN_ITERATIONS);
 }
 
+/* ---- Part 3: cloning a region while another thread writes it --------------- */
+
+#define RACE_PAGES 256
+#define RACE_CLONES 40
+#define CLONE_TAG 0xc1c1c1c1ULL
+
+static cowmem_region *raced;
+static _Atomic unsigned started[RACE_PAGES], completed[RACE_PAGES];
+static _Atomic unsigned long writes_done;
+static atomic_bool stop_writing;
+
+/* Version v of page p; version 0 is what the region held first. */
+static uint64_t raced_word(unsigned version, size_t offset)
+{
+	return test_pattern_word(0x7ace0000ULL + version, offset);
+}
+
+static void *race_writer(void *argument)
+{
+	(void)argument;
+	test_rng rng = { test_substream(seed, 0x3a1) };
+	volatile uint64_t *words = cowmem_data(raced);
+	while (!atomic_load(&stop_writing)) {
+		size_t p = (size_t)test_rng_below(&rng, RACE_PAGES);
+		unsigned version = atomic_load(&completed[p]) + 1;
+		atomic_store(&started[p], version);
+		size_t first = p * page / 8;
+		for (size_t i = 0; i < page / 8; i++)
+			words[first + i] = raced_word(version, (first + i) * 8);
+		atomic_store(&completed[p], version);
+		atomic_fetch_add(&writes_done, 1);
+	}
+	return NULL;
+}
+
+/* Every word of `data` holds a version of its page in [low[p], high[p]]. */
+static void check_versions(const unsigned char *data, const unsigned *low,
+			   const unsigned *high, const char *what, int clone)
+{
+	for (size_t p = 0; p < RACE_PAGES; p++) {
+		for (size_t i = 0; i < page; i += 8) {
+			size_t offset = p * page + i;
+			uint64_t word;
+			memcpy(&word, data + offset, 8);
+			unsigned v = low[p];
+			while (v <= high[p] && word != raced_word(v, offset))
+				v++;
+			if (v > high[p])
+				FAIL("clone %d: %s: page %zu offset %zu holds "
+				     "0x%016" PRIx64 ", which is no version of that "
+				     "page between %u and %u", clone, what, p, i,
+				     word, low[p], high[p]);
+		}
+	}
+}
+
+static void wait_for_writes(unsigned long count)
+{
+	unsigned long target = atomic_load(&writes_done) + count;
+	while (atomic_load(&writes_done) < target)
+		sched_yield();
+}
+
+static void part_three(void)
+{
+	size_t raced_size = RACE_PAGES * page;
+	raced = cowmem_create(raced_size);
+	unsigned char *snapshot = malloc(raced_size);
+	static unsigned low[RACE_PAGES], high[RACE_PAGES];
+	CHECK(raced && snapshot, "create: %s", strerror(errno));
+	uint64_t *words = cowmem_data(raced);
+	for (size_t i = 0; i < raced_size / 8; i++)
+		words[i] = raced_word(0, i * 8);
+
+	pthread_t writer;
+	CHECK(pthread_create(&writer, NULL, race_writer, NULL) == 0,
+	      "pthread_create");
+	for (int c = 0; c < RACE_CLONES; c++) {
+		wait_for_writes(50);
+		for (size_t p = 0; p < RACE_PAGES; p++)
+			low[p] = atomic_load(&completed[p]);
+		cowmem_region *clone = cowmem_clone(raced);
+		for (size_t p = 0; p < RACE_PAGES; p++)
+			high[p] = atomic_load(&started[p]);
+		CHECK(clone != NULL, "cowmem_clone while written: %s",
+		      strerror(errno));
+		unsigned char *clone_data = cowmem_data(clone);
+
+		/* Odd clones are read in full first, even ones only after
+		 * the writer has gone on for a while. */
+		if (c % 2)
+			memcpy(snapshot, clone_data, raced_size);
+		wait_for_writes(2 * RACE_PAGES);
+		if (c % 2 == 0)
+			memcpy(snapshot, clone_data, raced_size);
+		check_versions(snapshot, low, high, "clone taken during writes", c);
+		wait_for_writes(RACE_PAGES);
+		if (memcmp(clone_data, snapshot, raced_size) != 0)
+			CHECK_BYTES(clone_data, snapshot, raced_size,
+				    "the clone while its source is written");
+
+		/* The clone's own writes stay in the clone. */
+		for (size_t p = 0; p < RACE_PAGES; p += 3)
+			test_pattern_fill(clone_data + p * page, page, CLONE_TAG + c,
+					  p * page);
+		for (size_t p = 0; p < RACE_PAGES; p++)
+			low[p] = atomic_load(&completed[p]);
+		memcpy(snapshot, cowmem_data(raced), raced_size);
+		for (size_t p = 0; p < RACE_PAGES; p++)
+			high[p] = atomic_load(&started[p]);
+		check_versions(snapshot, low, high, "the source, after the clone "
+			       "wrote", c);
+		CHECK(cowmem_destroy(clone) == 0, "destroy: %s", strerror(errno));
+	}
+	atomic_store(&stop_writing, true);
+	CHECK(pthread_join(writer, NULL) == 0, "pthread_join");
+
+	/* Quiet now: the region holds exactly the last version of each page. */
+	for (size_t p = 0; p < RACE_PAGES; p++)
+		low[p] = high[p] = atomic_load(&completed[p]);
+	check_versions(cowmem_data(raced), low, high, "the source at the end", -1);
+	CHECK(cowmem_destroy(raced) == 0, "destroy: %s", strerror(errno));
+	free(snapshot);
+	printf("ok   %d clones of a region taken while another thread wrote it "
+	       "(%lu page writes)\n", RACE_CLONES, atomic_load(&writes_done));
+}
+
 int main(int argc, char **argv)
 {
 	page = test_page_size();
@@ -345,6 +481,7 @@ int main(int argc, char **argv)
 
 	part_one((unsigned)rounds);
 	part_two();
+	part_three();
 	printf("threads: no mismatch\n");
 	return TEST_EXIT_PASS;
 }
