@@ -226,6 +226,28 @@ int backend_select(void)
 	return 0;
 }
 
+/* In a forked child the inherited descriptor still names the parent's
+ * userfaultfd context: open one of the child's own, same mode, same
+ * features. On failure the child carries on with the memfd backend. */
+int backend_reopen(void)
+{
+	bool from_device;
+	uint64_t reported;
+
+	if (engine.uffd < 0)
+		return 0;
+	close(engine.uffd);
+	engine.uffd = open_mode(engine.backend, &from_device);
+	if (engine.uffd >= 0 && uffd_api(engine.uffd, engine.granted, &reported) == 0)
+		return 0;
+	if (engine.uffd >= 0)
+		close(engine.uffd);
+	engine.uffd = -1;
+	engine.backend = BACKEND_MEMFD;
+	engine.features &= ~(unsigned)(FEATURE_MINOR | FEATURE_WP | FEATURE_POISON);
+	return -1;
+}
+
 const char *cowmem_backend(void)
 {
 	if (engine_init() < 0)

@@ -59,6 +59,71 @@ static uint64_t find_zero_pfn(void)
 	return pfn;
 }
 
+/* ---- fork() ------------------------------------------------------------- */
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&engine.lock);
+	janitor_fork_prepare();
+}
+
+static void fork_parent(void)
+{
+	janitor_fork_parent();
+	pthread_mutex_unlock(&engine.lock);
+}
+
+static void free_lent(size_t page, void *value, void *ctx)
+{
+	struct pending *p = value;
+	(void)page;
+	(void)ctx;
+	free(p->waiters);
+	free(p);
+}
+
+/*
+ * The child has none of the parent's threads and none of its region memory
+ * (MADV_DONTFORK). Every inherited handle becomes an orphan: cowmem_destroy()
+ * frees it, anything else is EINVAL, and touching its memory is SIGSEGV. The
+ * descriptors that name the parent (/proc/self/..., the userfaultfd) are
+ * replaced with the child's own, and layer memfds are closed so region
+ * content stays with the parent.
+ */
+static void fork_child(void)
+{
+	janitor_fork_child();
+	for (size_t i = 0; i < engine.region_count; i++) {
+		struct cowmem_region *r = engine.regions[i];
+		page_map_each(&r->out, free_lent, NULL);
+		page_map_free(&r->out);
+		page_map_free(&r->in);
+		r->orphan = true;
+		/* Keep the address taken (and inaccessible) until the orphan
+		 * is destroyed, so an old pointer faults instead of reading a
+		 * region created later at the same place. */
+		(void)mmap(r->data, r->size, PROT_NONE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+		if (r->base->fd >= 0) {
+			close(r->base->fd);
+			r->base->fd = -1;
+		}
+	}
+	engine.region_count = 0;
+	engine.server = SERVER_NONE;
+	if (engine.pagemap >= 0) {
+		close(engine.pagemap);
+		engine.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	}
+	if (engine.self_mem >= 0) {
+		close(engine.self_mem);
+		engine.self_mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+	}
+	if (backend_reopen() < 0)
+		engine.lazy = false;
+	pthread_mutex_unlock(&engine.lock);
+}
+
 static void init(void)
 {
 	long page_size = sysconf(_SC_PAGESIZE);
@@ -80,6 +145,7 @@ static void init(void)
 		engine.init_errno = errno;
 		return;
 	}
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
 	/* Lending a page version lazily needs MINOR faults (to stop the kernel
 	 * mapping a stale base page), write-protection of the lender, a way to
 	 * read the lender's page that fails instead of blocking, and pagemap. */
@@ -143,7 +209,8 @@ static void layer_release(struct layer *layer)
 {
 	if (--layer->refs > 0)
 		return;
-	close(layer->fd);
+	if (layer->fd >= 0)
+		close(layer->fd);
 	free(layer);
 }
 
@@ -186,6 +253,14 @@ static void trim_reservation(const struct reservation *res, size_t size, bool us
 		munmap(res->start + size, (size_t)(end - (res->start + size)));
 }
 
+/* A child process never inherits region memory: it could not be served
+ * there (no server thread, and without UFFD_FEATURE_EVENT_FORK its faults
+ * would silently read stale base pages), and it may not be meant to see it. */
+static void keep_from_children(void *data, size_t size)
+{
+	(void)madvise(data, size, MADV_DONTFORK);
+}
+
 /* Maps `size` bytes of the layer at a 2 MiB-aligned address. */
 static char *map_layer(struct layer *layer, size_t size, int share)
 {
@@ -199,6 +274,8 @@ static char *map_layer(struct layer *layer, size_t size, int share)
 	int saved = errno;
 	trim_reservation(&res, size, data != MAP_FAILED);
 	errno = saved;
+	if (data != MAP_FAILED)
+		keep_from_children(data, size);
 	return data;
 }
 
@@ -230,12 +307,22 @@ struct cowmem_region *engine_find(const void *addr)
 	return NULL;
 }
 
+/* Handles are checked against the set of live ones before they are used, so
+ * a destroyed or foreign pointer is EINVAL rather than undefined behaviour. */
+static bool is_live(const struct cowmem_region *r)
+{
+	return page_map_get(&engine.live, (size_t)(uintptr_t)r) == r;
+}
+
 static int registry_insert(struct cowmem_region *r)
 {
+	if (page_map_put(&engine.live, (size_t)(uintptr_t)r, r) < 0)
+		return -1;
 	if (engine.region_count == engine.region_capacity) {
 		size_t capacity = engine.region_capacity ? engine.region_capacity * 2 : 16;
 		void *grown = realloc(engine.regions, capacity * sizeof *engine.regions);
 		if (!grown) {
+			page_map_remove(&engine.live, (size_t)(uintptr_t)r);
 			errno = ENOMEM;
 			return -1;
 		}
@@ -252,6 +339,9 @@ static int registry_insert(struct cowmem_region *r)
 
 static void registry_remove(struct cowmem_region *r)
 {
+	page_map_remove(&engine.live, (size_t)(uintptr_t)r);
+	if (r->orphan)
+		return; /* not in the address registry */
 	size_t pos = registry_position(r->data);
 
 	/* pos - 1 is r: regions never overlap. */
@@ -498,7 +588,6 @@ static struct cowmem_region *region_new(struct layer *base, size_t size,
 	r->pages = size / engine.page_size;
 	r->base = base;
 	r->mode = mode;
-	r->magic = REGION_MAGIC;
 	return r;
 }
 
@@ -507,7 +596,6 @@ static void region_free(struct cowmem_region *r)
 	munmap(r->data, r->size);
 	page_map_free(&r->in);
 	page_map_free(&r->out);
-	r->magic = 0;
 	free(r);
 }
 
@@ -579,6 +667,10 @@ static int freeze(struct cowmem_region *r)
 	}
 	if (moved != MAP_FAILED)
 		janitor_unmap(moved, r->size);
+	keep_from_children(data, r->size);
+	/* The layer is frozen: let the kernel refuse any later write to it
+	 * (write(2), new shared writable mappings). 5.1+; advisory before. */
+	(void)fcntl(r->base->fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE);
 	r->mode = REGION_PRIVATE;
 	r->uffd_modes = 0;
 	/* Unregistered, a hole read allocates a zero page in the layer: the
@@ -725,11 +817,16 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 	struct run_list eager = { 0 };
 	int err = 0;
 
-	if (!src || src->magic != REGION_MAGIC) {
-		errno = EINVAL;
+	if (!src || engine_init() < 0) {
+		if (!src)
+			errno = EINVAL;
 		return NULL;
 	}
 	pthread_mutex_lock(&engine.lock);
+	if (!is_live(src) || src->orphan) {
+		err = EINVAL;
+		goto err_unlock;
+	}
 	if (engine.uffd >= 0 && engine.server == SERVER_NONE &&
 	    server_start_library_thread() < 0) {
 		err = errno;
@@ -818,13 +915,17 @@ static void collect_pending(size_t page, void *value, void *ctx)
 
 int cowmem_destroy(cowmem_region *r)
 {
+	pthread_t server;
+	bool join = false;
+
 	if (!r)
 		return 0;
-	if (r->magic != REGION_MAGIC) {
+	pthread_mutex_lock(&engine.lock);
+	if (!is_live(r)) {
+		pthread_mutex_unlock(&engine.lock);
 		errno = EINVAL;
 		return -1;
 	}
-	pthread_mutex_lock(&engine.lock);
 	/* Hand every version this region still lends to one of its waiters. */
 	if (r->out.count > 0) {
 		struct pending **lent = malloc(r->out.count * sizeof *lent), **cursor = lent;
@@ -841,15 +942,23 @@ int cowmem_destroy(cowmem_region *r)
 	region_drop_waits(r);
 	registry_remove(r);
 	layer_release(r->base);
-	r->magic = 0;
+	/* The last region is gone: the library's threads have nothing to do. */
+	if (engine.region_count == 0)
+		join = server_stop_library_thread(&server);
 	pthread_mutex_unlock(&engine.lock);
 	region_free(r);
+	if (join)
+		server_join(server);
 	return 0;
 }
 
 int cowmem_prefault(cowmem_region *r, size_t offset, size_t length, int for_write)
 {
-	if (!r || r->magic != REGION_MAGIC || offset > r->size || length > r->size - offset) {
+	pthread_mutex_lock(&engine.lock);
+	bool valid = r && is_live(r) && !r->orphan && offset <= r->size &&
+		     length <= r->size - offset;
+	pthread_mutex_unlock(&engine.lock);
+	if (!valid) {
 		errno = EINVAL;
 		return -1;
 	}

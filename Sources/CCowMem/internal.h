@@ -118,9 +118,8 @@ struct cowmem_region {
 	uint64_t uffd_modes;  /* UFFDIO_REGISTER_MODE_* in effect, 0 if none */
 	struct page_map in;   /* page -> pending: versions this region awaits */
 	struct page_map out;  /* page -> pending: versions it holds for others */
-	uint32_t magic;       /* REGION_MAGIC while alive: catches double destroy */
+	bool orphan;          /* inherited through fork(): not mapped here */
 };
-#define REGION_MAGIC 0xc0ffee11u
 
 enum backend {
 	BACKEND_USERFAULTFD,      /* kernel-mode faults */
@@ -157,6 +156,7 @@ struct engine {
 	enum { SERVER_NONE, SERVER_LIBRARY, SERVER_HOSTED } server;
 	struct cowmem_region **regions; /* sorted by address */
 	size_t region_count, region_capacity;
+	struct page_map live;  /* every handle cowmem_destroy() may accept */
 	char *bounce;          /* one page, used by whoever holds the lock */
 	int init_errno;
 };
@@ -164,12 +164,18 @@ extern struct engine engine;
 
 int engine_init(void); /* once; 0 or -1 + errno */
 int backend_select(void); /* backend.c, from engine_init: 0 or -1 + errno */
+int backend_reopen(void); /* in a forked child: a userfaultfd of its own */
 struct cowmem_region *engine_find(const void *addr); /* lock held */
 
 /* ---- server.c ----------------------------------------------------------- */
-/* Starts a detached pthread with every signal blocked (signals belong to the
- * application's threads). 0 or -1 + errno. */
-int engine_start_thread(void *(*fn)(void *));
+/* Asks the library's server thread to stop (lock held; region_count is 0);
+ * returns the thread to join after unlocking, through *thread. */
+bool server_stop_library_thread(pthread_t *thread);
+void server_join(pthread_t thread);
+/* Starts a pthread with every signal blocked (signals belong to the
+ * application's threads): joinable into *joinable, or detached if that is
+ * NULL. 0 or -1 + errno. */
+int engine_start_thread(void *(*fn)(void *), void *arg, pthread_t *joinable);
 int server_start_library_thread(void); /* lock held */
 int server_handle_all(void);           /* reads and resolves queued faults */
 
@@ -179,5 +185,8 @@ void resolve_write_protect(struct cowmem_region *r, size_t page);
 
 /* ---- janitor.c: unmaps retired page tables off the caller's path -------- */
 void janitor_unmap(void *addr, size_t len);
+void janitor_fork_prepare(void);
+void janitor_fork_parent(void);
+void janitor_fork_child(void); /* forgets work: retired ranges are not inherited */
 
 #endif /* COWMEM_INTERNAL_H */

@@ -17,17 +17,16 @@ struct retired {
 };
 
 static pthread_mutex_t janitor_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t janitor_wake = PTHREAD_COND_INITIALIZER;
 static struct retired *queue;
 static bool running;
 
+/* Works until the queue is empty, then exits: no thread lingers once the
+ * regions are gone. */
 static void *janitor(void *unused)
 {
 	(void)unused;
 	pthread_mutex_lock(&janitor_lock);
-	for (;;) {
-		while (!queue)
-			pthread_cond_wait(&janitor_wake, &janitor_lock);
+	while (queue) {
 		struct retired *job = queue;
 		queue = job->next;
 		pthread_mutex_unlock(&janitor_lock);
@@ -42,6 +41,8 @@ static void *janitor(void *unused)
 		free(job);
 		pthread_mutex_lock(&janitor_lock);
 	}
+	running = false;
+	pthread_mutex_unlock(&janitor_lock);
 	return NULL;
 }
 
@@ -50,9 +51,8 @@ void janitor_unmap(void *addr, size_t len)
 	struct retired *job = malloc(sizeof *job);
 
 	pthread_mutex_lock(&janitor_lock);
-	if (job && !running) {
-		running = engine_start_thread(janitor) == 0;
-	}
+	if (job && !running)
+		running = engine_start_thread(janitor, NULL, NULL) == 0;
 	if (!job || !running) {
 		pthread_mutex_unlock(&janitor_lock);
 		free(job);
@@ -61,6 +61,28 @@ void janitor_unmap(void *addr, size_t len)
 	}
 	*job = (struct retired){ addr, len, queue };
 	queue = job;
-	pthread_cond_signal(&janitor_wake);
+	pthread_mutex_unlock(&janitor_lock);
+}
+
+void janitor_fork_prepare(void)
+{
+	pthread_mutex_lock(&janitor_lock);
+}
+
+void janitor_fork_parent(void)
+{
+	pthread_mutex_unlock(&janitor_lock);
+}
+
+/* Retired ranges were not inherited (MADV_DONTFORK moves with the VMA), and
+ * neither was the thread. */
+void janitor_fork_child(void)
+{
+	while (queue) {
+		struct retired *job = queue;
+		queue = job->next;
+		free(job);
+	}
+	running = false;
 	pthread_mutex_unlock(&janitor_lock);
 }

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -63,34 +64,48 @@ int server_handle_all(void)
 	}
 }
 
-static void *library_server(void *unused)
+static pthread_t library_thread;
+static int library_stop_fd = -1;
+
+/* Serves until its stop descriptor becomes readable; it owns (and closes)
+ * that descriptor, so a successor may start before it has exited. */
+static void *library_server(void *arg)
 {
-	struct pollfd pfd = { .fd = engine.uffd, .events = POLLIN };
-	(void)unused;
+	int stop_fd = (int)(intptr_t)arg;
+	struct pollfd pfd[2] = {
+		{ .fd = engine.uffd, .events = POLLIN },
+		{ .fd = stop_fd, .events = POLLIN },
+	};
 
 	for (;;) {
-		if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
-			fprintf(stderr, "cowmem: fault server: poll: %s\n", strerror(errno));
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno != EINTR)
+				fprintf(stderr, "cowmem: fault server: poll: %s\n",
+					strerror(errno));
 			continue;
 		}
+		if (pfd[1].revents)
+			break;
 		if (server_handle_all() < 0 && errno != EINTR)
 			fprintf(stderr, "cowmem: fault server: read: %s\n", strerror(errno));
 	}
+	close(stop_fd);
 	return NULL;
 }
 
-/* Signals go to the application's threads, never to the server. */
-int engine_start_thread(void *(*fn)(void *))
+int engine_start_thread(void *(*fn)(void *), void *arg, pthread_t *joinable)
 {
 	pthread_attr_t attr;
 	sigset_t all, old;
 	pthread_t thread;
 
+	/* Signals go to the application's threads, never to ours. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	int rc = pthread_create(&thread, &attr, fn, NULL);
+	if (!joinable)
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	int rc = pthread_create(joinable ? joinable : &thread, &attr, fn, arg);
 	pthread_attr_destroy(&attr);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
@@ -102,10 +117,39 @@ int engine_start_thread(void *(*fn)(void *))
 
 int server_start_library_thread(void)
 {
-	if (engine_start_thread(library_server) < 0)
+	int stop_fd = eventfd(0, EFD_CLOEXEC);
+
+	if (stop_fd < 0)
 		return -1;
+	if (engine_start_thread(library_server, (void *)(intptr_t)stop_fd,
+				&library_thread) < 0) {
+		int saved = errno;
+		close(stop_fd);
+		errno = saved;
+		return -1;
+	}
+	library_stop_fd = stop_fd;
 	engine.server = SERVER_LIBRARY;
 	return 0;
+}
+
+bool server_stop_library_thread(pthread_t *thread)
+{
+	const uint64_t one = 1;
+
+	if (engine.server != SERVER_LIBRARY)
+		return false;
+	if (write(library_stop_fd, &one, sizeof one) != sizeof one)
+		return false; /* an eventfd write of 1 cannot fail; keep serving */
+	*thread = library_thread;
+	library_stop_fd = -1;
+	engine.server = SERVER_NONE;
+	return true;
+}
+
+void server_join(pthread_t thread)
+{
+	pthread_join(thread, NULL);
 }
 
 int cowmem_server_claim(void)
