@@ -68,8 +68,6 @@ public struct CowMemError: Error, Hashable, Sendable {
     internal init(_ errno: Errno, from function: String) {
         let code: Code
         switch errno {
-        case .invalidArgument where function == "cowmem_create":
-            code = .invalidSize
         case .noMemory, .overflow:
             code = .outOfMemory
         case .tooManyOpenFiles, .tooManyOpenFilesInSystem:

@@ -45,6 +45,25 @@ internal enum Engine {
         return Int(size)
     }
 
+    /// `cowmem_prefault`.
+    static func prefault(_ region: OpaquePointer, offset: Int, count: Int, forWriting: Bool) throws(Errno) {
+        _ = try retryingInterrupts("cowmem_prefault") { () -> OpaquePointer? in
+            cowmem_prefault(region, size_t(offset), size_t(count), forWriting ? 1 : 0) == 0 ? region : nil
+        }
+    }
+
+    /// `cowmem_backend`: the fault mechanism's name.
+    static func backendName() throws(Errno) -> String {
+        guard let name = cowmem_backend() else { throw failure("cowmem_backend") }
+        return String(cString: name)
+    }
+
+    /// `cowmem_features`: the optional features in effect, comma-separated.
+    static func features() throws(Errno) -> String {
+        guard let features = cowmem_features() else { throw failure("cowmem_features") }
+        return String(cString: features)
+    }
+
     /// `cowmem_page_size`.
     static var pageSize: Int { Int(cowmem_page_size()) }
 

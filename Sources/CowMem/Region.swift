@@ -61,6 +61,8 @@ public struct Region: ~Copyable {
         }
         do {
             self.init(handle: try Engine.create(size: size))
+        } catch where size == 0 && error == .invalidArgument {
+            throw CowMemError(code: .invalidSize, underlyingError: error, function: "cowmem_create")
         } catch {
             throw CowMemError(error, from: "cowmem_create")
         }
@@ -111,6 +113,24 @@ public struct Region: ~Copyable {
     deinit {
         // A deinit cannot report a failure; `destroy()` is the way to see one.
         try? Engine.destroy(handle)
+    }
+
+    /// Touches every page under `range` from user space, for reading or for writing,
+    /// without changing any byte.
+    ///
+    /// Only the ``Backend/Kind/userfaultfdUserMode`` backend needs it: there, a system call
+    /// such as `read(2)` or `write(2)` that meets a page not filled yet fails with `EFAULT`
+    /// instead of being served, so prefault a buffer before handing it to the kernel. With
+    /// the other backends it is harmless and unnecessary.
+    ///
+    /// The C function is `cowmem_prefault`.
+    public func prefault(_ range: Range<Int>, forWriting: Bool = false) throws(CowMemError) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= size, "range outside the region")
+        do {
+            try Engine.prefault(handle, offset: range.lowerBound, count: range.count, forWriting: forWriting)
+        } catch {
+            throw CowMemError(error, from: "cowmem_prefault")
+        }
     }
 
     /// Calls `body` with the region's bytes, for reading.

@@ -203,6 +203,9 @@ struct DifferentialRun {
         let bytes = randomBytes(count)
         note("read(2) \(count) bytes into #\(index) at \(offset)")
         try writeAll(bytes)
+        if systemCallsNeedPrefault {
+            try tracked.region?.prefault(offset..<(offset + count), forWriting: true)
+        }
         var done = 0
         while done < count {
             let result = read(pipeRead, tracked.base + offset + done, count - done)
@@ -219,6 +222,9 @@ struct DifferentialRun {
         let count = Int.random(in: 1...min(tracked.expected.count, 2 * pageSize), using: &random)
         let offset = Int.random(in: 0...(tracked.expected.count - count), using: &random)
         note("write(2) \(count) bytes from #\(index) at \(offset)")
+        if systemCallsNeedPrefault {
+            try tracked.region?.prefault(offset..<(offset + count))
+        }
         var done = 0
         while done < count {
             let result = Glibc.write(pipeWrite, tracked.base + offset + done, count - done)

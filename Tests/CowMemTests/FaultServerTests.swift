@@ -10,17 +10,33 @@ import Musl
 @Suite("Fault serving and system calls", .timeLimit(.minutes(1)))
 struct FaultServerTests {
     @Test("The overlay claimed fault serving and runs its own thread",
-          .enabled(if: FaultServer.current != .unavailable,
-                   "needs userfaultfd: without it the C library serves no faults"))
+          .enabled(if: backendKind != .memfd, "needs userfaultfd: without it no faults are served"))
     func overlayThreadServes() throws {
         #expect(FaultServer.current == .overlayThread)
+        #expect(backendKind == .userfaultfd || backendKind == .userfaultfdUserMode)
         #expect(FaultServer.current.description == "overlay thread")
         #expect(faultServer.claimError == nil)
         #expect(threadNames().contains("cowmem-faults"))
     }
 
+    @Test("Without userfaultfd there is no fault server, and the backend says why",
+          .enabled(if: backendKind == .memfd, "only on the memfd backend"))
+    func noServerWithoutUserfaultfd() {
+        #expect(FaultServer.current == .unavailable)
+        #expect(faultServer.claimError == .notSupported)
+        #expect(!threadNames().contains("cowmem-faults"))
+    }
+
+    @Test("The backend is one of the three the C library knows, with its features listed")
+    func backendReported() throws {
+        let backend = try Backend.current
+        #expect([.userfaultfd, .userfaultfdUserMode, .memfd].contains(backend.kind))
+        #expect(!backend.features.contains(""))
+        #expect(backend.description.hasPrefix(backend.kind.name))
+    }
+
     @Test("Faults on clones are served by the overlay's thread",
-          .enabled(if: FaultServer.current == .overlayThread, "needs the overlay's fault server"))
+          .enabled(if: backendKind != .memfd, "needs userfaultfd: without it no faults are served"))
     func faultsReachTheOverlayThread() throws {
         let before = handledFaultCount.load(ordering: .relaxed)
         let size = 64 * pageSize
@@ -54,6 +70,7 @@ struct FaultServerTests {
         // The kernel reads pages that the clone has not filled yet.
         let sender = try source.clone()
         let offset = pageSize / 2, count = 3 * pageSize
+        if systemCallsNeedPrefault { try sender.prefault(offset..<(offset + count)) }
         let sent = sender.withUnsafeBytes { write(descriptors[1], $0.baseAddress! + offset, count) }
         #expect(sent == count)
         var received = [UInt8](repeating: 0, count: count)
@@ -64,6 +81,7 @@ struct FaultServerTests {
         // The kernel writes pages that the clone has not filled yet.
         var receiver = try source.clone()
         let incoming = pattern(count: count, tag: 0x9C)
+        if systemCallsNeedPrefault { try receiver.prefault(offset..<(offset + count), forWriting: true) }
         #expect(incoming.withUnsafeBytes { write(descriptors[1], $0.baseAddress!, count) } == count)
         let readIn = receiver.withUnsafeMutableBytes { read(descriptors[0], $0.baseAddress! + offset, count) }
         #expect(readIn == count)
@@ -77,6 +95,7 @@ struct FaultServerTests {
     @Test("read(2) into a fresh, never-written region")
     func readIntoFreshRegion() throws {
         var region = try Region(size: 4 * pageSize)
+        if systemCallsNeedPrefault { try region.prefault(0..<region.size, forWriting: true) }
         var descriptors: [CInt] = [-1, -1]
         try #require(pipe(&descriptors) == 0)
         defer { descriptors.forEach { _ = close($0) } }
@@ -87,6 +106,26 @@ struct FaultServerTests {
         var expected = [UInt8](repeating: 0, count: 4 * pageSize)
         expected.replaceSubrange((pageSize + 1)..<(pageSize + 1 + incoming.count), with: incoming)
         #expect(region.withUnsafeBytes { firstDifference($0, expected) } == nil)
+    }
+
+    @Test("Prefaulting changes no byte, on a fresh clone and on a written region")
+    func prefaultKeepsContent() throws {
+        var source = try Region(size: 8 * pageSize)
+        source.withUnsafeMutableBytes { fillPattern($0, tag: 0x0F) }
+        let clone = try source.clone()
+        try clone.prefault(0..<clone.size)
+        try clone.prefault(pageSize..<(3 * pageSize + 1), forWriting: true)
+        try source.prefault(5..<(2 * pageSize), forWriting: true)
+        #expect(clone.withUnsafeBytes { firstDifference($0, pattern(count: 8 * pageSize, tag: 0x0F)) } == nil)
+        #expect(source.withUnsafeBytes { firstDifference($0, pattern(count: 8 * pageSize, tag: 0x0F)) } == nil)
+    }
+
+    @Test("Prefaulting outside the region is a programming error and traps")
+    func prefaultOutsideTraps() async {
+        await #expect(processExitsWith: .failure) {
+            let region = try Region(size: 4096)
+            try region.prefault(0..<(region.size + 1))
+        }
     }
 
     /// The names of this process's threads.

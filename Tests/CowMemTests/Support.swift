@@ -34,6 +34,13 @@ func testSeed() -> UInt64 {
 
 let pageSize = Region.pageSize
 
+/// The backend this test process runs on (`COWMEM_BACKEND` can force one).
+let backendKind = (try? Backend.current)?.kind
+
+/// With user-mode-only faults, a system call that meets an unfilled page fails with EFAULT
+/// unless the page was prefaulted first; with the other backends the kernel's access is served.
+let systemCallsNeedPrefault = backendKind == .userfaultfdUserMode
+
 /// A region with the bytes it must hold, kept side by side in a class because arrays need
 /// copyable elements and a region is not.
 final class TrackedRegion {
