@@ -5,9 +5,10 @@
  * no descriptor or mapping is left behind).
  *
  * Each case prints its own "ok" or "FAIL" line; the run fails if any did.
- * The fault-server hosting calls are checked in a fresh child process (this
- * program run again with --claim-child), because claiming fault serving in
- * this process would leave its regions without a server.
+ * What must happen in a fresh process runs in a child (this program run
+ * again with --child-...): claiming fault serving (which in this process
+ * would leave its regions without a server), and starting the library with
+ * a COWMEM_BACKEND or COWMEM_DISABLE value that names nothing.
  */
 #include "test_util.h"
 
@@ -326,24 +327,35 @@ out:
 	free(model_clone);
 }
 
-/* ---- Fault-server hosting (in a fresh process) ------------------------------- */
+/* ---- Children: fresh processes, for what must happen before anything else -- */
 
-/* The child: nothing of the library has run yet in this process. */
-static int claim_child(void)
+static bool uses_userfaultfd(const char *backend)
 {
+	return backend && strncmp(backend, "userfaultfd", 11) == 0;
+}
+
+/* Claiming fault serving before the library has done anything. With no
+ * fault mechanism (the memfd backend) there is nothing to claim. */
+static int child_claim(void)
+{
+	const char *backend = cowmem_backend();
 	errno = 0;
 	int descriptor = cowmem_server_claim();
 	int error = errno;
-	if (descriptor < 0) {
-		/* Only a missing kernel mechanism excuses a failed first claim;
-		 * EBUSY would mean someone already serves in a fresh process. */
-		if (error == EPERM || error == ENOSYS) {
-			printf("    first claim failed with %s: no fault mechanism "
-			       "here\n", errno_name(error));
-			return TEST_EXIT_SKIP;
+	if (!uses_userfaultfd(backend)) {
+		if (descriptor == -1 && error != 0 && error != EBUSY) {
+			printf("    backend %s: claim -> -1, %s (nothing to serve)\n",
+			       backend ? backend : "(none)", errno_name(error));
+			return TEST_EXIT_PASS;
 		}
-		printf("    first cowmem_server_claim() in a fresh process "
-		       "returned -1, errno %s\n", errno_name(error));
+		printf("    backend %s: expected -1 with an errno other than EBUSY, "
+		       "got %d, errno %s\n", backend ? backend : "(none)", descriptor,
+		       errno_name(error));
+		return TEST_EXIT_FAIL;
+	}
+	if (descriptor < 0) {
+		printf("    backend %s: first cowmem_server_claim() in a fresh "
+		       "process returned -1, errno %s\n", backend, errno_name(error));
 		return TEST_EXIT_FAIL;
 	}
 	int failed = 0;
@@ -365,69 +377,180 @@ static int claim_child(void)
 	return failed ? TEST_EXIT_FAIL : TEST_EXIT_PASS;
 }
 
-static void case_server_claim_in_fresh_process(void)
+/* Started with a COWMEM_BACKEND or COWMEM_DISABLE value that names nothing:
+ * the library must refuse to start rather than pick a default. */
+static int child_bad_environment(void)
+{
+	int failed = 0;
+	errno = 0;
+	const char *backend = cowmem_backend();
+	int error = errno;
+	if (backend != NULL || error != EINVAL) {
+		printf("    cowmem_backend(): expected NULL with EINVAL, got %s, "
+		       "errno %s\n", backend ? backend : "NULL", errno_name(error));
+		failed = 1;
+	}
+	errno = 0;
+	const char *features = cowmem_features();
+	error = errno;
+	if (features != NULL || error != EINVAL) {
+		printf("    cowmem_features(): expected NULL with EINVAL, got %s, "
+		       "errno %s\n", features ? features : "NULL", errno_name(error));
+		failed = 1;
+	}
+	errno = 0;
+	cowmem_region *region = cowmem_create(page);
+	error = errno;
+	if (region != NULL || error != EINVAL) {
+		printf("    cowmem_create(page): expected NULL with EINVAL, got %p, "
+		       "errno %s\n", (void *)region, errno_name(error));
+		failed = 1;
+	}
+	return failed ? TEST_EXIT_FAIL : TEST_EXIT_PASS;
+}
+
+/* Runs this program again as `mode`, with `name`=`value` in its environment
+ * (name NULL: the environment as it is); returns its exit code. */
+static int run_child(const char *mode, const char *name, const char *value)
 {
 	fflush(stdout);
 	pid_t child = fork();
 	CHECK(child >= 0, "fork: %s", strerror(errno));
 	if (child == 0) {
-		execl("/proc/self/exe", "errors", "--claim-child", (char *)NULL);
+		if (name)
+			setenv(name, value, 1);
+		execl("/proc/self/exe", "errors", mode, (char *)NULL);
 		_exit(127);
 	}
 	int status;
 	CHECK(waitpid(child, &status, 0) == child, "waitpid");
 	EXPECT(WIFEXITED(status), "child exits normally (status 0x%x)", status);
-	if (!WIFEXITED(status))
-		return;
-	int code = WEXITSTATUS(status);
-	if (code == TEST_EXIT_SKIP)
-		printf("    (skipped: no fault mechanism)\n");
-	else
-		EXPECT(code == TEST_EXIT_PASS, "child exit 0, got %d", code);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static int count_threads(void)
+static void case_server_claim_in_fresh_process(void)
 {
-	FILE *status = fopen("/proc/self/status", "r");
-	if (!status)
-		return -1;
-	char line[256];
-	int threads = -1;
-	while (fgets(line, sizeof line, status))
-		if (sscanf(line, "Threads: %d", &threads) == 1)
-			break;
-	fclose(status);
-	return threads;
+	int code = run_child("--child-claim", NULL, NULL);
+	EXPECT(code == TEST_EXIT_PASS, "child exit 0, got %d", code);
 }
 
-/* This process has used clones; if the library started its own server
- * thread for them, a host may no longer claim serving. */
+static void case_unknown_backend(void)
+{
+	int code = run_child("--child-bad-environment", "COWMEM_BACKEND",
+			     "no-such-backend");
+	EXPECT(code == TEST_EXIT_PASS, "child exit 0, got %d", code);
+}
+
+static void case_unknown_disabled_feature(void)
+{
+	int code = run_child("--child-bad-environment", "COWMEM_DISABLE",
+			     "minor,no-such-feature");
+	EXPECT(code == TEST_EXIT_PASS, "child exit 0, got %d", code);
+}
+
+/* This process has used clones: a host may no longer claim serving. */
 static void case_server_claim_while_library_serves(void)
 {
-	int threads = count_threads();
-	if (threads <= 1) {
-		printf("    (library runs no server thread here; not applicable)\n");
-		return;
-	}
+	const char *backend = cowmem_backend();
 	errno = 0;
 	int descriptor = cowmem_server_claim();
 	int error = errno;
-	EXPECT(descriptor == -1 && error == EBUSY,
-	       "claim while the library's own thread serves (%d threads): -1 "
-	       "with EBUSY, got %d, errno %s", threads, descriptor,
-	       errno_name(error));
+	EXPECT(descriptor == -1, "claim after the library served faults: -1, got "
+	       "%d (backend %s)", descriptor, backend);
+	if (uses_userfaultfd(backend))
+		EXPECT(error == EBUSY, "errno EBUSY (backend %s), got %s", backend,
+		       errno_name(error));
+	else
+		EXPECT(error != 0 && error != EBUSY, "an errno other than EBUSY "
+		       "(backend %s: nothing to serve), got %s", backend,
+		       errno_name(error));
+}
+
+/* ---- Backend report and prefault ------------------------------------------------ */
+
+static void case_backend_named(void)
+{
+	const char *backend = cowmem_backend();
+	const char *features = cowmem_features();
+	EXPECT(backend != NULL, "a backend name, errno %s", errno_name(errno));
+	EXPECT(features != NULL, "a feature list, errno %s", errno_name(errno));
+	if (!backend)
+		return;
+	EXPECT(strcmp(backend, "userfaultfd") == 0 ||
+	       strcmp(backend, "userfaultfd-user") == 0 ||
+	       strcmp(backend, "memfd") == 0, "a known backend, got '%s'", backend);
+	const char *forced = getenv("COWMEM_BACKEND");
+	if (forced && *forced && strcmp(forced, "auto") != 0)
+		EXPECT(strcmp(backend, forced) == 0, "COWMEM_BACKEND=%s in effect, "
+		       "got %s", forced, backend);
+	printf("    backend %s, features %s\n", backend, features ? features : "?");
+}
+
+static void expect_prefault_fails(cowmem_region *region, size_t offset,
+				  size_t length, const char *what)
+{
+	errno = 0;
+	int result = cowmem_prefault(region, offset, length, 1);
+	int error = errno;
+	EXPECT(result == -1 && error == EINVAL, "%s: -1 with EINVAL, got %d, "
+	       "errno %s", what, result, errno_name(error));
+}
+
+static void case_prefault(void)
+{
+	const size_t size = 8 * page;
+	unsigned char *model = malloc(size);
+	CHECK(model != NULL, "malloc");
+	test_rng rng = { 777 };
+	test_rng_fill(&rng, model, size);
+	cowmem_region *source = cowmem_create(size);
+	EXPECT(source != NULL, "create, errno %s", errno_name(errno));
+	if (!source) {
+		free(model);
+		return;
+	}
+	memcpy(cowmem_data(source), model, size);
+	cowmem_region *clone = cowmem_clone(source);
+	EXPECT(clone != NULL, "clone, errno %s", errno_name(errno));
+	if (clone) {
+		expect_prefault_fails(NULL, 0, page, "prefault(NULL)");
+		expect_prefault_fails(clone, size, 1, "offset at the end");
+		expect_prefault_fails(clone, 0, size + 1, "one byte past the end");
+		expect_prefault_fails(clone, page, SIZE_MAX, "length overflows");
+		expect_prefault_fails(clone, SIZE_MAX, 2, "offset overflows");
+		/* Valid ranges change nothing. */
+		EXPECT(cowmem_prefault(clone, 0, page / 2, 0) == 0,
+		       "prefault for reading, errno %s", errno_name(errno));
+		EXPECT(cowmem_prefault(clone, page - 1, 3 * page, 1) == 0,
+		       "prefault for writing across pages, errno %s",
+		       errno_name(errno));
+		EXPECT(cowmem_prefault(clone, 0, size, 1) == 0,
+		       "prefault of the whole region, errno %s", errno_name(errno));
+		EXPECT(memcmp(cowmem_data(clone), model, size) == 0,
+		       "prefault changed no byte of the clone");
+		memset(cowmem_data(clone), 0x11, page);
+		EXPECT(memcmp(cowmem_data(source), model, size) == 0,
+		       "a write after prefault stays in the clone");
+		cowmem_destroy(clone);
+	}
+	cowmem_destroy(source);
+	free(model);
 }
 
 int main(int argc, char **argv)
 {
-	if (argc > 1 && strcmp(argv[1], "--claim-child") == 0)
-		return claim_child();
-
 	page = test_page_size();
+	if (argc > 1 && strcmp(argv[1], "--child-claim") == 0)
+		return child_claim();
+	if (argc > 1 && strcmp(argv[1], "--child-bad-environment") == 0)
+		return child_bad_environment();
+
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	/* Skip (not fail) only if the environment lacks the mechanism. */
 	cowmem_destroy(test_create_or_skip(page));
 
+	run_case("cowmem_backend() and cowmem_features() name what is in use",
+		 case_backend_named);
 	run_case("cowmem_page_size() is the system page size", case_page_size);
 	run_case("cowmem_create(0) -> NULL, EINVAL", case_create_zero);
 	run_case("cowmem_create(SIZE_MAX) -> NULL, ENOMEM or EOVERFLOW",
@@ -440,16 +563,22 @@ int main(int argc, char **argv)
 	run_case("cowmem_data(NULL) -> NULL, EINVAL", case_data_null);
 	run_case("cowmem_size(NULL) -> 0, EINVAL", case_size_null);
 	run_case("cowmem_destroy(NULL) -> 0", case_destroy_null);
+	run_case("cowmem_prefault: NULL or a range outside -> -1, EINVAL; valid "
+		 "ranges change no byte", case_prefault);
 	run_case("sizes round up to whole pages", case_size_rounding);
 	run_case("data is page-aligned and fresh regions (and their clones) "
 		 "are all zero", case_alignment_and_zero_fill);
 	run_case("failed calls change nothing (bytes, descriptors, mappings)",
 		 case_errors_change_nothing);
+	run_case("unknown COWMEM_BACKEND -> library refuses to start, EINVAL",
+		 case_unknown_backend);
+	run_case("unknown COWMEM_DISABLE feature -> library refuses to start, "
+		 "EINVAL", case_unknown_disabled_feature);
 	run_case("server claim in a fresh process; second claim -> EBUSY; "
 		 "handle with nothing waiting -> 0",
 		 case_server_claim_in_fresh_process);
-	run_case("server claim while the library serves -> EBUSY",
-		 case_server_claim_while_library_serves);
+	run_case("server claim after the library served faults -> -1 (EBUSY "
+		 "with userfaultfd)", case_server_claim_while_library_serves);
 
 	printf("errors: %d of %d cases ok\n", cases_run - cases_failed, cases_run);
 	return cases_failed ? TEST_EXIT_FAIL : TEST_EXIT_PASS;

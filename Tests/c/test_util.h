@@ -218,13 +218,32 @@ static TEST_UNUSED size_t test_page_size(void)
 	return (size_t)sysconf(_SC_PAGESIZE);
 }
 
+/* The library's backend name ("userfaultfd", "userfaultfd-user", "memfd"),
+ * or "?" if it would not say. */
+static TEST_UNUSED const char *test_backend(void)
+{
+	const char *backend = cowmem_backend();
+	return backend ? backend : "?";
+}
+
+/*
+ * Only with user-mode-only faults may a system call that meets an unfilled
+ * page fail with EFAULT; the documented remedy there is cowmem_prefault()
+ * on the buffer first, so the tests do exactly that on that backend.
+ */
+static TEST_UNUSED int test_syscalls_need_prefault(void)
+{
+	return strcmp(test_backend(), "userfaultfd-user") == 0;
+}
+
 /*
  * Creates a region or ends the test: a skip when the library reports that
  * the environment lacks its kernel mechanism (EPERM, ENOSYS), a failure for
- * anything else.
+ * anything else. The first success prints the backend in use.
  */
 static TEST_UNUSED cowmem_region *test_create_or_skip(size_t size)
 {
+	static int backend_printed;
 	cowmem_region *region = cowmem_create(size);
 
 	if (!region) {
@@ -236,6 +255,13 @@ static TEST_UNUSED cowmem_region *test_create_or_skip(size_t size)
 				  strerror(error));
 		FAIL("cowmem_create(%zu) returned NULL, errno %d (%s)", size,
 		     error, strerror(error));
+	}
+	if (!backend_printed) {
+		const char *features = cowmem_features();
+		printf("backend=%s features=%s\n", test_backend(),
+		       features ? features : "?");
+		fflush(stdout);
+		backend_printed = 1;
 	}
 	return region;
 }
