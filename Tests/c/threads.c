@@ -26,6 +26,12 @@
  * was while the writer goes on, and the clone's own writes must never show
  * in the source.
  *
+ * Part 4, the tree changing under faulting threads. Readers check every
+ * page of a clone whose pages are still unfilled while another thread
+ * destroys its parent (and grandparent), or clones it again and again and
+ * checks those clones: faults must be served from wherever the pages live
+ * at that moment.
+ *
  * Options: --seed=N (COWMEM_TEST_SEED), --threads=N (default 4),
  * --rounds=N (default 12).
  */
@@ -468,6 +474,141 @@ static void part_three(void)
 	       "(%lu page writes)\n", RACE_CLONES, atomic_load(&writes_done));
 }
 
+/* ---- Part 4: the tree changing under faulting threads ----------------------- */
+
+#define TREE_PAGES 512
+#define TREE_ROUNDS 24
+
+struct tree_round {
+	cowmem_region *reader_target;   /* what the readers fault on */
+	const unsigned char *model;     /* its content */
+	unsigned number;
+	_Atomic unsigned readers_started;
+};
+
+static struct tree_round tree;
+
+static void *tree_reader(void *argument)
+{
+	unsigned me = (unsigned)(uintptr_t)argument;
+	test_rng rng = { test_substream(seed, 0x7ee0000ULL + tree.number * 64 + me) };
+	size_t tree_size = TREE_PAGES * page;
+	const unsigned char *data = cowmem_data(tree.reader_target);
+	size_t order[TREE_PAGES];
+	for (size_t p = 0; p < TREE_PAGES; p++)
+		order[p] = p;
+	test_rng_shuffle(&rng, order, TREE_PAGES);
+	atomic_fetch_add(&tree.readers_started, 1);
+	for (size_t i = 0; i < TREE_PAGES; i++) {
+		size_t offset = order[i] * page;
+		if (memcmp(data + offset, tree.model + offset, page) != 0) {
+			char what[128];
+			snprintf(what, sizeof what, "tree round %u, reader %u, page "
+				 "%zu", tree.number, me, order[i]);
+			CHECK_BYTES(data + offset, tree.model + offset, page, what);
+		}
+	}
+	if (memcmp(data, tree.model, tree_size) != 0)
+		CHECK_BYTES(data, tree.model, tree_size, "tree reader, whole region");
+	return NULL;
+}
+
+static void start_readers(pthread_t *readers, unsigned count)
+{
+	atomic_store(&tree.readers_started, 0);
+	for (unsigned t = 0; t < count; t++)
+		CHECK(pthread_create(&readers[t], NULL, tree_reader,
+				     (void *)(uintptr_t)t) == 0, "pthread_create");
+	/* Let at least one begin, so the change lands mid-read. */
+	while (atomic_load(&tree.readers_started) == 0)
+		sched_yield();
+}
+
+static void join_readers(pthread_t *readers, unsigned count)
+{
+	for (unsigned t = 0; t < count; t++)
+		CHECK(pthread_join(readers[t], NULL) == 0, "pthread_join");
+}
+
+static void part_four(void)
+{
+	size_t tree_size = TREE_PAGES * page;
+	unsigned readers = thread_count > 1 ? thread_count - 1 : 1;
+	pthread_t threads[64];
+	unsigned char *root_model = malloc(tree_size);
+	unsigned char *middle_model = malloc(tree_size);
+	unsigned char *leaf_model = malloc(tree_size);
+	CHECK(root_model && middle_model && leaf_model, "malloc");
+
+	for (unsigned r = 0; r < TREE_ROUNDS; r++) {
+		test_rng rng = { test_substream(seed, 0x7ee5eedULL + r) };
+		tree.number = r;
+
+		/* root -> middle -> leaf, each written after its clone was
+		 * taken, so every level holds pages the others must not see. */
+		cowmem_region *root = cowmem_create(tree_size);
+		CHECK(root != NULL, "create: %s", strerror(errno));
+		test_rng_fill(&rng, root_model, tree_size);
+		memcpy(cowmem_data(root), root_model, tree_size);
+		cowmem_region *middle = cowmem_clone(root);
+		CHECK(middle != NULL, "clone: %s", strerror(errno));
+		memcpy(middle_model, root_model, tree_size);
+		for (size_t p = 0; p < TREE_PAGES; p += 5) {
+			test_rng_fill(&rng, middle_model + p * page, page);
+			memcpy((unsigned char *)cowmem_data(middle) + p * page,
+			       middle_model + p * page, page);
+		}
+		cowmem_region *leaf = cowmem_clone(middle);
+		CHECK(leaf != NULL, "clone: %s", strerror(errno));
+		memcpy(leaf_model, middle_model, tree_size);
+		/* The ancestors change after the leaf was taken. */
+		for (size_t p = 1; p < TREE_PAGES; p += 7)
+			memset((unsigned char *)cowmem_data(root) + p * page, 0xa5, page);
+		for (size_t p = 2; p < TREE_PAGES; p += 7)
+			memset((unsigned char *)cowmem_data(middle) + p * page, 0x5a, page);
+
+		tree.reader_target = leaf;
+		tree.model = leaf_model;
+		start_readers(threads, readers);
+		if (r % 3 == 2) {
+			/* Clone the leaf again and again while it is read. */
+			for (int c = 0; c < 4; c++) {
+				cowmem_region *again = cowmem_clone(leaf);
+				CHECK(again != NULL, "clone while read: %s",
+				      strerror(errno));
+				if (memcmp(cowmem_data(again), leaf_model, tree_size))
+					CHECK_BYTES(cowmem_data(again), leaf_model,
+						    tree_size, "a clone taken while "
+						    "its source was being read");
+				CHECK(cowmem_destroy(again) == 0, "destroy: %s",
+				      strerror(errno));
+			}
+			CHECK(cowmem_destroy(root) == 0, "destroy: %s", strerror(errno));
+			CHECK(cowmem_destroy(middle) == 0, "destroy: %s",
+			      strerror(errno));
+		} else if (r % 3 == 1) {
+			/* Middle first, then root, while the leaf is read. */
+			CHECK(cowmem_destroy(middle) == 0, "destroy: %s",
+			      strerror(errno));
+			CHECK(cowmem_destroy(root) == 0, "destroy: %s", strerror(errno));
+		} else {
+			CHECK(cowmem_destroy(root) == 0, "destroy: %s", strerror(errno));
+			CHECK(cowmem_destroy(middle) == 0, "destroy: %s",
+			      strerror(errno));
+		}
+		join_readers(threads, readers);
+		if (memcmp(cowmem_data(leaf), leaf_model, tree_size) != 0)
+			CHECK_BYTES(cowmem_data(leaf), leaf_model, tree_size,
+				    "the leaf after its ancestors were destroyed");
+		CHECK(cowmem_destroy(leaf) == 0, "destroy: %s", strerror(errno));
+	}
+	free(root_model);
+	free(middle_model);
+	free(leaf_model);
+	printf("ok   %u readers faulting on a clone while its ancestors were "
+	       "destroyed or it was cloned, %d rounds\n", readers, TREE_ROUNDS);
+}
+
 int main(int argc, char **argv)
 {
 	page = test_page_size();
@@ -482,6 +623,7 @@ int main(int argc, char **argv)
 	part_one((unsigned)rounds);
 	part_two();
 	part_three();
+	part_four();
 	printf("threads: no mismatch\n");
 	return TEST_EXIT_PASS;
 }
