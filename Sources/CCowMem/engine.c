@@ -695,16 +695,13 @@ static bool is_delta(uint64_t entry)
 	return (entry & exclusive) != 0; /* the zero page is never exclusive */
 }
 
-/* Calls fn for each run of pages [first, end) that src has written, telling
- * it whether any page between the previous run and this one is present. */
-typedef int run_fn(struct cowmem_region *src, size_t first, size_t end,
-		   bool gap_present, void *ctx);
-
-static int for_each_delta_run(struct cowmem_region *src, run_fn *fn, void *ctx)
+/* Calls fn for each run of pages [first, end) that src has written. */
+static int for_each_delta_run(struct cowmem_region *src,
+			      int (*fn)(struct cowmem_region *src, size_t first,
+					size_t end, void *ctx),
+			      void *ctx)
 {
-	const uint64_t present = 1ull << 63, swapped = 1ull << 62;
 	size_t run_start = SIZE_MAX;
-	bool gap_present = false;
 
 	for (size_t base = 0; base < src->pages; base += PAGEMAP_BATCH) {
 		size_t n = src->pages - base < PAGEMAP_BATCH ? src->pages - base : PAGEMAP_BATCH;
@@ -717,49 +714,26 @@ static int for_each_delta_run(struct cowmem_region *src, run_fn *fn, void *ctx)
 			return -1;
 		}
 		for (size_t k = 0; k < n; k++) {
-			uint64_t entry = pagemap_buffer[k];
-			bool delta = is_delta(entry);
+			bool delta = is_delta(pagemap_buffer[k]);
 			if (delta && run_start == SIZE_MAX)
 				run_start = base + k;
 			if (!delta && run_start != SIZE_MAX) {
-				if (fn(src, run_start, base + k, gap_present, ctx) < 0)
+				if (fn(src, run_start, base + k, ctx) < 0)
 					return -1;
 				run_start = SIZE_MAX;
-				gap_present = false;
 			}
-			if (!delta && (entry & (present | swapped)))
-				gap_present = true;
 		}
 	}
 	if (run_start != SIZE_MAX)
-		return fn(src, run_start, src->pages, gap_present, ctx);
+		return fn(src, run_start, src->pages, ctx);
 	return 0;
 }
 
 /* Lazy clone: the clone waits for every page its source wrote; the source
- * lends them, write-protected, until the clone has its copy. Protecting a
- * page that is not present does nothing (without WP_UNPOPULATED), so runs
- * separated only by such pages share one UFFDIO_WRITEPROTECT: a source that
- * wrote 1% of its pages at random needs a handful of ioctls, not thousands. */
-struct lend_context {
-	struct cowmem_region *clone;
-	size_t span_first, span_end; /* pages to protect, not yet protected */
-};
-
-static int protect_span(struct cowmem_region *src, struct lend_context *c)
+ * lends them, write-protected, until the clone has its copy. */
+static int lend_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
 {
-	if (c->span_end == c->span_first)
-		return 0;
-	int rc = uffd_writeprotect(engine.uffd, page_address(src, c->span_first),
-				   (c->span_end - c->span_first) * engine.page_size, true);
-	c->span_first = c->span_end = 0;
-	return rc;
-}
-
-static int lend_run(struct cowmem_region *src, size_t first, size_t end,
-		    bool gap_present, void *ctx)
-{
-	struct lend_context *c = ctx;
+	struct cowmem_region *clone = ctx;
 
 	if (region_register(src, UFFDIO_REGISTER_MODE_WP) < 0)
 		return -1;
@@ -767,18 +741,14 @@ static int lend_run(struct cowmem_region *src, size_t first, size_t end,
 		struct pending *p = page_map_get(&src->out, page);
 		if (!p && !(p = pending_new(src, page)))
 			return -1;
-		if (pending_add_waiter(p, c->clone) < 0) {
+		if (pending_add_waiter(p, clone) < 0) {
 			if (p->count == 0)
 				pending_release(p);
 			return -1;
 		}
 	}
-	if (gap_present && protect_span(src, c) < 0)
-		return -1;
-	if (c->span_end == c->span_first)
-		c->span_first = first;
-	c->span_end = end;
-	return 0;
+	return uffd_writeprotect(engine.uffd, page_address(src, first),
+				 (end - first) * engine.page_size, true);
 }
 
 struct inherit_context {
@@ -822,12 +792,10 @@ struct run_list {
 	size_t count, capacity;
 };
 
-static int collect_run(struct cowmem_region *src, size_t first, size_t end,
-		       bool gap_present, void *ctx)
+static int collect_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
 {
 	struct run_list *list = ctx;
 	(void)src;
-	(void)gap_present;
 	if (list->count == list->capacity) {
 		size_t capacity = list->capacity ? list->capacity * 2 : 64;
 		void *grown = realloc(list->runs, capacity * sizeof *list->runs);
@@ -879,9 +847,7 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 	if (had_delta && engine.lazy) {
 		struct inherit_context c = { .clone = clone };
 		page_map_each(&src->in, inherit_wait, &c);
-		struct lend_context lend = { .clone = clone };
-		if (c.error || for_each_delta_run(src, lend_run, &lend) < 0 ||
-		    protect_span(src, &lend) < 0) {
+		if (c.error || for_each_delta_run(src, lend_run, clone) < 0) {
 			err = c.error ? c.error : errno;
 			goto err_drop_waits;
 		}
