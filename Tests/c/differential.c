@@ -12,6 +12,17 @@
  * full now and then, and at the end before each of the final destroys.
  * All threads share the library's one fault server.
  *
+ * The run prints the backend and features in effect (cowmem_backend(3),
+ * cowmem_features(3)); COWMEM_BACKEND and COWMEM_DISABLE choose them, and
+ * Tests/c/backends.c runs this program under each. With the
+ * "userfaultfd-user" backend every buffer is prefaulted with
+ * cowmem_prefault(3) right before its system call, as that backend's
+ * contract asks; with any other backend nothing is prefaulted, so the
+ * system calls meet unfilled pages and the library must serve them.
+ * If a backend forced by COWMEM_BACKEND is not available here (EPERM), the
+ * run is skipped (77); if the library refuses to start for another reason
+ * (an unknown COWMEM_BACKEND or COWMEM_DISABLE value: EINVAL), it fails.
+ *
  * Options (--name=N, or the environment variable):
  *   --seed=N     COWMEM_TEST_SEED     default: from the clock; always printed
  *   --ops=N      COWMEM_TEST_OPS      operations per thread
@@ -106,6 +117,8 @@ struct worker {
 };
 
 static size_t page;
+/* The "userfaultfd-user" backend: system calls need prefaulted buffers. */
+static bool prefault_for_system_calls;
 
 /* ---- Failure reporting ------------------------------------------------------ */
 
@@ -162,9 +175,28 @@ static void check_syscall(struct worker *w, const struct live_region *r,
 	if (result < 0)
 		FAIL("%s on region memory failed: %s (errno %d)%s; %s", call,
 		     strerror(errno), errno,
-		     errno == EFAULT ? " - an unfilled page was not served to "
-				       "the kernel" : "", where);
+		     errno == EFAULT ? (prefault_for_system_calls ?
+					" - a prefaulted page was not there for "
+					"the kernel" : " - an unfilled page was "
+					"not served to the kernel") : "", where);
 	FAIL("%s moved %zd bytes, expected %zu; %s", call, result, wanted, where);
+}
+
+/* Before a system call on region bytes [offset, offset + length): in the
+ * "userfaultfd-user" backend fault them in from user mode, for writing when
+ * the kernel will write into the region. Other backends serve the kernel's
+ * own faults, so nothing is done there. */
+static void prefault(struct worker *w, const struct live_region *r, size_t offset,
+		     size_t length, bool for_write)
+{
+	if (!prefault_for_system_calls)
+		return;
+	if (cowmem_prefault(r->region, offset, length, for_write) != 0) {
+		char where[256];
+		describe_region(w, r, where, sizeof where);
+		FAIL("cowmem_prefault(offset %zu, length %zu, for_write %d): %s; %s",
+		     offset, length, for_write, strerror(errno), where);
+	}
 }
 
 /* ---- Choosing ---------------------------------------------------------------- */
@@ -390,6 +422,7 @@ static void do_pipe_out(struct worker *w)
 {
 	struct transfer t = choose_transfer(w);
 	struct live_region *r = t.region;
+	prefault(w, r, t.offset, t.length, false);
 	ssize_t n = write(w->pipe_write, r->data + t.offset, t.length);
 	check_syscall(w, r, "write(2) to a pipe", n, t.length);
 	drain_pipe(w, w->scratch, t.length);
@@ -407,6 +440,7 @@ static void do_pipe_in(struct worker *w)
 	ssize_t n = write(w->pipe_write, w->scratch, t.length);
 	CHECK(n == (ssize_t)t.length, "write to pipe from plain memory: %zd, %s",
 	      n, strerror(errno));
+	prefault(w, r, t.offset, t.length, true);
 	n = read(w->pipe_read, r->data + t.offset, t.length);
 	check_syscall(w, r, "read(2) from a pipe into the region", n, t.length);
 	memcpy(r->model + t.offset, w->scratch, t.length);
@@ -420,6 +454,7 @@ static void do_file_in(struct worker *w)
 	struct transfer t = choose_transfer(w);
 	struct live_region *r = t.region;
 	ssize_t n;
+	prefault(w, r, t.offset, t.length, true);
 	if (test_rng_below(&w->rng, 2)) {
 		n = pread(w->file, r->data + t.offset, t.length,
 			  (off_t)t.file_offset);
@@ -442,6 +477,7 @@ static void do_file_out(struct worker *w)
 {
 	struct transfer t = choose_transfer(w);
 	struct live_region *r = t.region;
+	prefault(w, r, t.offset, t.length, false);
 	ssize_t n = pwrite(w->file, r->data + t.offset, t.length,
 			   (off_t)t.file_offset);
 	check_syscall(w, r, "pwrite(2) from the region", n, t.length);
@@ -628,7 +664,10 @@ int main(int argc, char **argv)
 					"COWMEM_TEST_THREADS", &threads);
 	test_option(argc, argv, "trace", "COWMEM_TEST_TRACE", &trace_on);
 
+	/* Prints the backend line, or skips where a forced backend is not
+	 * available here. */
 	cowmem_destroy(test_create_or_skip(page));
+	prefault_for_system_calls = test_syscalls_need_prefault();
 
 	if (!have_operations && !have_threads) {
 		run_pass(seed, 1, 20000, trace_on);
