@@ -20,9 +20,12 @@
  * After each call the bytes moved and the whole region are compared with
  * plain memory.
  *
- * Skips (77) only where the kernel cannot let the library serve faults
- * taken inside system calls: not root, vm.unprivileged_userfaultfd=0 and no
- * access to /dev/userfaultfd, so only user-mode faults can be handled.
+ * The backend in use is printed. With "userfaultfd-user" the kernel cannot
+ * wait for the library inside a system call, and the contract is different
+ * (cowmem_prefault(3)): each buffer is prefaulted right before its call,
+ * and a first case checks that a call on an unfilled page, not prefaulted,
+ * fails instead of moving wrong bytes. With every other backend nothing is
+ * prefaulted and every call must be served.
  */
 #include "test_util.h"
 
@@ -40,6 +43,8 @@ static uint64_t seed;
 static cowmem_region *source;
 static unsigned char *source_model;
 static unsigned long calls_checked;
+/* The "userfaultfd-user" backend: buffers are prefaulted before each call. */
+static bool user_mode_backend;
 
 /* ---- Buffers --------------------------------------------------------------------- */
 
@@ -128,20 +133,19 @@ static void free_buffer(struct buffer *b)
 		CHECK(cowmem_destroy(b->helper) == 0, "destroy: %s", strerror(errno));
 }
 
-/* ---- When EFAULT is the kernel's doing --------------------------------------------- */
+/* ---- System calls on region memory ---------------------------------------------- */
 
-static bool only_user_mode_faults_possible(void)
+/* Right before a call that makes the kernel touch [offset, offset + length)
+ * of the buffer: only the "userfaultfd-user" backend needs it, and there it
+ * is the documented contract. for_write: the kernel writes into the region. */
+static void prefault(const struct buffer *b, size_t offset, size_t length,
+		     bool for_write)
 {
-	if (geteuid() == 0)
-		return false;
-	FILE *in = fopen("/proc/sys/vm/unprivileged_userfaultfd", "r");
-	int allowed = 1;
-	if (in) {
-		if (fscanf(in, "%d", &allowed) != 1)
-			allowed = 1;
-		fclose(in);
-	}
-	return allowed == 0 && access("/dev/userfaultfd", R_OK | W_OK) != 0;
+	if (!user_mode_backend)
+		return;
+	CHECK(cowmem_prefault(b->region, offset, length, for_write) == 0,
+	      "cowmem_prefault(%zu, %zu, %d) on %s: %s", offset, length,
+	      for_write, kind_names[b->kind], strerror(errno));
 }
 
 /* A system call on region memory moved `result` bytes of `wanted`. */
@@ -153,18 +157,14 @@ static void check_moved(const struct buffer *b, const char *call, ssize_t result
 		return;
 	}
 	int error = result < 0 ? errno : 0;
-	if ((error == EFAULT || result >= 0) && only_user_mode_faults_possible())
-		test_skip("%s on %s: %s; this user may only handle user-mode faults "
-			  "(vm.unprivileged_userfaultfd=0, no /dev/userfaultfd), so "
-			  "the kernel cannot wait for the library inside a system call",
-			  call, kind_names[b->kind], result < 0 ? strerror(error) :
-			  "short transfer");
+	const char *why = user_mode_backend ?
+		" (the buffer was prefaulted: a page was not there for the kernel)" :
+		" (an unfilled page was not served to the kernel)";
 	if (result < 0)
 		FAIL("%s on %s failed: %s%s", call, kind_names[b->kind],
-		     strerror(error), error == EFAULT ? " (an unfilled page was not "
-		     "served to the kernel)" : "");
-	FAIL("%s on %s moved %zd of %zu bytes (a page the kernel touched was not "
-	     "served?)", call, kind_names[b->kind], result, wanted);
+		     strerror(error), error == EFAULT ? why : "");
+	FAIL("%s on %s moved %zd of %zu bytes%s", call, kind_names[b->kind],
+	     result, wanted, why);
 }
 
 /* ---- The calls ------------------------------------------------------------------- */
@@ -227,6 +227,7 @@ static void region_out(struct buffer *b, struct range r, enum channel channel,
 {
 	int fds[2];
 	open_channel(channel, fds);
+	prefault(b, r.offset, r.length, false);
 	check_moved(b, call, put(channel, fds[1], b->data + r.offset, r.length),
 		    r.length);
 	drain(fds[0], plain, r.length);
@@ -246,6 +247,7 @@ static void region_in(struct buffer *b, struct range r, test_rng *rng,
 	test_rng_fill(rng, plain, r.length);
 	CHECK(put(channel, fds[1], plain, r.length) == (ssize_t)r.length,
 	      "sending from plain memory: %s", strerror(errno));
+	prefault(b, r.offset, r.length, true);
 	check_moved(b, call, get(channel, fds[0], b->data + r.offset, r.length),
 		    r.length);
 	memcpy(b->model + r.offset, plain, r.length);
@@ -295,6 +297,7 @@ static void case_pread(struct buffer *b, struct range r, test_rng *rng)
 	test_rng_fill(rng, plain, r.length + 333);
 	CHECK(pwrite(fd, plain, r.length + 333, 0) == (ssize_t)(r.length + 333),
 	      "filling the file");
+	prefault(b, r.offset, r.length, true);
 	ssize_t n = pread(fd, b->data + r.offset, r.length, 333);
 	check_moved(b, "pread(2) from a file", n, r.length);
 	memcpy(b->model + r.offset, plain + 333, r.length);
@@ -306,6 +309,7 @@ static void case_pwrite(struct buffer *b, struct range r, test_rng *rng)
 {
 	(void)rng;
 	int fd = temp_file();
+	prefault(b, r.offset, r.length, false);
 	ssize_t n = pwrite(fd, b->data + r.offset, r.length, 4096 + 17);
 	check_moved(b, "pwrite(2) to a file", n, r.length);
 	CHECK(pread(fd, plain, r.length, 4096 + 17) == (ssize_t)r.length,
@@ -334,6 +338,8 @@ static void case_vectors(struct buffer *b, struct range r, test_rng *rng)
 	int fds[2];
 	CHECK(pipe(fds) == 0, "pipe");
 	CHECK(fcntl(fds[1], F_SETPIPE_SZ, 1 << 20) >= (int)total, "F_SETPIPE_SZ");
+	prefault(b, r.offset, r.length, false);
+	prefault(other, r.offset, r.length, false);
 	ssize_t n = writev(fds[1], vectors, 4);
 	check_moved(b, "writev(2) from two regions", n, total);
 	drain(fds[0], plain, total);
@@ -348,6 +354,8 @@ static void case_vectors(struct buffer *b, struct range r, test_rng *rng)
 	/* readv from the pipe into both regions. */
 	test_rng_fill(rng, plain, total);
 	CHECK(write(fds[1], plain, total) == (ssize_t)total, "pipe write");
+	prefault(b, r.offset, r.length, true);
+	prefault(other, r.offset, r.length, true);
 	n = readv(fds[0], vectors, 4);
 	check_moved(b, "readv(2) into two regions", n, total);
 	memcpy(b->model + r.offset, plain, half);
@@ -369,6 +377,7 @@ static void case_process_vm(struct buffer *b, struct range r, test_rng *rng)
 {
 	struct iovec local = { plain, r.length };
 	struct iovec remote = { b->data + r.offset, r.length };
+	prefault(b, r.offset, r.length, false);
 	ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
 	if (n < 0 && (errno == ENOSYS || errno == EPERM)) {
 		printf("      (process_vm_readv unavailable: %s)\n", strerror(errno));
@@ -384,10 +393,58 @@ static void case_process_vm(struct buffer *b, struct range r, test_rng *rng)
 	make_buffer(b, b->kind, rng);
 	remote.iov_base = b->data + r.offset;
 	test_rng_fill(rng, plain, r.length);
+	prefault(b, r.offset, r.length, true);
 	n = process_vm_writev(getpid(), &local, 1, &remote, 1, 0);
 	check_moved(b, "process_vm_writev(2) into the region", n, r.length);
 	memcpy(b->model + r.offset, plain, r.length);
 	check_buffer(b, "process_vm_writev(2)");
+}
+
+/* One call on a page the library has not filled and nobody prefaulted. */
+static void check_one_unprefaulted(const char *call, ssize_t result, size_t wanted)
+{
+	CHECK(result < (ssize_t)wanted && (result >= 0 || errno == EFAULT),
+	      "%s on an unfilled page, not prefaulted, in the userfaultfd-user "
+	      "backend: expected EFAULT or a short count, got %zd (%s)", call,
+	      result, result < 0 ? strerror(errno) : "no error");
+	printf("ok   %s on an unfilled page, not prefaulted: %s\n", call,
+	       result < 0 ? strerror(errno) : "short count");
+}
+
+/*
+ * "userfaultfd-user" only: a clone of a never-written region is all holes,
+ * which the library fills on a fault. A system call that meets one, not
+ * prefaulted, must fail (EFAULT, or a short count) and change no byte: the
+ * documented behaviour that cowmem_prefault() exists for.
+ */
+static void check_unprefaulted_calls_fail(void)
+{
+	test_rng rng = { test_substream(seed, 0xefa17) };
+	cowmem_region *empty = cowmem_create(size);
+	CHECK(empty != NULL, "cowmem_create: %s", strerror(errno));
+	cowmem_region *holes = cowmem_clone(empty);
+	CHECK(holes != NULL, "cowmem_clone: %s", strerror(errno));
+	unsigned char *data = cowmem_data(holes);
+	static unsigned char zeros[PAGES * 65536];
+	int fds[2];
+
+	CHECK(pipe(fds) == 0, "pipe: %s", strerror(errno));
+	check_one_unprefaulted("write(2)", write(fds[1], data, page), page);
+	test_rng_fill(&rng, plain, page);
+	CHECK(write(fds[1], plain, page) == (ssize_t)page, "pipe write: %s",
+	      strerror(errno));
+	ssize_t n = read(fds[0], data + 2 * page, page);
+	check_one_unprefaulted("read(2)", n, page);
+	/* Whatever the call stored before it stopped is content now. */
+	if (n > 0)
+		memcpy(zeros + 2 * page, plain, (size_t)n);
+	CHECK_BYTES(data, zeros, size, "a clone of an empty region after "
+		    "system calls that met its holes");
+	close(fds[0]);
+	close(fds[1]);
+	CHECK(cowmem_destroy(holes) == 0 && cowmem_destroy(empty) == 0,
+	      "destroy: %s", strerror(errno));
+	fflush(stdout);
 }
 
 typedef void (*case_body)(struct buffer *b, struct range r, test_rng *rng);
@@ -414,15 +471,23 @@ int main(int argc, char **argv)
 	CHECK(page <= 65536, "page size %zu fits the buffers", page);
 	seed = test_seed_init(argc, argv);
 	set_ranges();
-	source = test_create_or_skip(size);
+	source = test_create_or_skip(size); /* prints the backend */
+	user_mode_backend = test_syscalls_need_prefault();
 	source_model = calloc(1, size);
 	CHECK(source_model != NULL, "calloc");
 	test_rng rng = { seed };
-	for (size_t p = 0; p < PAGES; p++)
-		if (p != NEVER_WRITTEN_PAGE)
-			test_rng_fill(&rng, source_model + p * page, page);
-	memcpy(cowmem_data(source), source_model, size);
+	/* Page by page, so that the never-written page stays a hole in the
+	 * source's storage: a memcpy of its zeros would allocate it. */
+	for (size_t p = 0; p < PAGES; p++) {
+		if (p == NEVER_WRITTEN_PAGE)
+			continue;
+		test_rng_fill(&rng, source_model + p * page, page);
+		memcpy((unsigned char *)cowmem_data(source) + p * page,
+		       source_model + p * page, page);
+	}
 
+	if (user_mode_backend)
+		check_unprefaulted_calls_fail();
 	run_case("write(2) from unfilled pages into a pipe", case_pipe_write);
 	run_case("read(2) from a pipe into unfilled pages", case_pipe_read);
 	run_case("pread(2) from a file into unfilled pages", case_pread);
