@@ -191,6 +191,27 @@ check-swift:
 demo:
 	$(SWIFT) run -c release cowmem-demo $(DEMO_ARGS)
 
+# ---- Benchmark -------------------------------------------------------------
+
+# A program that prints tables of medians, never part of `make test`: on a
+# shared machine a timing bounds nothing. Benchmarks/README.md explains it.
+# e.g. make bench BENCH_ARGS="--sizes 64,256,1024,4096 --reps 7"
+BENCH_ARGS ?=
+BENCH_DIR := $(BUILD)/bench
+BENCH_PROGRAM := $(BENCH_DIR)/cowmem-bench
+BENCH_CSV := $(BENCH_DIR)/bench.csv
+BENCH_PNG := $(BENCH_DIR)/bench.png
+
+.PHONY: bench
+bench: $(BENCH_PROGRAM)
+	$(BENCH_PROGRAM) --csv $(BENCH_CSV) $(BENCH_ARGS)
+	@Benchmarks/chart.sh $(BENCH_CSV) $(BENCH_PNG)
+
+$(BENCH_PROGRAM): Benchmarks/cowmem-bench.c $(HEADER) $(LIB_STATIC)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -Wall -Wextra -ISources/CCowMem/include $(CFLAGS) \
+		$(LDFLAGS) -o $@ $< $(LIB_STATIC) -lpthread -lm
+
 # ---- Installation ----------------------------------------------------------
 
 install: lib
