@@ -715,6 +715,14 @@ static int for_each_delta_run(struct cowmem_region *src,
 		}
 		for (size_t k = 0; k < n; k++) {
 			bool delta = is_delta(pagemap_buffer[k]);
+			/* A uffd-wp pte marker (the kernel leaves one where a
+			 * protected shmem pte is zapped) reads as a swapped
+			 * entry with the wp bit; it holds no page. A lent page
+			 * that really was swapped out is in src->out. */
+			if (delta && (pagemap_buffer[k] & (1ull << 62)) &&
+			    (pagemap_buffer[k] & (1ull << 57)) &&
+			    !page_map_get(&src->out, base + k))
+				delta = false;
 			if (delta && run_start == SIZE_MAX)
 				run_start = base + k;
 			if (!delta && run_start != SIZE_MAX) {
