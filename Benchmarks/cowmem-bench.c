@@ -254,14 +254,14 @@ static struct memory memory_sample(void)
 }
 
 /*
- * The figure once it has settled (three readings within 64 KiB, 5 ms apart,
- * at most 60 readings): the library frees some memory on a thread of its own
- * just after a call returns. Not part of any timing.
+ * The figure once it has settled (two readings 5 ms apart within 64 KiB, at
+ * most 40 readings): the library may free memory on a thread of its own just
+ * after a call returns. Not part of any timing.
  */
 static struct memory memory_settled(void)
 {
 	struct memory last = memory_sample();
-	for (int i = 0, quiet = 0; i < 60 && quiet < 3; i++) {
+	for (int i = 0, quiet = 0; i < 40 && quiet < 1; i++) {
 		nanosleep(&(struct timespec){ 0, 5 * 1000 * 1000 }, NULL);
 		struct memory m = memory_sample();
 		quiet = llabs(m.own - last.own) <= 64 * 1024 ? quiet + 1 : 0;
@@ -1168,6 +1168,17 @@ static void first_line_of(const char *path, char *out, size_t size)
 		snprintf(out, size, "?");
 }
 
+/* The 1, 5 and 15 minute load averages. */
+static void load_average(char *out, size_t size)
+{
+	first_line_of("/proc/loadavg", out, size);
+	char *p = out;
+	for (int fields = 0; *p && fields < 3; p++)
+		fields += *p == ' ';
+	if (*p)
+		p[-1] = 0;
+}
+
 static void print_machine(const struct options *o)
 {
 	struct utsname u;
@@ -1183,9 +1194,10 @@ static void print_machine(const struct options *o)
 	}
 	if (f)
 		fclose(f);
-	char thp[256], uffd[64];
+	char thp[256], uffd[64], load[128];
 	first_line_of("/sys/kernel/mm/transparent_hugepage/enabled", thp, sizeof thp);
 	first_line_of("/proc/sys/vm/unprivileged_userfaultfd", uffd, sizeof uffd);
+	load_average(load, sizeof load);
 	printf("# CowMem benchmark\n\n");
 	printf("- machine: %ld CPUs online (nproc), %lld MiB RAM, CPU: %s\n",
 	       sysconf(_SC_NPROCESSORS_ONLN),
@@ -1193,6 +1205,8 @@ static void print_machine(const struct options *o)
 	printf("- kernel: %s %s %s; page size %zu; THP (anonymous): %s; "
 	       "vm.unprivileged_userfaultfd=%s; uid %d\n", u.sysname, u.release,
 	       u.machine, page_size, thp, uffd, (int)getuid());
+	printf("- load average at the start: %s (/proc/loadavg; above the CPU "
+	       "count, other processes compete for the CPUs)\n", load);
 	printf("- libcowmem %d.%d.%d; sizes:", COWMEM_VERSION_MAJOR,
 	       COWMEM_VERSION_MINOR, COWMEM_VERSION_PATCH);
 	for (int s = 0; s < o->size_count; s++)
@@ -1353,6 +1367,9 @@ int main(int argc, char **argv)
 		printf("\n**Warning**: a clone or a source did not hold the bytes "
 		       "it should (see stderr); the figures above measure a broken "
 		       "library.\n");
+	char load[128];
+	load_average(load, sizeof load);
+	printf("\nload average at the end: %s\n", load);
 	if (o.csv)
 		write_csv(&o);
 	return 0;
