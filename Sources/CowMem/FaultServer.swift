@@ -52,7 +52,7 @@ extension FaultServer: CustomStringConvertible {
         switch kind {
         case .overlayThread: "overlay thread"
         case .libraryThread: "library thread"
-        case .unavailable: "unavailable"
+        case .unavailable: "none"
         }
     }
 }

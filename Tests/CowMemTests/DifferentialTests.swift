@@ -10,7 +10,7 @@ import Musl
 /// Random creates, clones, writes, system-call reads and writes, and destroys, applied both
 /// to regions and to plain byte arrays (the oracle: what `memcpy` would give). Every byte is
 /// compared. The seed is printed; `COWMEM_TEST_SEED=<seed> swift test` replays a run.
-@Suite("Differential against a byte-array model", .timeLimit(.minutes(1)))
+@Suite("Differential against a byte-array model", .timeLimit(.minutes(1)), .watchdog(seconds: 90))
 struct DifferentialTests {
     @Test("One thread, random operations")
     func singleThread() throws {

@@ -7,7 +7,7 @@ import Glibc
 import Musl
 #endif
 
-@Suite("Fault serving and system calls", .timeLimit(.minutes(1)))
+@Suite("Fault serving and system calls", .timeLimit(.minutes(1)), .watchdog(seconds: 90))
 struct FaultServerTests {
     @Test("The overlay claimed fault serving and runs its own thread",
           .enabled(if: backendKind != .memfd, "needs userfaultfd: without it no faults are served"))
@@ -15,6 +15,7 @@ struct FaultServerTests {
         #expect(FaultServer.current == .overlayThread)
         #expect(backendKind == .userfaultfd || backendKind == .userfaultfdUserMode)
         #expect(FaultServer.current.description == "overlay thread")
+        #expect(FaultServer.unavailable.description == "none")
         #expect(faultServer.claimError == nil)
         #expect(threadNames().contains("cowmem-faults"))
     }

@@ -9,7 +9,7 @@ import Glibc
 import Musl
 #endif
 
-@Suite("Regions", .timeLimit(.minutes(1)))
+@Suite("Regions", .timeLimit(.minutes(1)), .watchdog(seconds: 90))
 struct RegionTests {
     @Test("A new region is page-aligned, rounded up to whole pages, and zero-filled",
           arguments: [1, 100, pageSize - 1, pageSize, pageSize + 1, 5 * pageSize + 17])
