@@ -11,6 +11,7 @@ let package = Package(
     name: "CowMem",
     products: [
         .library(name: "CowMem", targets: ["CowMem"]),
+        .executable(name: "cowmem-demo", targets: ["cowmem-demo"]),
     ],
     dependencies: [
         // Only for `Errno`, the ecosystem's errno type; a small package that builds in seconds.
@@ -31,6 +32,11 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Sources/CowMem"
+        ),
+        .executableTarget(
+            name: "cowmem-demo",
+            dependencies: ["CowMem"],
+            path: "Sources/cowmem-demo"
         ),
         .testTarget(
             name: "CowMemTests",
