@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .library(name: "CowMem", targets: ["CowMem"]),
         .executable(name: "cowmem-demo", targets: ["cowmem-demo"]),
+        .executable(name: "cowmem-snapshots", targets: ["cowmem-snapshots"]),
     ],
     dependencies: [
         // Only for `Errno`, the ecosystem's errno type; a small package that builds in seconds.
@@ -37,6 +38,11 @@ let package = Package(
             name: "cowmem-demo",
             dependencies: ["CowMem"],
             path: "Sources/cowmem-demo"
+        ),
+        .executableTarget(
+            name: "cowmem-snapshots",
+            dependencies: ["CowMem"],
+            path: "Examples/swift"
         ),
         .testTarget(
             name: "CowMemTests",
