@@ -45,6 +45,7 @@ static const struct {
 	{ "move", FEATURE_MOVE, UFFD_FEATURE_MOVE, false },
 	{ "dontunmap", FEATURE_DONTUNMAP, 0, true },
 	{ "zero-pfn", FEATURE_ZERO_PFN, 0, true },
+	{ "pagemap-scan", FEATURE_PAGEMAP_SCAN, 0, true },
 };
 #define FEATURE_COUNT (sizeof feature_table / sizeof feature_table[0])
 
@@ -78,7 +79,8 @@ static int parse_disabled(const char *list, unsigned *disabled)
 	return 0;
 unknown:
 	fprintf(stderr, "cowmem: COWMEM_DISABLE=%s names an unknown feature (known: "
-		"minor, wp, poison, wp-unpopulated, wp-async, move, dontunmap, zero-pfn)\n",
+		"minor, wp, poison, wp-unpopulated, wp-async, move, dontunmap, zero-pfn, "
+		"pagemap-scan)\n",
 		list);
 	errno = EINVAL;
 	return -1;
@@ -167,6 +169,14 @@ static void describe(bool from_device)
 			 used ? "," : "");
 }
 
+/* PAGEMAP_SCAN is 6.7+: ask it about nothing and see whether it answers. */
+static bool pagemap_scan_works(void)
+{
+	struct pm_scan_arg arg = { .size = sizeof arg };
+
+	return engine.pagemap >= 0 && ioctl(engine.pagemap, PAGEMAP_SCAN, &arg) == 0;
+}
+
 int backend_select(void)
 {
 	const char *wanted = getenv("COWMEM_BACKEND");
@@ -218,6 +228,8 @@ int backend_select(void)
 	}
 	if (!(disabled & FEATURE_DONTUNMAP))
 		engine.features |= FEATURE_DONTUNMAP; /* freeze() falls back if refused */
+	if (!(disabled & FEATURE_PAGEMAP_SCAN) && pagemap_scan_works())
+		engine.features |= FEATURE_PAGEMAP_SCAN;
 	if (!(disabled & FEATURE_ZERO_PFN) && engine.zero_pfn != 0)
 		engine.features |= FEATURE_ZERO_PFN;
 	else

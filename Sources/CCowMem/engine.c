@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -695,11 +696,11 @@ static bool is_delta(uint64_t entry)
 	return (entry & exclusive) != 0; /* the zero page is never exclusive */
 }
 
-/* Calls fn for each run of pages [first, end) that src has written. */
-static int for_each_delta_run(struct cowmem_region *src,
-			      int (*fn)(struct cowmem_region *src, size_t first,
-					size_t end, void *ctx),
-			      void *ctx)
+typedef int run_fn(struct cowmem_region *src, size_t first, size_t end, void *ctx);
+
+/* The pagemap file, read entry by entry: works on every kernel, costs 8
+ * bytes per page of the region. */
+static int scan_pagemap_file(struct cowmem_region *src, run_fn *fn, void *ctx)
 {
 	size_t run_start = SIZE_MAX;
 
@@ -735,6 +736,71 @@ static int for_each_delta_run(struct cowmem_region *src,
 	if (run_start != SIZE_MAX)
 		return fn(src, run_start, src->pages, ctx);
 	return 0;
+}
+
+/* PAGEMAP_SCAN (6.7+) walks the page tables in the kernel and returns only
+ * the runs that match, skipping empty page tables: after a freeze the
+ * source has page tables only where it has been touched since. */
+static int scan_pagemap_ioctl(struct cowmem_region *src, run_fn *fn, void *ctx)
+{
+	struct page_region *vec = (struct page_region *)pagemap_buffer;
+	const size_t vec_len = PAGEMAP_BATCH * sizeof(uint64_t) / sizeof(struct page_region);
+	uintptr_t start = (uintptr_t)src->data, end = start + src->size;
+
+	while (start < end) {
+		struct pm_scan_arg arg = {
+			.size = sizeof arg,
+			.start = start,
+			.end = end,
+			.vec = (uintptr_t)vec,
+			.vec_len = vec_len,
+			/* not a file page, not the zero page, and there */
+			.category_mask = PAGE_IS_FILE | PAGE_IS_PFNZERO,
+			.category_inverted = PAGE_IS_FILE | PAGE_IS_PFNZERO,
+			.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+			.return_mask = PAGE_IS_SWAPPED | PAGE_IS_WRITTEN,
+		};
+		int n = ioctl(engine.pagemap, PAGEMAP_SCAN, &arg);
+		if (n < 0)
+			return -1;
+		/* The walk may stop inside a run (walk_end) and report that run
+		 * whole; the next call reports its rest again. Count each page
+		 * in the call whose walk covered it. */
+		uintptr_t walked = arg.walk_end > start && arg.walk_end < end ? arg.walk_end : end;
+		for (int i = 0; i < n; i++) {
+			uintptr_t run_start = vec[i].start > start ? vec[i].start : start;
+			uintptr_t run_end = vec[i].end < walked ? vec[i].end : walked;
+			if (run_start >= run_end)
+				continue;
+			size_t first = (run_start - (uintptr_t)src->data) / engine.page_size;
+			size_t last = (run_end - (uintptr_t)src->data) / engine.page_size;
+			bool marker_like = (vec[i].categories & PAGE_IS_SWAPPED) &&
+					   !(vec[i].categories & PAGE_IS_WRITTEN);
+			if (!marker_like) {
+				if (fn(src, first, last, ctx) < 0)
+					return -1;
+				continue;
+			}
+			/* Swapped and write-protected: a lent page, or a pte
+			 * marker holding nothing (see scan_pagemap_file). */
+			for (size_t page = first; page < last; page++)
+				if (page_map_get(&src->out, page) &&
+				    fn(src, page, page + 1, ctx) < 0)
+					return -1;
+		}
+		if (arg.walk_end <= start)
+			break;
+		start = arg.walk_end;
+	}
+	return 0;
+}
+
+/* Calls fn for each run of pages [first, end) that src has written. */
+static int for_each_delta_run(struct cowmem_region *src, run_fn *fn, void *ctx)
+{
+	if (engine.features & FEATURE_PAGEMAP_SCAN)
+		return scan_pagemap_ioctl(src, fn, ctx);
+	return scan_pagemap_file(src, fn, ctx);
 }
 
 /* Lazy clone: the clone waits for every page its source wrote; the source

@@ -49,6 +49,34 @@ struct uffdio_poison {
 #ifndef MREMAP_DONTUNMAP /* 5.7+ (anonymous), 5.13+ (shared and file mappings) */
 #define MREMAP_DONTUNMAP 4
 #endif
+#ifndef PAGEMAP_SCAN /* 6.7+: <linux/fs.h> */
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define PAGE_IS_WPALLOWED (1 << 0)
+#define PAGE_IS_WRITTEN (1 << 1)
+#define PAGE_IS_FILE (1 << 2)
+#define PAGE_IS_PRESENT (1 << 3)
+#define PAGE_IS_SWAPPED (1 << 4)
+#define PAGE_IS_PFNZERO (1 << 5)
+struct page_region {
+	__u64 start;
+	__u64 end;
+	__u64 categories;
+};
+struct pm_scan_arg {
+	__u64 size;
+	__u64 flags;
+	__u64 start;
+	__u64 end;
+	__u64 walk_end;
+	__u64 vec;
+	__u64 vec_len;
+	__u64 max_pages;
+	__u64 category_inverted;
+	__u64 category_mask;
+	__u64 category_anyof_mask;
+	__u64 return_mask;
+};
+#endif
 #ifndef MFD_NOEXEC_SEAL /* 6.3+ */
 #define MFD_NOEXEC_SEAL 0x0008U
 #endif
@@ -138,6 +166,7 @@ enum {
 	FEATURE_MOVE = 1 << 5,           /* offered by the kernel; not needed */
 	FEATURE_DONTUNMAP = 1 << 6,      /* MREMAP_DONTUNMAP: microsecond freeze */
 	FEATURE_ZERO_PFN = 1 << 7,       /* pagemap PFNs tell the zero page apart */
+	FEATURE_PAGEMAP_SCAN = 1 << 8,   /* PAGEMAP_SCAN: find written pages fast */
 };
 
 /* Global engine state; every field is guarded by `lock` unless noted. */
