@@ -62,6 +62,9 @@ data=$(awk -F, '
 		split("memcpy-fresh memcpy-warm fork memfd-private cowmem-clone cowmem-reclone-1% cowmem-clone-of-clone", copiers, " ")
 		print "$copy << EOD"
 		n = sorted_keys(sizes, size_list)
+		tics = ""
+		for (i = 1; i <= n; i++)
+			tics = tics (i > 1 ? ", " : "") "\"" size_list[i] "\" " size_list[i]
 		for (i = 1; i <= n; i++) {
 			line = size_list[i]
 			for (c = 1; c <= 7; c++)
@@ -105,7 +108,8 @@ data=$(awk -F, '
 			print line
 		}
 		print "EOD"
-		printf "largest = %d\nleast = %d\n", largest, least
+		printf "largest = %d\nleast = %d\nsmallest = %d\n", largest, least, size_list[1]
+		printf "set xtics (%s)\n", tics
 	}
 ' "$csv")
 
@@ -121,6 +125,8 @@ set multiplot layout 2,2 title "CowMem benchmark: medians (" . size_label . " re
 
 set title "Making the copy (ms, log scales)"
 set logscale xy
+set xrange [smallest / 1.6 : largest * 1.6]
+set offsets 0, 0, graph 0.3, 0
 set xlabel "region size (MiB)"
 set format y "%g"
 plot for [c=2:8] \$copy using 1:c with linespoints lw 2 pt 7 ps 0.6 \
@@ -128,6 +134,9 @@ plot for [c=2:8] \$copy using 1:c with linespoints lw 2 pt 7 ps 0.6 \
 
 unset logscale
 unset xlabel
+unset xrange
+set xtics autofreq
+set key top left
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
