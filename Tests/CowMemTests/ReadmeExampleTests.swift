@@ -1,0 +1,23 @@
+import CowMem
+import Testing
+
+/// The Swift example on the README's front page, line for line between the markers, so the
+/// snippet is compiled and run by `make test` and cannot drift from the API.
+@Suite("README example", .timeLimit(.minutes(1)))
+struct ReadmeExampleTests {
+    @Test("The README's Swift snippet compiles and keeps the checkpoint unchanged")
+    func readmeSnippet() throws {
+        // README begin
+        var world = try Region(size: 256 << 20)            // 256 MiB, zero-filled
+        world.withMutableBytes { $0.storeBytes(of: 1, toByteOffset: 0, as: UInt8.self) }
+
+        let checkpoint = try world.clone()                 // instant: shares every page
+        world.withMutableBytes { $0.storeBytes(of: 2, toByteOffset: 0, as: UInt8.self) }
+
+        let saved = checkpoint.withBytes { $0.unsafeLoad(as: UInt8.self) }   // 1
+        let now = world.withBytes { $0.unsafeLoad(as: UInt8.self) }          // 2
+        // README end
+        #expect(saved == 1)
+        #expect(now == 2)
+    }
+}
