@@ -100,7 +100,7 @@ struct run {
 	bool failed;
 };
 
-#define ALL_FEATURES "minor,wp,poison,dontunmap,zero-pfn"
+#define ALL_FEATURES "minor,wp,poison,dontunmap,zero-pfn,pagemap-scan"
 
 #define RUN(setup_, backend_, disable_, action_)                            \
 	{ .setup = setup_, .backend = backend_, .disable = disable_,        \
@@ -116,10 +116,11 @@ static struct run runs[] = {
 	RUN(AS_IS, NULL, "poison", DIFFERENTIAL),
 	RUN(AS_IS, NULL, "dontunmap", DIFFERENTIAL),
 	RUN(AS_IS, NULL, "zero-pfn", DIFFERENTIAL),
+	RUN(AS_IS, NULL, "pagemap-scan", DIFFERENTIAL),
 	RUN(AS_IS, NULL, ALL_FEATURES, DIFFERENTIAL),
 	RUN(AS_IS, NULL, "wp-unpopulated,wp-async,move", DIFFERENTIAL),
 	RUN(AS_IS, "userfaultfd-user", ALL_FEATURES, DIFFERENTIAL),
-	RUN(AS_IS, "memfd", "dontunmap,zero-pfn", DIFFERENTIAL),
+	RUN(AS_IS, "memfd", "dontunmap,zero-pfn,pagemap-scan", DIFFERENTIAL),
 	RUN(AS_NOBODY, "auto", NULL, DIFFERENTIAL),
 	RUN(AS_NOBODY, "userfaultfd", NULL, DIFFERENTIAL),
 	RUN(AS_NOBODY, "userfaultfd-user", NULL, DIFFERENTIAL),
@@ -773,12 +774,16 @@ int main(int argc, char **argv)
 		free(output);
 	}
 
-	printf("\n%-*s  %-16s  %-41s  %s\n", width, "environment", "backend",
-	       "features", "result");
+	int features_width = 8;
+	for (size_t i = 0; i < RUN_COUNT; i++)
+		if ((int)strlen(runs[i].features_seen) > features_width)
+			features_width = (int)strlen(runs[i].features_seen);
+	printf("\n%-*s  %-16s  %-*s  %s\n", width, "environment", "backend",
+	       features_width, "features", "result");
 	for (size_t i = 0; i < RUN_COUNT; i++) {
 		const struct run *run = &runs[i];
-		printf("%-*s  %-16s  %-41s  %s\n", width, run->label,
-		       run->backend_seen[0] ? run->backend_seen : "-",
+		printf("%-*s  %-16s  %-*s  %s\n", width, run->label,
+		       run->backend_seen[0] ? run->backend_seen : "-", features_width,
 		       run->features_seen[0] ? run->features_seen : "-", run->result);
 	}
 	printf("\n%zu runs: %zu as expected, %u failed, %u not possible here\n",
