@@ -61,8 +61,10 @@ extension FaultServer: CustomStringConvertible {
 /// exactly once, whichever thread gets there first.
 internal let faultServer = FaultServerThread.start()
 
-/// How many fault messages the overlay's server thread has resolved so far.
-internal let handledFaultCount = Atomic<Int>(0)
+/// How many times the overlay's server thread has woken to hand waiting faults to the
+/// library. Counted *before* the library resolves them (and wakes the faulting threads), so
+/// a thread that has had a fault served sees the count that includes it.
+internal let faultServerWakeups = Atomic<Int>(0)
 
 /// The overlay's side of fault serving: the claim, and the thread that waits on the
 /// descriptor. The thread only calls the C library; it never touches region memory, since a
@@ -97,7 +99,11 @@ internal final class FaultServerThread: Sendable {
                 server: error == .resourceBusy ? .libraryThread : .unavailable, claimError: error)
         }
         do {
-            let thread = try OwnedThread(name: "cowmem-faults") { serveFaults(on: descriptor) }
+            // No signal handler may run here: one that touched region memory would fault on
+            // the only thread that could resolve the fault.
+            let thread = try OwnedThread(name: "cowmem-faults", blockingSignals: true) {
+                serveFaults(on: descriptor)
+            }
             return FaultServerThread(server: .overlayThread, thread: thread)
         } catch {
             return FaultServerThread(server: .unavailable, startError: error)
@@ -130,9 +136,9 @@ internal final class FaultServerThread: Sendable {
             if request.revents & Int16(POLLNVAL) != 0 {
                 fatalError("CowMem's fault server: the fault descriptor was closed")
             }
+            faultServerWakeups.add(1, ordering: .releasing)
             do {
-                let handled = try Engine.handleFaults()
-                handledFaultCount.add(handled, ordering: .relaxed)
+                _ = try Engine.handleFaults()
                 lastReported = nil
             } catch where error == .interrupted || error == .resourceTemporarilyUnavailable {
                 continue

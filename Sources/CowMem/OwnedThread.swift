@@ -1,3 +1,4 @@
+import Dispatch
 import SystemPackage
 
 #if canImport(Glibc)
@@ -17,12 +18,27 @@ internal final class OwnedThread: @unchecked Sendable {
     private var joined = false
 
     /// Starts a thread named `name` (at most 15 bytes show up in `/proc`) that runs `body`.
-    init(name: String, _ body: @escaping @Sendable () -> Void) throws(Errno) {
-        let start = Unmanaged.passRetained(Start(name: name, body: body))
+    /// Returns once the thread runs and carries its name.
+    ///
+    /// With `blockingSignals`, the thread starts with every signal blocked, so that no
+    /// signal handler ever runs on it (signals then go to the application's threads).
+    init(name: String, blockingSignals: Bool = false, _ body: @escaping @Sendable () -> Void) throws(Errno) {
+        let startInfo = Start(name: name, body: body)
+        let start = Unmanaged.passRetained(startInfo)
         var thread = pthread_t()
+        // A new thread inherits its creator's signal mask: block all around the creation.
+        var all = sigset_t(), previous = sigset_t()
+        if blockingSignals {
+            sigfillset(&all)
+            pthread_sigmask(SIG_SETMASK, &all, &previous)
+        }
+        defer {
+            if blockingSignals { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+        }
         let result = pthread_create(&thread, nil, { context in
             let start = Unmanaged<Start>.fromOpaque(context!).takeRetainedValue()
             OwnedThread.nameCurrentThread(start.name)
+            start.running.signal()
             start.body()
             return nil
         }, start.toOpaque())
@@ -31,6 +47,7 @@ internal final class OwnedThread: @unchecked Sendable {
             throw Errno(rawValue: result)
         }
         self.thread = thread
+        startInfo.running.wait()
     }
 
     /// Waits for the thread to finish. Call it at most once.
@@ -57,9 +74,10 @@ internal final class OwnedThread: @unchecked Sendable {
         close(descriptor)
     }
 
-    private final class Start {
+    private final class Start: Sendable {
         let name: String
         let body: @Sendable () -> Void
+        let running = DispatchSemaphore(value: 0)
 
         init(name: String, body: @escaping @Sendable () -> Void) {
             self.name = name

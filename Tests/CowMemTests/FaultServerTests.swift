@@ -39,7 +39,7 @@ struct FaultServerTests {
     @Test("Faults on clones are served by the overlay's thread",
           .enabled(if: backendKind != .memfd, "needs userfaultfd: without it no faults are served"))
     func faultsReachTheOverlayThread() throws {
-        let before = handledFaultCount.load(ordering: .relaxed)
+        let before = faultServerWakeups.load(ordering: .acquiring)
         let size = 64 * pageSize
         // Half written, half never written; then written again after a first clone, so that
         // a second clone has both pages nobody wrote and pages its source changed to fill.
@@ -55,7 +55,7 @@ struct FaultServerTests {
         expectedSecond.replaceSubrange(0..<(size / 4), with: pattern(count: size / 4, tag: 0x78))
         #expect(first.withUnsafeBytes { firstDifference($0, expectedFirst) } == nil)
         #expect(second.withUnsafeBytes { firstDifference($0, expectedSecond) } == nil)
-        #expect(handledFaultCount.load(ordering: .relaxed) > before)
+        #expect(faultServerWakeups.load(ordering: .acquiring) > before)
     }
 
     @Test("write(2) from and read(2) into the pages of a fresh clone")
@@ -129,21 +129,56 @@ struct FaultServerTests {
         }
     }
 
+    @Test("The overlay's server thread blocks signals, so no handler can run on it",
+          .enabled(if: backendKind != .memfd, "needs userfaultfd: without it no faults are served"))
+    func serverBlocksSignals() throws {
+        _ = FaultServer.current
+        let server = try #require(threads().first { $0.name == "cowmem-faults" })
+        let blocked = try #require(statusField("SigBlk", ofThread: server.id).flatMap { UInt64($0, radix: 16) })
+        for signal in [SIGINT, SIGTERM, SIGALRM, SIGUSR1, SIGUSR2, SIGCHLD, SIGPIPE] {
+            #expect(blocked & (1 << UInt64(signal - 1)) != 0, "signal \(signal) is not blocked")
+        }
+    }
+
     /// The names of this process's threads.
     private func threadNames() -> [String] {
+        threads().map(\.name)
+    }
+
+    /// This process's threads: their ids and names.
+    private func threads() -> [(id: String, name: String)] {
         guard let directory = opendir("/proc/self/task") else { return [] }
         defer { closedir(directory) }
-        var names: [String] = []
+        var threads: [(id: String, name: String)] = []
         while let entry = readdir(directory) {
             let task = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard task.first?.isNumber == true,
-                  let file = fopen("/proc/self/task/\(task)/comm", "r") else { continue }
-            var line = [CChar](repeating: 0, count: 64)
-            if fgets(&line, CInt(line.count), file) != nil {
-                names.append(String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
-            }
-            fclose(file)
+            guard task.first?.isNumber == true, let name = firstLine(of: "/proc/self/task/\(task)/comm") else { continue }
+            threads.append((task, name))
         }
-        return names
+        return threads
+    }
+
+    /// The value of a field (`SigBlk:` and the like) of a thread's status file.
+    private func statusField(_ field: String, ofThread id: String) -> String? {
+        guard let line = lines(of: "/proc/self/task/\(id)/status").first(where: { $0.hasPrefix(field + ":") }) else {
+            return nil
+        }
+        return String(line.dropFirst(field.count + 1).trimmingPrefix(while: { $0 == " " || $0 == "\t" }))
+    }
+
+    private func firstLine(of path: String) -> String? {
+        lines(of: path).first
+    }
+
+    /// The lines of a small text file (a /proc file), without their newlines.
+    private func lines(of path: String) -> [String] {
+        guard let file = fopen(path, "r") else { return [] }
+        defer { fclose(file) }
+        var lines: [String] = []
+        var line = [CChar](repeating: 0, count: 256)
+        while fgets(&line, CInt(line.count), file) != nil {
+            lines.append(String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        return lines
     }
 }

@@ -3,7 +3,7 @@ import Testing
 
 /// The Swift example on the README's front page, line for line between the markers, so the
 /// snippet is compiled and run by `make test` and cannot drift from the API.
-@Suite("README example", .timeLimit(.minutes(1)))
+@Suite("README example", .timeLimit(.minutes(1)), .watchdog(seconds: 90))
 struct ReadmeExampleTests {
     @Test("The README's Swift snippet compiles and keeps the checkpoint unchanged")
     func readmeSnippet() throws {
