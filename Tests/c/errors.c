@@ -257,6 +257,24 @@ static int count_mappings(void)
 	return count;
 }
 
+/* Every call that must fail, once each. */
+static void call_with_bad_arguments(void)
+{
+	const size_t bad_sizes[] = { 0, SIZE_MAX, SIZE_MAX - page + 2,
+				     (size_t)1 << 62 };
+	for (size_t i = 0; i < sizeof bad_sizes / sizeof bad_sizes[0]; i++) {
+		cowmem_region *region = cowmem_create(bad_sizes[i]);
+		EXPECT(region == NULL, "create(%zu) to fail", bad_sizes[i]);
+		if (region)
+			cowmem_destroy(region);
+	}
+	EXPECT(cowmem_clone(NULL) == NULL, "clone(NULL) to fail");
+	EXPECT(cowmem_data(NULL) == NULL, "data(NULL) to fail");
+	EXPECT(cowmem_size(NULL) == 0, "size(NULL) to fail");
+	EXPECT(cowmem_destroy(NULL) == 0, "destroy(NULL) == 0");
+	EXPECT(cowmem_prefault(NULL, 0, 1, 0) == -1, "prefault(NULL) to fail");
+}
+
 static void case_errors_change_nothing(void)
 {
 	const size_t size = 16 * page;
@@ -283,26 +301,26 @@ static void case_errors_change_nothing(void)
 	memset((unsigned char *)cowmem_data(source) + 5 * page, 0x5e, page);
 	memset(model_source + 5 * page, 0x5e, page);
 
-	int descriptors_before = count_open_descriptors();
-	int mappings_before = count_mappings();
-
-	for (int round = 0; round < 3; round++) {
-		const size_t bad_sizes[] = { 0, SIZE_MAX, SIZE_MAX - page + 2,
-					     (size_t)1 << 62 };
-		for (size_t i = 0; i < sizeof bad_sizes / sizeof bad_sizes[0]; i++) {
-			cowmem_region *region = cowmem_create(bad_sizes[i]);
-			EXPECT(region == NULL, "create(%zu) to fail", bad_sizes[i]);
-			if (region)
-				cowmem_destroy(region);
-		}
-		EXPECT(cowmem_clone(NULL) == NULL, "clone(NULL) to fail");
-		EXPECT(cowmem_data(NULL) == NULL, "data(NULL) to fail");
-		EXPECT(cowmem_size(NULL) == 0, "size(NULL) to fail");
-		EXPECT(cowmem_destroy(NULL) == 0, "destroy(NULL) == 0");
+	/*
+	 * The library's helper threads may come and go on their own (and with
+	 * them a stack mapping), so a round whose counts moved is tried again:
+	 * a leak shows in every round, a helper thread's exit in one.
+	 */
+	int descriptors_before = 0, descriptors_after = 0;
+	int mappings_before = 0, mappings_after = 0;
+	for (int attempt = 0; attempt < 20; attempt++) {
+		descriptors_before = count_open_descriptors();
+		mappings_before = count_mappings();
+		for (int round = 0; round < 3; round++)
+			call_with_bad_arguments();
+		descriptors_after = count_open_descriptors();
+		mappings_after = count_mappings();
+		if (descriptors_after == descriptors_before &&
+		    mappings_after == mappings_before)
+			break;
+		struct timespec pause = { 0, 20 * 1000 * 1000 };
+		nanosleep(&pause, NULL);
 	}
-
-	int descriptors_after = count_open_descriptors();
-	int mappings_after = count_mappings();
 	EXPECT(descriptors_after == descriptors_before,
 	       "failed calls leave no descriptor: %d before, %d after",
 	       descriptors_before, descriptors_after);
@@ -448,15 +466,32 @@ static void case_unknown_disabled_feature(void)
 	EXPECT(code == TEST_EXIT_PASS, "child exit 0, got %d", code);
 }
 
-/* This process has used clones: a host may no longer claim serving. */
+/* While the library's own thread serves a live clone, a host may not claim
+ * serving. (With no region left, the library may stop its idle thread, and
+ * a claim then is allowed; so the clone stays alive here.) */
 static void case_server_claim_while_library_serves(void)
 {
 	const char *backend = cowmem_backend();
+	cowmem_region *source = cowmem_create(4 * page);
+	EXPECT(source != NULL, "create, errno %s", errno_name(errno));
+	if (!source)
+		return;
+	memset(cowmem_data(source), 0x42, 4 * page);
+	cowmem_region *clone = cowmem_clone(source);
+	EXPECT(clone != NULL, "clone, errno %s", errno_name(errno));
+	if (!clone) {
+		cowmem_destroy(source);
+		return;
+	}
+	/* A fault the library's server must resolve. */
+	EXPECT(((volatile unsigned char *)cowmem_data(clone))[page] == 0x42,
+	       "the clone reads its source's bytes");
+
 	errno = 0;
 	int descriptor = cowmem_server_claim();
 	int error = errno;
-	EXPECT(descriptor == -1, "claim after the library served faults: -1, got "
-	       "%d (backend %s)", descriptor, backend);
+	EXPECT(descriptor == -1, "claim while the library serves a live clone: "
+	       "-1, got %d (backend %s)", descriptor, backend);
 	if (uses_userfaultfd(backend))
 		EXPECT(error == EBUSY, "errno EBUSY (backend %s), got %s", backend,
 		       errno_name(error));
@@ -464,6 +499,12 @@ static void case_server_claim_while_library_serves(void)
 		EXPECT(error != 0 && error != EBUSY, "an errno other than EBUSY "
 		       "(backend %s: nothing to serve), got %s", backend,
 		       errno_name(error));
+	/* The library still serves: a fresh page of the clone reads right. */
+	if (descriptor == -1)
+		EXPECT(((volatile unsigned char *)cowmem_data(clone))[3 * page] ==
+		       0x42, "the clone still reads its source's bytes");
+	cowmem_destroy(clone);
+	cowmem_destroy(source);
 }
 
 /* ---- Backend report and prefault ------------------------------------------------ */
@@ -577,8 +618,8 @@ int main(int argc, char **argv)
 	run_case("server claim in a fresh process; second claim -> EBUSY; "
 		 "handle with nothing waiting -> 0",
 		 case_server_claim_in_fresh_process);
-	run_case("server claim after the library served faults -> -1 (EBUSY "
-		 "with userfaultfd)", case_server_claim_while_library_serves);
+	run_case("server claim while the library serves a live clone -> -1 "
+		 "(EBUSY with userfaultfd)", case_server_claim_while_library_serves);
 
 	printf("errors: %d of %d cases ok\n", cases_run - cases_failed, cases_run);
 	return cases_failed ? TEST_EXIT_FAIL : TEST_EXIT_PASS;
