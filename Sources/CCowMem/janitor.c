@@ -4,11 +4,14 @@
  * them costs tens of milliseconds; a clone should not wait for that.
  */
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <sys/mman.h>
 
 #include "internal.h"
 
 #define ZAP_CHUNK ((size_t)4 << 20)
+#define JANITOR_NICE 10
 
 struct retired {
 	char *addr;
@@ -25,6 +28,11 @@ static bool running;
 static void *janitor(void *unused)
 {
 	(void)unused;
+	/* Tearing down page tables is never urgent: let the application's
+	 * threads (faulting on the pages just cloned) have the CPU first. Each
+	 * step holds the mmap lock only for reading and only briefly, so a
+	 * low priority cannot hold up an mmap for long. */
+	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), JANITOR_NICE);
 	pthread_mutex_lock(&janitor_lock);
 	while (queue) {
 		struct retired *job = queue;
