@@ -18,26 +18,39 @@ import Musl
 // MARK: - Options
 
 func usage() -> Never {
-    print("usage: cowmem-demo [--size-mib N]   (default 1024: a 1 GiB region)")
+    print("""
+        usage: cowmem-demo [--size-mib N] [--system-memory]
+          --size-mib N       the region's size in MiB (default 1024: 1 GiB)
+          --system-memory    count region pages with the system's Shmem (/proc/meminfo)
+                             instead of this process's memfds; other programs then show too
+        """)
     exit(2)
 }
 
-func parseSizeMiB() -> Int {
+struct Options {
     var sizeMiB = 1024
+    var systemMemory = false
+}
+
+func parseOptions() -> Options {
+    var options = Options()
     var arguments = CommandLine.arguments.dropFirst()
     while let argument = arguments.popFirst() {
         switch argument {
         case "--size-mib":
             guard let value = arguments.popFirst().flatMap({ Int($0) }), value > 0 else { usage() }
-            sizeMiB = value
+            options.sizeMiB = value
+        case "--system-memory":
+            options.systemMemory = true
         default:
             usage()
         }
     }
-    return sizeMiB
+    return options
 }
 
-let sizeMiB = parseSizeMiB()
+let options = parseOptions()
+let sizeMiB = options.sizeMiB
 
 let pageSize = Region.pageSize
 let size = sizeMiB << 20
@@ -46,10 +59,33 @@ let pageCount = size / pageSize
 // MARK: - Measuring
 
 /// Memory that the steps can add: this process's anonymous pages (plain buffers, and the
-/// private copies a clone makes of pages it writes) plus the system's shared memory (the
-/// memfd pages that hold a region's data).
+/// private copies a clone makes of pages it writes) plus the pages that hold regions' data,
+/// which live in memfds (shared memory).
 func memoryInUse() -> Int {
-    kibibytes("/proc/self/status", "RssAnon:") * 1024 + kibibytes("/proc/meminfo", "Shmem:") * 1024
+    let anonymous = kibibytes("/proc/self/status", "RssAnon:") * 1024
+    return anonymous + (options.systemMemory ? kibibytes("/proc/meminfo", "Shmem:") * 1024 : memfdBytes())
+}
+
+/// The bytes allocated to this process's memfds. Unlike the system's Shmem, no other
+/// program's shared memory counts here, so the numbers hold on a busy machine too.
+func memfdBytes() -> Int {
+    guard let directory = opendir("/proc/self/fd") else { fail("cannot list /proc/self/fd") }
+    defer { closedir(directory) }
+    var seen: Set<UInt> = []
+    var total = 0
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard name.first?.isNumber == true else { continue }
+        let path = "/proc/self/fd/" + name
+        var target = [UInt8](repeating: 0, count: 256)
+        let length = target.withUnsafeMutableBytes { readlink(path, $0.baseAddress!, $0.count) }
+        guard length > 0, String(decoding: target[..<length], as: UTF8.self).hasPrefix("/memfd:") else { continue }
+        var info = stat()
+        // The same memfd may be open twice; count its pages once.
+        guard stat(path, &info) == 0, seen.insert(UInt(info.st_ino)).inserted else { continue }
+        total += Int(info.st_blocks) * 512
+    }
+    return total
 }
 
 /// The number on the line of a /proc file that starts with `key`, in kB.
@@ -164,8 +200,10 @@ print("""
 
     A \(sizeMiB) MiB region (\(pageCount) pages of \(pageSize / 1024) KiB), copied three ways.
     Backend: \((try? Backend.current)?.description ?? "unknown"); page faults served by: \(FaultServer.current).
-    Memory added = this process's RssAnon + the system's Shmem (/proc), after each step minus
-    before it. Shmem counts the whole system: other programs that run meanwhile show up too.
+    Memory added = after each step minus before it, of this process's RssAnon (/proc/self/status)
+    plus \(options.systemMemory
+        ? "the system's Shmem (/proc/meminfo; other programs that run meanwhile show up too)"
+        : "the pages its memfds hold (where regions keep their data)").
 
     """)
 
