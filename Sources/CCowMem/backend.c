@@ -228,6 +228,11 @@ int backend_select(void)
 	}
 	if (!(disabled & FEATURE_DONTUNMAP))
 		engine.features |= FEATURE_DONTUNMAP; /* freeze() falls back if refused */
+	/* Lending pages lazily also needs /proc/self/mem (to read a lender's
+	 * page without faulting) and pagemap (to find written pages): without
+	 * /proc, MINOR and WP are of no use. */
+	if (engine.self_mem < 0 || engine.pagemap < 0)
+		engine.features &= ~(unsigned)(FEATURE_MINOR | FEATURE_WP);
 	if (!(disabled & FEATURE_PAGEMAP_SCAN) && pagemap_scan_works())
 		engine.features |= FEATURE_PAGEMAP_SCAN;
 	if (!(disabled & FEATURE_ZERO_PFN) && engine.zero_pfn != 0)

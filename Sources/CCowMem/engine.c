@@ -886,9 +886,30 @@ static int collect_run(struct cowmem_region *src, size_t first, size_t end, void
 	return 0;
 }
 
+/* Without pagemap nothing tells which pages the source wrote: compare each
+ * page with the frozen layer they share (holes read as zeros through pread
+ * without allocating) and copy the ones that differ. Outside the lock, as
+ * reading the source may fault. */
+static void copy_differing_pages(struct cowmem_region *src, struct cowmem_region *clone)
+{
+	char *base_page = malloc(engine.page_size);
+
+	for (size_t page = 0; page < src->pages; page++) {
+		const char *from = page_address(src, page);
+		off_t offset = (off_t)(page * engine.page_size);
+		if (!base_page ||
+		    pread(src->base->fd, base_page, engine.page_size, offset) !=
+			    (ssize_t)engine.page_size ||
+		    memcmp(base_page, from, engine.page_size) != 0)
+			memcpy(page_address(clone, page), from, engine.page_size);
+	}
+	free(base_page);
+}
+
 cowmem_region *cowmem_clone(cowmem_region *src)
 {
 	struct run_list eager = { 0 };
+	bool compare_all = false;
 	int err = 0;
 
 	if (!src || engine_init() < 0) {
@@ -925,6 +946,8 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 			err = c.error ? c.error : errno;
 			goto err_drop_waits;
 		}
+	} else if (had_delta && engine.pagemap < 0) {
+		compare_all = true; /* no pagemap (no /proc): see below */
 	} else if (had_delta && for_each_delta_run(src, collect_run, &eager) < 0) {
 		err = errno;
 		goto err_drop_waits;
@@ -949,6 +972,8 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 		       (end - first) * engine.page_size);
 	}
 	free(eager.runs);
+	if (compare_all)
+		copy_differing_pages(src, clone);
 	return clone;
 
 err_drop_waits:

@@ -47,6 +47,8 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <linux/userfaultfd.h>
 
 #ifndef USERFAULTFD_IOC_NEW /* 6.1+: /dev/userfaultfd */
@@ -72,11 +74,12 @@ enum setup {
 	AS_NOBODY,       /* groups, gid and uid of nobody */
 	SECCOMP_ALL,     /* userfaultfd(2) and USERFAULTFD_IOC_NEW: EPERM */
 	SECCOMP_SYSCALL, /* userfaultfd(2) only: EPERM */
+	NO_PROC,         /* a mount namespace without /proc (root only) */
 	SETUP_COUNT
 };
 
 static const char *const setup_names[SETUP_COUNT] = {
-	"", "nobody: ", "seccomp: ", "seccomp, device open: ",
+	"", "nobody: ", "seccomp: ", "seccomp, device open: ", "no /proc: ",
 };
 
 enum action {
@@ -128,6 +131,8 @@ static struct run runs[] = {
 	RUN(SECCOMP_ALL, "userfaultfd", NULL, DIFFERENTIAL),
 	RUN(SECCOMP_ALL, "userfaultfd-user", NULL, DIFFERENTIAL),
 	RUN(SECCOMP_SYSCALL, "auto", NULL, DIFFERENTIAL),
+	RUN(NO_PROC, "auto", NULL, DIFFERENTIAL),
+	RUN(NO_PROC, "memfd", NULL, DIFFERENTIAL),
 	RUN(AS_IS, "bogus", NULL, UNKNOWN_VALUE),
 	RUN(AS_IS, "", "bogus", UNKNOWN_VALUE),
 	RUN(AS_IS, NULL, "minor,bogus", UNKNOWN_VALUE),
@@ -150,6 +155,8 @@ static const char *setup_unavailable(enum setup setup)
 {
 	if (setup == AS_NOBODY && geteuid() != 0)
 		return "not root, so cannot become nobody";
+	if (setup == NO_PROC && geteuid() != 0)
+		return "not root, so cannot unmount /proc in a namespace of its own";
 #ifndef FILTER_ARCH
 	if (setup == SECCOMP_ALL || setup == SECCOMP_SYSCALL)
 		return "no seccomp filter written for this architecture";
@@ -229,6 +236,14 @@ static void enter_setup(enum setup setup)
 	switch (setup) {
 	case AS_NOBODY:
 		drop_to_nobody();
+		break;
+	case NO_PROC:
+		/* Containers and chroots without /proc exist: the library must
+		 * then find written pages another way, and lend nothing. */
+		if (unshare(CLONE_NEWNS) < 0 ||
+		    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+		    umount2("/proc", MNT_DETACH) < 0)
+			setup_failed("cannot hide /proc: %s", strerror(errno));
 		break;
 #ifdef FILTER_ARCH
 	case SECCOMP_ALL:
