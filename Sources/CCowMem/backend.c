@@ -217,6 +217,8 @@ int backend_select(void)
 		engine.uffd = open_userfaultfd(BACKEND_USERFAULTFD, disabled, &from_device);
 		if (engine.uffd >= 0)
 			engine.backend = BACKEND_USERFAULTFD;
+		else if (errno == EMFILE || errno == ENFILE || errno == ENOMEM)
+			return -1; /* may work later: do not settle for memfd */
 	}
 
 	for (size_t i = 0; i < FEATURE_COUNT; i++) {

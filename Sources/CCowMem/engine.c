@@ -25,7 +25,6 @@ struct engine engine = {
 #define FILL_WINDOW 64              /* pages mapped per base fault (fault-around) */
 #define PAGEMAP_BATCH 8192          /* pagemap entries read per pread */
 
-static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static const char *zero_page; /* page_size zero bytes, the source of zero fills */
 static uint64_t pagemap_buffer[PAGEMAP_BATCH];
 
@@ -111,6 +110,8 @@ static void fork_child(void)
 		}
 	}
 	engine.region_count = 0;
+	if (engine.server == SERVER_LIBRARY)
+		server_fork_child();
 	engine.server = SERVER_NONE;
 	if (engine.pagemap >= 0) {
 		close(engine.pagemap);
@@ -125,7 +126,34 @@ static void fork_child(void)
 	pthread_mutex_unlock(&engine.lock);
 }
 
-static void init(void)
+/* Out of descriptors or memory: a later call may succeed, so the first one
+ * fails and keeps nothing, instead of settling for less for good. */
+static bool transient(int error)
+{
+	return error == EMFILE || error == ENFILE || error == ENOMEM;
+}
+
+static void init_undo(void)
+{
+	if (engine.pagemap >= 0)
+		close(engine.pagemap);
+	if (engine.self_mem >= 0)
+		close(engine.self_mem);
+	if (engine.uffd >= 0)
+		close(engine.uffd);
+	engine.pagemap = engine.self_mem = engine.uffd = -1;
+	free(engine.bounce);
+	free((void *)zero_page);
+	engine.bounce = NULL;
+	zero_page = NULL;
+	engine.features = 0;
+	engine.offered = engine.granted = 0;
+	engine.zero_pfn = 0;
+}
+
+/* 0; or -1 with errno: for good (engine.init_errno set), or transient
+ * (nothing kept, the next call tries again). */
+static int init(void)
 {
 	long page_size = sysconf(_SC_PAGESIZE);
 
@@ -133,18 +161,24 @@ static void init(void)
 	engine.bounce = aligned_alloc(engine.page_size, engine.page_size);
 	zero_page = aligned_alloc(engine.page_size, engine.page_size);
 	if (!engine.bounce || !zero_page) {
-		engine.init_errno = ENOMEM;
-		return;
+		errno = ENOMEM;
+		goto transient_failure;
 	}
 	memset((void *)zero_page, 0, engine.page_size);
 	engine.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (engine.pagemap < 0 && transient(errno))
+		goto transient_failure;
 	engine.self_mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+	if (engine.self_mem < 0 && transient(errno))
+		goto transient_failure;
 	if (engine.pagemap >= 0)
 		engine.zero_pfn = find_zero_pfn();
 
 	if (backend_select() < 0) {
+		if (transient(errno))
+			goto transient_failure;
 		engine.init_errno = errno;
-		return;
+		return -1;
 	}
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 	/* Lending a page version lazily needs MINOR faults (to stop the kernel
@@ -152,11 +186,35 @@ static void init(void)
 	 * read the lender's page that fails instead of blocking, and pagemap. */
 	engine.lazy = engine.uffd >= 0 && engine.self_mem >= 0 && engine.pagemap >= 0 &&
 		      (engine.features & FEATURE_MINOR) && (engine.features & FEATURE_WP);
+	return 0;
+
+transient_failure:;
+	int saved = errno;
+	init_undo();
+	errno = saved;
+	return -1;
 }
 
 int engine_init(void)
 {
-	pthread_once(&init_once, init);
+	static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+	static bool done;
+
+	if (!__atomic_load_n(&done, __ATOMIC_ACQUIRE)) {
+		pthread_mutex_lock(&init_lock);
+		int saved = 0;
+		if (!done) {
+			if (init() == 0 || engine.init_errno)
+				__atomic_store_n(&done, true, __ATOMIC_RELEASE);
+			else
+				saved = errno;
+		}
+		pthread_mutex_unlock(&init_lock);
+		if (saved) {
+			errno = saved;
+			return -1;
+		}
+	}
 	if (engine.init_errno) {
 		errno = engine.init_errno;
 		return -1;
@@ -615,24 +673,30 @@ cowmem_region *cowmem_create(size_t size)
 	}
 	size = (size + page_size - 1) & ~(page_size - 1);
 
+	/* Under the lock from the memfd on: fork() (whose prepare handler
+	 * takes it) must never copy a layer descriptor, or a shared mapping
+	 * not yet MADV_DONTFORK, of a region the child's handler cannot see. */
+	pthread_mutex_lock(&engine.lock);
 	struct layer *layer = layer_create(size);
-	if (!layer)
+	if (!layer) {
+		int saved = errno;
+		pthread_mutex_unlock(&engine.lock);
+		errno = saved;
 		return NULL;
+	}
 	struct cowmem_region *r = region_new(layer, size, REGION_EXCLUSIVE);
 	if (!r)
 		goto err_release_layer;
-
-	pthread_mutex_lock(&engine.lock);
-	int rc = registry_insert(r);
-	pthread_mutex_unlock(&engine.lock);
-	if (rc < 0)
+	if (registry_insert(r) < 0)
 		goto err_free_region;
+	pthread_mutex_unlock(&engine.lock);
 	return r;
 
 err_free_region:
 	region_free(r);
 err_release_layer:
 	layer_release(layer);
+	pthread_mutex_unlock(&engine.lock);
 	errno = ENOMEM;
 	return NULL;
 }

@@ -201,6 +201,7 @@ struct cowmem_region *engine_find(const void *addr); /* lock held */
  * returns the thread to join after unlocking, through *thread. */
 bool server_stop_library_thread(pthread_t *thread);
 void server_join(pthread_t thread);
+void server_fork_child(void); /* closes the inherited stop descriptor */
 /* Starts a pthread with every signal blocked (signals belong to the
  * application's threads): joinable into *joinable, or detached if that is
  * NULL. 0 or -1 + errno. */

@@ -89,6 +89,11 @@ static void *library_server(void *arg)
 		if (server_handle_all() < 0 && errno != EINTR)
 			fprintf(stderr, "cowmem: fault server: read: %s\n", strerror(errno));
 	}
+	/* Consume the stop signal: the read pairs with the write of
+	 * server_stop_library_thread(), so the hand-off of stop_fd is visible
+	 * (ThreadSanitizer reports the close as a race otherwise). */
+	uint64_t stop;
+	(void)!read(stop_fd, &stop, sizeof stop);
 	close(stop_fd);
 	return NULL;
 }
@@ -145,6 +150,15 @@ bool server_stop_library_thread(pthread_t *thread)
 	library_stop_fd = -1;
 	engine.server = SERVER_NONE;
 	return true;
+}
+
+/* In a forked child: the parent's server thread did not come along, and its
+ * stop descriptor names nothing the child will ever use. */
+void server_fork_child(void)
+{
+	if (library_stop_fd >= 0)
+		close(library_stop_fd);
+	library_stop_fd = -1;
 }
 
 void server_join(pthread_t thread)
