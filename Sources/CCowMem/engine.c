@@ -606,6 +606,11 @@ void resolve_fill(struct cowmem_region *r, size_t page, bool minor, bool write)
 		}
 		end = window_end(r, page, limit);
 		rc = uffd_zeropage(engine.uffd, addr, (end - page) * engine.page_size, &done);
+		/* ZEROPAGE refuses a uffd-wp pte marker as if the page were
+		 * there; COPY overwrites a marker, so only a page really
+		 * present is taken as resolved (no endless refault). */
+		if (rc < 0 && done == 0 && errno == EEXIST)
+			rc = uffd_copy(engine.uffd, addr, zero_page, engine.page_size, 0, &done);
 	}
 	if (rc == 0 || done > 0)
 		return;
