@@ -157,6 +157,10 @@ static const char *setup_unavailable(enum setup setup)
 		return "not root, so cannot become nobody";
 	if (setup == NO_PROC && geteuid() != 0)
 		return "not root, so cannot unmount /proc in a namespace of its own";
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	if (setup == NO_PROC)
+		return "the sanitizer runtime itself needs /proc";
+#endif
 #ifndef FILTER_ARCH
 	if (setup == SECCOMP_ALL || setup == SECCOMP_SYSCALL)
 		return "no seccomp filter written for this architecture";

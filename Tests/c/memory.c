@@ -371,5 +371,10 @@ int main(int argc, char **argv)
 	printf("checksum of everything read: 0x%016" PRIx64 "\n", sum);
 	CHECK(!any_over, "a step used more memory than its limit (see the table)");
 	printf("memory: every figure within its limit\n");
+	free(order);
+	free(clone_pages);
+	free(source_pages);
+	free(source_versions);
+	free(clone_versions);
 	return TEST_EXIT_PASS;
 }
