@@ -200,6 +200,8 @@ demo:
 # shared machine a timing bounds nothing. Benchmarks/README.md explains it.
 # e.g. make bench BENCH_ARGS="--sizes 64,256,1024,4096 --reps 7"
 BENCH_ARGS ?=
+# The Swift comparison with Array, e.g. SWIFT_BENCH_ARGS="--size-mib 1024".
+SWIFT_BENCH_ARGS ?=
 BENCH_DIR := $(BUILD)/bench
 BENCH_PROGRAM := $(BENCH_DIR)/cowmem-bench
 BENCH_CSV := $(BENCH_DIR)/bench.csv
@@ -209,6 +211,7 @@ BENCH_PNG := $(BENCH_DIR)/bench.png
 bench: $(BENCH_PROGRAM)
 	$(BENCH_PROGRAM) --csv $(BENCH_CSV) $(BENCH_ARGS)
 	@Benchmarks/chart.sh $(BENCH_CSV) $(BENCH_PNG)
+	$(SWIFT) run -c release cowmem-swift-bench $(SWIFT_BENCH_ARGS)
 
 $(BENCH_PROGRAM): Benchmarks/cowmem-bench.c $(HEADER) $(LIB_STATIC)
 	@mkdir -p $(@D)

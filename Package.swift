@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "CowMem", targets: ["CowMem"]),
         .executable(name: "cowmem-demo", targets: ["cowmem-demo"]),
         .executable(name: "cowmem-snapshots", targets: ["cowmem-snapshots"]),
+        .executable(name: "cowmem-swift-bench", targets: ["cowmem-swift-bench"]),
     ],
     dependencies: [
         // Only for `Errno`, the ecosystem's errno type; a small package that builds in seconds.
@@ -43,6 +44,11 @@ let package = Package(
             name: "cowmem-snapshots",
             dependencies: ["CowMem"],
             path: "Examples/swift"
+        ),
+        .executableTarget(
+            name: "cowmem-swift-bench",
+            dependencies: ["CowMem"],
+            path: "Benchmarks/swift"
         ),
         .testTarget(
             name: "CowMemTests",
