@@ -11,52 +11,26 @@
  * a COWMEM_BACKEND or COWMEM_DISABLE value that names nothing.
  */
 #include "test_util.h"
+#include "process_util.h"
 
 #include <dirent.h>
 #include <stdbool.h>
 #include <sys/wait.h>
 
-static int case_failed;
 static int cases_run, cases_failed;
 
-/* Like CHECK, but records the failure and lets the case go on, so one run
- * shows every broken error path. */
-#define EXPECT(condition, ...)                                             \
-	do {                                                               \
-		if (!(condition)) {                                        \
-			printf("    %s:%d: expected %s: ", __FILE__,       \
-			       __LINE__, #condition);                      \
-			printf(__VA_ARGS__);                               \
-			printf("\n");                                      \
-			case_failed = 1;                                   \
-		}                                                          \
-	} while (0)
-
+/* Each case runs to its end; EXPECT (process_util.h) reports every broken
+ * error path in it, and the case fails if any did. */
 static void run_case(const char *name, void (*body)(void))
 {
-	case_failed = 0;
+	int failures_before = expect_failures;
 	body();
+	int case_failed = expect_failures != failures_before;
 	fflush(stdout);
 	printf("%s %s\n", case_failed ? "FAIL" : "ok  ", name);
 	fflush(stdout);
 	cases_run++;
 	cases_failed += case_failed;
-}
-
-static const char *errno_name(int error)
-{
-	switch (error) {
-	case 0: return "0";
-	case EINVAL: return "EINVAL";
-	case ENOMEM: return "ENOMEM";
-	case EOVERFLOW: return "EOVERFLOW";
-	case EFBIG: return "EFBIG";
-	case EBUSY: return "EBUSY";
-	case EPERM: return "EPERM";
-	case ENOSYS: return "ENOSYS";
-	case EMFILE: return "EMFILE";
-	default: return strerror(error);
-	}
 }
 
 static size_t page;
@@ -230,33 +204,6 @@ static void case_alignment_and_zero_fill(void)
 
 /* ---- A failed call changes nothing ------------------------------------------ */
 
-static int count_open_descriptors(void)
-{
-	DIR *directory = opendir("/proc/self/fd");
-	if (!directory)
-		return -1;
-	int count = 0;
-	struct dirent *entry;
-	while ((entry = readdir(directory)) != NULL)
-		if (entry->d_name[0] != '.')
-			count++;
-	closedir(directory);
-	return count - 1; /* the directory's own descriptor */
-}
-
-static int count_mappings(void)
-{
-	FILE *maps = fopen("/proc/self/maps", "r");
-	if (!maps)
-		return -1;
-	int count = 0, c;
-	while ((c = fgetc(maps)) != EOF)
-		if (c == '\n')
-			count++;
-	fclose(maps);
-	return count;
-}
-
 /* Every call that must fail, once each. */
 static void call_with_bad_arguments(void)
 {
@@ -309,12 +256,12 @@ static void case_errors_change_nothing(void)
 	int descriptors_before = 0, descriptors_after = 0;
 	int mappings_before = 0, mappings_after = 0;
 	for (int attempt = 0; attempt < 20; attempt++) {
-		descriptors_before = count_open_descriptors();
-		mappings_before = count_mappings();
+		descriptors_before = proc_count_fds();
+		mappings_before = proc_count_maps();
 		for (int round = 0; round < 3; round++)
 			call_with_bad_arguments();
-		descriptors_after = count_open_descriptors();
-		mappings_after = count_mappings();
+		descriptors_after = proc_count_fds();
+		mappings_after = proc_count_maps();
 		if (descriptors_after == descriptors_before &&
 		    mappings_after == mappings_before)
 			break;

@@ -52,6 +52,8 @@ static TEST_UNUSED const char *errno_name(int error)
 	case EINVAL: return "EINVAL";
 	case ENOMEM: return "ENOMEM";
 	case EOVERFLOW: return "EOVERFLOW";
+	case EFBIG: return "EFBIG";
+	case ENOSYS: return "ENOSYS";
 	case EMFILE: return "EMFILE";
 	case ENFILE: return "ENFILE";
 	case EAGAIN: return "EAGAIN";
