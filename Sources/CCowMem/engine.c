@@ -488,7 +488,8 @@ static int pending_add_waiter(struct pending *p, struct cowmem_region *waiter)
 	return 0;
 }
 
-static void pending_drop_waiter(struct pending *p, struct cowmem_region *waiter)
+/* Takes `waiter` off the pending's list (its `in` map is the caller's). */
+static void pending_forget(struct pending *p, const struct cowmem_region *waiter)
 {
 	for (size_t i = 0; i < p->count; i++) {
 		if (p->waiters[i] == waiter) {
@@ -496,6 +497,11 @@ static void pending_drop_waiter(struct pending *p, struct cowmem_region *waiter)
 			break;
 		}
 	}
+}
+
+static void pending_drop_waiter(struct pending *p, struct cowmem_region *waiter)
+{
+	pending_forget(p, waiter);
 	page_map_remove(&waiter->in, p->page);
 }
 
@@ -910,14 +916,11 @@ static void inherit_wait(size_t page, void *value, void *ctx)
 static void drop_wait(size_t page, void *value, void *ctx)
 {
 	struct pending *p = value;
-	struct cowmem_region *r = ctx;
 	(void)page;
 
-	for (size_t i = 0; i < p->count; i++)
-		if (p->waiters[i] == r) {
-			p->waiters[i] = p->waiters[--p->count];
-			break;
-		}
+	/* The caller frees the whole `in` map afterwards: it must not change
+	 * while page_map_each walks it. */
+	pending_forget(p, ctx);
 	if (p->count == 0)
 		pending_release(p);
 }
