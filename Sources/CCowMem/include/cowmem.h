@@ -13,6 +13,8 @@
 #define COWMEM_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -25,7 +27,7 @@ extern "C" {
 #endif
 
 #define COWMEM_VERSION_MAJOR 0
-#define COWMEM_VERSION_MINOR 1
+#define COWMEM_VERSION_MINOR 2
 #define COWMEM_VERSION_PATCH 0
 
 /** An opaque copy-on-write region. */
@@ -61,6 +63,83 @@ COWMEM_API size_t cowmem_size(const cowmem_region *r);
  * if the region cannot be released (the region stays valid then).
  */
 COWMEM_API int cowmem_destroy(cowmem_region *r);
+
+/* ---- Changes, roll back, snapshots on disk, statistics ------------------
+ *
+ * A region's *origin* is its content when it was made: all zeros for
+ * cowmem_create(), the source's content at the moment of the call for
+ * cowmem_clone(), the file's content for cowmem_load(). cowmem_reset()
+ * brings a region back to its origin. Cloning a region does not change the
+ * region's own origin.
+ */
+
+/**
+ * Lists the pages of `r` that may differ from its origin: every page whose
+ * content differs is listed, and only pages written since the region was
+ * made or last reset (a page written back to its original bytes may or may
+ * not be). Stores up to `cap` page indices (offset / cowmem_page_size()) in
+ * ascending order into `pages` and returns how many pages there are, which
+ * may be more than `cap`. Cost grows with the pages written or filled, not
+ * with the region's size (except without /proc, where every page is
+ * compared). Returns -1 and sets errno: EINVAL (r not a live region, or
+ * pages NULL with cap > 0), ENOMEM.
+ */
+COWMEM_API ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap);
+
+/**
+ * Discards every change made to `r`: its content becomes its origin again,
+ * at a cost that grows with the pages changed, not with the region's size.
+ * The address stays the same. Clones of `r` keep their content. No other
+ * thread may access `r` during the call. Returns 0, or -1 and sets errno:
+ * EINVAL (r not a live region), ENOMEM, EMFILE; on failure r's content is
+ * unspecified but every byte reads as either its current or its origin value
+ * and a later cowmem_reset() may succeed.
+ */
+COWMEM_API int cowmem_reset(cowmem_region *r);
+
+/**
+ * Writes `r`'s content as a CowMem snapshot to `fd`, from offset 0, and sets
+ * the file's length. `fd` must be a regular file (or memfd) open for writing,
+ * without O_APPEND. Pages that read as zero become holes, so a mostly empty
+ * region makes a sparse file. Reading `r` for this allocates nothing in `r`.
+ * Another thread writing `r` meanwhile gets a mix of old and new pages: save
+ * a clone for a consistent snapshot. Returns 0, or -1 and sets errno:
+ * EINVAL (r not a live region, or fd opened with O_APPEND), ESPIPE (fd not
+ * seekable), and the errors of pwrite(2), ftruncate(2).
+ */
+COWMEM_API int cowmem_save(const cowmem_region *r, int fd);
+
+/**
+ * Opens a snapshot written by cowmem_save() as a new region. Pages are read
+ * from the file on first access (with the "memfd" backend, at once); writes
+ * to the region or its clones never reach the file. The library keeps its
+ * own duplicate of `fd`; the file must not change while the region or any
+ * clone of it exists. Returns NULL and sets errno: EINVAL (not a CowMem
+ * snapshot, or made with another page size), EBADF, ENOMEM, EMFILE, EIO.
+ */
+COWMEM_API cowmem_region *cowmem_load(int fd);
+
+/** Statistics of one region (cowmem_stats()). */
+struct cowmem_stats {
+	size_t pages;        /* size in pages */
+	size_t resident;     /* pages mapped now, the shared zero page excluded */
+	size_t shared;       /* of those, pages read from a layer it shares with
+				its ancestors and clones (no memory of its own) */
+	size_t written;      /* pages that may differ from the origin, as
+				cowmem_dirty_pages() counts them */
+	uint64_t faults;     /* faults the fault server resolved for it */
+	uint64_t blocked_ns; /* time those faults kept threads waiting, from
+				the server reading the fault to waking the
+				thread (QEMU's "blocktime") */
+	uint64_t reserved[4];
+};
+
+/**
+ * Fills `*stats` for `r`. `resident` and `shared` are 0 without /proc.
+ * Returns 0, or -1 and sets errno: EINVAL (r not a live region or stats
+ * NULL), ENOMEM.
+ */
+COWMEM_API int cowmem_stats(const cowmem_region *r, struct cowmem_stats *stats);
 
 /* ---- Hosting the fault server ------------------------------------------
  *
