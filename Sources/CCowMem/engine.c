@@ -25,7 +25,7 @@ struct engine engine = {
 #define FILL_WINDOW 64              /* pages mapped per base fault (fault-around) */
 #define PAGEMAP_BATCH 8192          /* pagemap entries read per pread */
 
-static const char *zero_page; /* page_size zero bytes, the source of zero fills */
+const char *zero_page; /* page_size zero bytes, the source of zero fills */
 static uint64_t pagemap_buffer[PAGEMAP_BATCH];
 
 /* ---- Initialisation ----------------------------------------------------- */
@@ -104,9 +104,14 @@ static void fork_child(void)
 		 * region created later at the same place. */
 		(void)mmap(r->data, r->size, PROT_NONE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+		page_map_free(&r->filled);
 		if (r->base->fd >= 0) {
 			close(r->base->fd);
 			r->base->fd = -1;
+		}
+		if (r->base->source >= 0) {
+			close(r->base->source);
+			r->base->source = -1;
 		}
 	}
 	engine.region_count = 0;
@@ -231,9 +236,9 @@ size_t cowmem_page_size(void)
 
 /* ---- Layers ------------------------------------------------------------- */
 
-static struct layer *layer_create(size_t size)
+struct layer *layer_create(size_t size)
 {
-	struct layer *layer = malloc(sizeof *layer);
+	struct layer *layer = calloc(1, sizeof *layer);
 	const unsigned base_flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
 
 	if (!layer)
@@ -255,6 +260,7 @@ static struct layer *layer_create(size_t size)
 	layer->fd = fd;
 	layer->size = size;
 	layer->refs = 1;
+	layer->source = -1;
 	return layer;
 
 err_close:
@@ -264,12 +270,15 @@ err_free:
 	return NULL;
 }
 
-static void layer_release(struct layer *layer)
+void layer_release(struct layer *layer)
 {
 	if (--layer->refs > 0)
 		return;
 	if (layer->fd >= 0)
 		close(layer->fd);
+	if (layer->source >= 0)
+		close(layer->source);
+	free(layer->loaded);
 	free(layer);
 }
 
@@ -373,7 +382,12 @@ static bool is_live(const struct cowmem_region *r)
 	return page_map_get(&engine.live, (size_t)(uintptr_t)r) == r;
 }
 
-static int registry_insert(struct cowmem_region *r)
+bool region_usable(const struct cowmem_region *r)
+{
+	return r && is_live(r) && !r->orphan && !r->hidden;
+}
+
+int registry_insert(struct cowmem_region *r)
 {
 	if (page_map_put(&engine.live, (size_t)(uintptr_t)r, r) < 0)
 		return -1;
@@ -411,7 +425,7 @@ static void registry_remove(struct cowmem_region *r)
 
 /* ---- Registration with userfaultfd -------------------------------------- */
 
-static int region_register(struct cowmem_region *r, uint64_t modes)
+int region_register(struct cowmem_region *r, uint64_t modes)
 {
 	if (engine.uffd < 0 || (r->uffd_modes & modes) == modes)
 		return 0;
@@ -422,7 +436,7 @@ static int region_register(struct cowmem_region *r, uint64_t modes)
 	return 0;
 }
 
-static char *page_address(const struct cowmem_region *r, size_t page)
+char *page_address(const struct cowmem_region *r, size_t page)
 {
 	return r->data + page * engine.page_size;
 }
@@ -456,6 +470,14 @@ static int read_lender_page(const struct cowmem_region *owner, size_t page)
 }
 
 /* ---- Pending page versions ---------------------------------------------- */
+
+/* The library put a version of the origin into r's page: r has not written
+ * it (cowmem_dirty_pages() compares it with the origin). Forgetting one only
+ * makes cowmem_dirty_pages() list the page, so a full map is no error. */
+static void note_filled(struct cowmem_region *r, size_t page)
+{
+	(void)page_map_put(&r->filled, page, (void *)1);
+}
 
 static struct pending *pending_new(struct cowmem_region *owner, size_t page)
 {
@@ -523,9 +545,20 @@ static void pending_release(struct pending *p)
 static void pending_hand_over(struct pending *p)
 {
 	struct cowmem_region *owner = p->owner;
-	struct cowmem_region *heir = p->waiters[p->count - 1];
 	size_t page = p->page, done;
 	bool others = p->count > 1;
+
+	/* Prefer a region the application uses: it may read the version
+	 * anyway, while a hidden origin only keeps it for cowmem_reset(). */
+	for (size_t i = p->count; i-- > 0;) {
+		if (!p->waiters[i]->hidden) {
+			struct cowmem_region *chosen = p->waiters[i];
+			p->waiters[i] = p->waiters[p->count - 1];
+			p->waiters[p->count - 1] = chosen;
+			break;
+		}
+	}
+	struct cowmem_region *heir = p->waiters[p->count - 1];
 
 	page_map_remove(&owner->out, page);
 	p->count--;
@@ -539,6 +572,7 @@ static void pending_hand_over(struct pending *p)
 			     &done) < 0) {
 		fail_page(heir, page, errno);
 	}
+	note_filled(heir, page);
 	if (!others) {
 		free(p->waiters);
 		free(p);
@@ -574,6 +608,7 @@ static void fill_from_lender(struct cowmem_region *r, size_t page, struct pendin
 	    (uffd_copy(engine.uffd, page_address(r, page), engine.bounce,
 		       engine.page_size, 0, &done) < 0 && errno != EEXIST))
 		fail_page(r, page, errno);
+	note_filled(r, page);
 	if (p->count == 0)
 		pending_release(p);
 }
@@ -588,6 +623,21 @@ void resolve_fill(struct cowmem_region *r, size_t page, bool minor, bool write)
 	if (p) {
 		fill_from_lender(r, page, p);
 		return;
+	}
+	if (!minor && r->base->source >= 0) {
+		/* A loaded layer: read the page (and its neighbours) from the
+		 * snapshot file first. Where the file has data, the kernel maps
+		 * the new page-cache page when the thread retries. */
+		size_t load_end = page + FILL_WINDOW < r->pages ? page + FILL_WINDOW : r->pages;
+		int loaded = layer_load(r->base, page, load_end);
+		if (loaded < 0) {
+			fail_page(r, page, errno);
+			return;
+		}
+		if (loaded > 0) {
+			(void)uffd_wake(engine.uffd, addr, engine.page_size);
+			return;
+		}
 	}
 	if (minor) {
 		/* The base layer holds the page: map it (and its neighbours)
@@ -604,6 +654,10 @@ void resolve_fill(struct cowmem_region *r, size_t page, bool minor, bool write)
 		size_t limit = FILL_WINDOW;
 		if (data >= 0)
 			limit = (size_t)data / engine.page_size - page;
+		if (limit > r->pages - page)
+			limit = r->pages - page;
+		/* A loaded layer's pages not read from its file yet are no holes. */
+		limit = layer_loaded_run(r->base, page, limit);
 		if (limit == 0) {
 			/* An unregistered mapping filled this hole with zeros
 			 * meanwhile: the kernel maps it on the retry. */
@@ -641,8 +695,7 @@ void resolve_write_protect(struct cowmem_region *r, size_t page)
 
 /* ---- Public API --------------------------------------------------------- */
 
-static struct cowmem_region *region_new(struct layer *base, size_t size,
-					enum region_mode mode)
+struct cowmem_region *region_new(struct layer *base, size_t size, enum region_mode mode)
 {
 	struct cowmem_region *r = calloc(1, sizeof *r);
 
@@ -661,11 +714,12 @@ static struct cowmem_region *region_new(struct layer *base, size_t size,
 	return r;
 }
 
-static void region_free(struct cowmem_region *r)
+void region_free(struct cowmem_region *r)
 {
 	munmap(r->data, r->size);
 	page_map_free(&r->in);
 	page_map_free(&r->out);
+	page_map_free(&r->filled);
 	free(r);
 }
 
@@ -771,7 +825,71 @@ static bool is_delta(uint64_t entry)
 	return (entry & exclusive) != 0; /* the zero page is never exclusive */
 }
 
-typedef int run_fn(struct cowmem_region *src, size_t first, size_t end, void *ctx);
+bool pagemap_entry_is_own(const struct cowmem_region *r, size_t page, uint64_t entry)
+{
+	/* A uffd-wp pte marker (the kernel leaves one where a protected shmem
+	 * pte is zapped) reads as a swapped entry with the wp bit; it holds
+	 * no page. A lent page that really was swapped out is in r->out. */
+	if ((entry & (1ull << 62)) && (entry & (1ull << 57)) && !page_map_get(&r->out, page))
+		return false;
+	return is_delta(entry);
+}
+
+int read_pagemap(const struct cowmem_region *r, size_t page, size_t count, uint64_t *entries)
+{
+	off_t offset = (off_t)((uintptr_t)page_address(r, page) / engine.page_size * sizeof(uint64_t));
+
+	if (pread(engine.pagemap, entries, count * sizeof(uint64_t), offset) !=
+	    (ssize_t)(count * sizeof(uint64_t))) {
+		if (errno == 0)
+			errno = EIO;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * r's content of [page, page + count), read without faulting anything in
+ * (lock held, /proc needed): the base layer, then r's own pages over it
+ * through /proc/self/mem, and the versions r waits for from their owners.
+ */
+int region_read(const struct cowmem_region *r, size_t page, size_t count, char *buf)
+{
+	uint64_t entries[REGION_READ_MAX];
+
+	if (layer_read(r->base, page, count, buf) < 0)
+		return -1;
+	if (r->mode == REGION_EXCLUSIVE)
+		return 0; /* the layer is its content */
+	if (read_pagemap(r, page, count, entries) < 0)
+		return -1;
+	for (size_t k = 0; k < count;) {
+		struct pending *p = page_map_get(&r->in, page + k);
+		if (p) {
+			if (read_lender_page(p->owner, page + k) < 0)
+				return -1;
+			memcpy(buf + k * engine.page_size, engine.bounce, engine.page_size);
+			k++;
+			continue;
+		}
+		size_t run = 0;
+		while (k + run < count && pagemap_entry_is_own(r, page + k + run, entries[k + run]))
+			run++;
+		if (run == 0) {
+			k++;
+			continue;
+		}
+		off_t where = (off_t)(uintptr_t)page_address(r, page + k);
+		if (pread(engine.self_mem, buf + k * engine.page_size, run * engine.page_size,
+			  where) != (ssize_t)(run * engine.page_size)) {
+			if (errno == 0)
+				errno = EIO;
+			return -1;
+		}
+		k += run;
+	}
+	return 0;
+}
 
 /* The pagemap file, read entry by entry: works on every kernel, costs 8
  * bytes per page of the region. */
@@ -790,15 +908,7 @@ static int scan_pagemap_file(struct cowmem_region *src, run_fn *fn, void *ctx)
 			return -1;
 		}
 		for (size_t k = 0; k < n; k++) {
-			bool delta = is_delta(pagemap_buffer[k]);
-			/* A uffd-wp pte marker (the kernel leaves one where a
-			 * protected shmem pte is zapped) reads as a swapped
-			 * entry with the wp bit; it holds no page. A lent page
-			 * that really was swapped out is in src->out. */
-			if (delta && (pagemap_buffer[k] & (1ull << 62)) &&
-			    (pagemap_buffer[k] & (1ull << 57)) &&
-			    !page_map_get(&src->out, base + k))
-				delta = false;
+			bool delta = pagemap_entry_is_own(src, base + k, pagemap_buffer[k]);
 			if (delta && run_start == SIZE_MAX)
 				run_start = base + k;
 			if (!delta && run_start != SIZE_MAX) {
@@ -871,7 +981,7 @@ static int scan_pagemap_ioctl(struct cowmem_region *src, run_fn *fn, void *ctx)
 }
 
 /* Calls fn for each run of pages [first, end) that src has written. */
-static int for_each_delta_run(struct cowmem_region *src, run_fn *fn, void *ctx)
+int for_each_delta_run(struct cowmem_region *src, run_fn *fn, void *ctx)
 {
 	if (engine.features & FEATURE_PAGEMAP_SCAN)
 		return scan_pagemap_ioctl(src, fn, ctx);
@@ -880,7 +990,7 @@ static int for_each_delta_run(struct cowmem_region *src, run_fn *fn, void *ctx)
 
 /* Lazy clone: the clone waits for every page its source wrote; the source
  * lends them, write-protected, until the clone has its copy. */
-static int lend_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
+int lend_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
 {
 	struct cowmem_region *clone = ctx;
 
@@ -925,20 +1035,25 @@ static void drop_wait(size_t page, void *value, void *ctx)
 		pending_release(p);
 }
 
+/* Waits for every version `from` waits for. 0 or -1 with errno ENOMEM. */
+int region_inherit_waits(struct cowmem_region *from, struct cowmem_region *to)
+{
+	struct inherit_context c = { .clone = to };
+
+	page_map_each(&from->in, inherit_wait, &c);
+	errno = c.error;
+	return c.error ? -1 : 0;
+}
+
 /* Stops waiting for anything (lock held). */
-static void region_drop_waits(struct cowmem_region *r)
+void region_drop_waits(struct cowmem_region *r)
 {
 	page_map_each(&r->in, drop_wait, r);
 	page_map_free(&r->in);
 }
 
 /* Eager clone (no userfaultfd): copy the runs the source wrote. */
-struct run_list {
-	size_t (*runs)[2];
-	size_t count, capacity;
-};
-
-static int collect_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
+int collect_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
 {
 	struct run_list *list = ctx;
 	(void)src;
@@ -962,7 +1077,7 @@ static int collect_run(struct cowmem_region *src, size_t first, size_t end, void
  * page with the frozen layer they share (holes read as zeros through pread
  * without allocating) and copy the ones that differ. Outside the lock, as
  * reading the source may fault. */
-static void copy_differing_pages(struct cowmem_region *src, struct cowmem_region *clone)
+void copy_differing_pages(struct cowmem_region *src, struct cowmem_region *clone)
 {
 	char *base_page = malloc(engine.page_size);
 
@@ -978,9 +1093,59 @@ static void copy_differing_pages(struct cowmem_region *src, struct cowmem_region
 	free(base_page);
 }
 
+/* Takes a new region out of the engine again (lock held; the caller frees
+ * it with region_free() outside the lock). */
+static void region_unlink(struct cowmem_region *r, bool registered)
+{
+	region_drop_waits(r);
+	if (registered)
+		registry_remove(r);
+	layer_release(r->base);
+}
+
+/*
+ * A clone that starts with page versions its base does not have (its source
+ * had written pages, or waited for some) gets a hidden origin: a second
+ * region with the same content that nobody ever accesses. It waits for the
+ * same versions (lazy lending) or holds its own copy of them (eager), so that
+ * cowmem_reset() can go back to them after the source has moved on.
+ */
+static struct cowmem_region *origin_new(struct cowmem_region *clone)
+{
+	struct cowmem_region *o = region_new(clone->base, clone->size, REGION_PRIVATE);
+
+	if (!o)
+		return NULL;
+	clone->base->refs++;
+	o->hidden = true;
+	o->origin_kind = ORIGIN_BASE;
+	/* Registered so that a hand-over can copy a version into it. */
+	if (region_inherit_waits(clone, o) < 0 ||
+	    (engine.uffd >= 0 && region_register(o, UFFDIO_REGISTER_MODE_MISSING) < 0))
+		goto err;
+	if (registry_insert(o) < 0) {
+		errno = ENOMEM;
+		goto err;
+	}
+	return o;
+err:;
+	int saved = errno;
+	region_unlink(o, false);
+	region_free(o);
+	errno = saved;
+	return NULL;
+}
+
+static void note_filled_run(struct cowmem_region *r, size_t first, size_t end)
+{
+	for (size_t page = first; page < end; page++)
+		(void)page_map_put(&r->filled, page, (void *)1);
+}
+
 cowmem_region *cowmem_clone(cowmem_region *src)
 {
 	struct run_list eager = { 0 };
+	struct cowmem_region *clone = NULL, *origin = NULL;
 	bool compare_all = false;
 	int err = 0;
 
@@ -990,7 +1155,7 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 		return NULL;
 	}
 	pthread_mutex_lock(&engine.lock);
-	if (!is_live(src) || src->orphan) {
+	if (!region_usable(src)) {
 		err = EINVAL;
 		goto err_unlock;
 	}
@@ -1004,7 +1169,7 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 		err = errno;
 		goto err_unlock;
 	}
-	struct cowmem_region *clone = region_new(src->base, src->size, REGION_PRIVATE);
+	clone = region_new(src->base, src->size, REGION_PRIVATE);
 	if (!clone) {
 		err = errno;
 		goto err_unlock;
@@ -1012,45 +1177,62 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 	src->base->refs++;
 
 	if (had_delta && engine.lazy) {
-		struct inherit_context c = { .clone = clone };
-		page_map_each(&src->in, inherit_wait, &c);
-		if (c.error || for_each_delta_run(src, lend_run, clone) < 0) {
-			err = c.error ? c.error : errno;
-			goto err_drop_waits;
+		if (region_inherit_waits(src, clone) < 0 ||
+		    for_each_delta_run(src, lend_run, clone) < 0) {
+			err = errno;
+			goto err_unlink;
 		}
 	} else if (had_delta && engine.pagemap < 0) {
 		compare_all = true; /* no pagemap (no /proc): see below */
 	} else if (had_delta && for_each_delta_run(src, collect_run, &eager) < 0) {
 		err = errno;
-		goto err_drop_waits;
+		goto err_unlink;
+	}
+	for (size_t i = 0; i < eager.count; i++)
+		note_filled_run(clone, eager.runs[i][0], eager.runs[i][1]);
+	clone->origin_kind = ORIGIN_BASE;
+	if (clone->in.count > 0 || eager.count > 0 || compare_all) {
+		if (!(origin = origin_new(clone))) {
+			err = errno;
+			goto err_unlink;
+		}
+		clone->origin_kind = ORIGIN_REGION;
+		clone->origin = origin;
 	}
 	uint64_t modes = UFFDIO_REGISTER_MODE_MISSING;
 	if (clone->in.count > 0)
 		modes |= UFFDIO_REGISTER_MODE_MINOR;
 	if (region_register(clone, modes) < 0 && clone->in.count > 0) {
 		err = errno;
-		goto err_drop_waits;
+		goto err_unlink;
 	}
 	if (registry_insert(clone) < 0) {
 		err = ENOMEM;
-		goto err_drop_waits;
+		goto err_unlink;
 	}
 	pthread_mutex_unlock(&engine.lock);
 
-	/* Outside the lock: writing the clone may fault into the server. */
+	/* Outside the lock: writing the clone may fault into the server. The
+	 * origin copies the clone, not the source, so both start equal even
+	 * if the source is written meanwhile. */
 	for (size_t i = 0; i < eager.count; i++) {
-		size_t first = eager.runs[i][0], end = eager.runs[i][1];
-		memcpy(page_address(clone, first), page_address(src, first),
-		       (end - first) * engine.page_size);
+		size_t first = eager.runs[i][0], length = (eager.runs[i][1] - first) * engine.page_size;
+		memcpy(page_address(clone, first), page_address(src, first), length);
+		memcpy(page_address(origin, first), page_address(clone, first), length);
 	}
 	free(eager.runs);
-	if (compare_all)
+	if (compare_all) {
 		copy_differing_pages(src, clone);
+		copy_differing_pages(clone, origin);
+	}
 	return clone;
 
-err_drop_waits:
-	region_drop_waits(clone);
-	layer_release(clone->base);
+err_unlink:
+	if (origin) {
+		region_unlink(origin, true);
+		region_free(origin);
+	}
+	region_unlink(clone, false);
 	region_free(clone);
 err_unlock:
 	pthread_mutex_unlock(&engine.lock);
@@ -1084,6 +1266,30 @@ static void collect_pending(size_t page, void *value, void *ctx)
 	*(*cursor)++ = value;
 }
 
+/* Hands every version r lends to one of its waiters; with `unprotect`, r's
+ * pages become ordinary writable pages again. 0, or -1 with errno ENOMEM
+ * before anything changed. */
+int region_hand_over_all(struct cowmem_region *r, bool unprotect)
+{
+	if (r->out.count == 0)
+		return 0;
+	struct pending **lent = malloc(r->out.count * sizeof *lent), **cursor = lent;
+	if (!lent) {
+		errno = ENOMEM;
+		return -1;
+	}
+	page_map_each(&r->out, collect_pending, &cursor);
+	for (struct pending **p = lent; p < cursor; p++) {
+		size_t page = (*p)->page;
+		pending_hand_over(*p);
+		if (unprotect)
+			(void)uffd_writeprotect(engine.uffd, page_address(r, page),
+						engine.page_size, false);
+	}
+	free(lent);
+	return 0;
+}
+
 int cowmem_destroy(cowmem_region *r)
 {
 	pthread_t server;
@@ -1092,32 +1298,33 @@ int cowmem_destroy(cowmem_region *r)
 	if (!r)
 		return 0;
 	pthread_mutex_lock(&engine.lock);
-	if (!is_live(r)) {
+	if (!is_live(r) || r->hidden) {
 		pthread_mutex_unlock(&engine.lock);
 		errno = EINVAL;
 		return -1;
 	}
-	/* Hand every version this region still lends to one of its waiters. */
-	if (r->out.count > 0) {
-		struct pending **lent = malloc(r->out.count * sizeof *lent), **cursor = lent;
-		if (!lent) {
-			pthread_mutex_unlock(&engine.lock);
-			errno = ENOMEM;
-			return -1;
-		}
-		page_map_each(&r->out, collect_pending, &cursor);
-		for (struct pending **p = lent; p < cursor; p++)
-			pending_hand_over(*p);
-		free(lent);
-	}
+	struct cowmem_region *origin = r->origin;
+	/* Neither waits any more, so no version is handed to either; then
+	 * every version they still lend goes to one of its other waiters. */
 	region_drop_waits(r);
-	registry_remove(r);
-	layer_release(r->base);
+	if (origin)
+		region_drop_waits(origin);
+	if (region_hand_over_all(r, false) < 0 ||
+	    (origin && region_hand_over_all(origin, false) < 0)) {
+		pthread_mutex_unlock(&engine.lock);
+		errno = ENOMEM;
+		return -1;
+	}
+	region_unlink(r, true);
+	if (origin)
+		region_unlink(origin, true);
 	/* The last region is gone: the library's threads have nothing to do. */
 	if (engine.region_count == 0)
 		join = server_stop_library_thread(&server);
 	pthread_mutex_unlock(&engine.lock);
 	region_free(r);
+	if (origin)
+		region_free(origin);
 	if (join)
 		server_join(server);
 	return 0;
@@ -1126,7 +1333,7 @@ int cowmem_destroy(cowmem_region *r)
 int cowmem_prefault(cowmem_region *r, size_t offset, size_t length, int for_write)
 {
 	pthread_mutex_lock(&engine.lock);
-	bool valid = r && is_live(r) && !r->orphan && offset <= r->size &&
+	bool valid = region_usable(r) && offset <= r->size &&
 		     length <= r->size - offset;
 	pthread_mutex_unlock(&engine.lock);
 	if (!valid) {
@@ -1148,3 +1355,4 @@ int cowmem_prefault(cowmem_region *r, size_t offset, size_t length, int for_writ
 	}
 	return 0;
 }
+

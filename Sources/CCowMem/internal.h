@@ -122,6 +122,14 @@ struct layer {
 	int fd;
 	size_t size;
 	unsigned refs; /* regions mapping it */
+	/* A layer opened by cowmem_load() is filled from its snapshot file
+	 * page by page on first access (snapshot.c): `source` is the file (or
+	 * -1), `source_offset` where page 0 starts in it, and `loaded` a
+	 * bitmap of the pages already read. Loading never changes the layer's
+	 * logical content, so a layer being loaded counts as frozen. */
+	int source;
+	off_t source_offset;
+	unsigned char *loaded;
 };
 
 /* One page version that some regions (waiters) still need and one region
@@ -131,6 +139,14 @@ struct pending {
 	size_t page;
 	size_t count, capacity;
 	struct cowmem_region **waiters;
+};
+
+/* What cowmem_reset() returns a region to. */
+enum origin_kind {
+	ORIGIN_ZERO,   /* cowmem_create(): all zeros */
+	ORIGIN_BASE,   /* exactly its base layer (a clone of a region without
+			  changes of its own, or cowmem_load()) */
+	ORIGIN_REGION, /* base plus page versions that `origin` keeps */
 };
 
 enum region_mode {
@@ -147,6 +163,19 @@ struct cowmem_region {
 	struct page_map in;   /* page -> pending: versions this region awaits */
 	struct page_map out;  /* page -> pending: versions it holds for others */
 	bool orphan;          /* inherited through fork(): not mapped here */
+	enum origin_kind origin_kind;
+	/* ORIGIN_REGION: a hidden region made with this one, holding the same
+	 * content and never accessed; it keeps the page versions the region
+	 * started from (by waiting for them or holding them, as any region
+	 * does) so that cowmem_reset() can go back to them. */
+	struct cowmem_region *origin;
+	bool hidden;          /* an `origin`: destroyed with its region */
+	/* Pages the library filled with a version of the origin (a lent page
+	 * read, a hand-over, an eager copy): private pages the application
+	 * has not necessarily written. */
+	struct page_map filled;
+	uint64_t faults;      /* resolved by the server */
+	uint64_t blocked_ns;  /* from reading each fault to resolving it */
 };
 
 enum backend {
@@ -195,6 +224,49 @@ int engine_init(void); /* once; 0 or -1 + errno */
 int backend_select(void); /* backend.c, from engine_init: 0 or -1 + errno */
 int backend_reopen(void); /* in a forked child: a userfaultfd of its own */
 struct cowmem_region *engine_find(const void *addr); /* lock held */
+
+/* ---- Engine pieces shared by tracking.c and snapshot.c (lock held) ----- */
+extern const char *zero_page; /* page_size zero bytes */
+struct layer *layer_create(size_t size);
+void layer_release(struct layer *layer);
+struct cowmem_region *region_new(struct layer *base, size_t size, enum region_mode mode);
+void region_free(struct cowmem_region *r);
+int region_register(struct cowmem_region *r, uint64_t modes);
+int registry_insert(struct cowmem_region *r);
+bool region_usable(const struct cowmem_region *r); /* live, not orphan or hidden */
+char *page_address(const struct cowmem_region *r, size_t page);
+bool page_is_zero(const void *page);
+/* Scans the pagemap: calls fn for each run [first, end) of pages `src`
+ * holds privately (its own versions: written, or filled by the library). */
+typedef int run_fn(struct cowmem_region *src, size_t first, size_t end, void *ctx);
+int for_each_delta_run(struct cowmem_region *src, run_fn *fn, void *ctx);
+struct run_list {
+	size_t (*runs)[2];
+	size_t count, capacity;
+};
+int collect_run(struct cowmem_region *src, size_t first, size_t end, void *ctx);
+int lend_run(struct cowmem_region *src, size_t first, size_t end, void *ctx);
+int region_inherit_waits(struct cowmem_region *from, struct cowmem_region *to);
+void region_drop_waits(struct cowmem_region *r);
+/* Without pagemap: copies the pages where src differs from its base into
+ * clone, which maps the same base (outside the lock). */
+void copy_differing_pages(struct cowmem_region *src, struct cowmem_region *clone);
+int region_hand_over_all(struct cowmem_region *r, bool unprotect); /* 0 or -1 ENOMEM */
+/* Is this pagemap entry of r's page one of r's own (private) pages? */
+bool pagemap_entry_is_own(const struct cowmem_region *r, size_t page, uint64_t entry);
+int read_pagemap(const struct cowmem_region *r, size_t page, size_t count, uint64_t *entries);
+#define REGION_READ_MAX 64 /* pages region_read() reads at once, at most */
+/* Reads `count` pages of r's content from `page` on into buf without
+ * faulting anything in: own pages through /proc/self/mem, awaited versions
+ * from their owner, the rest from the base layer. Needs /proc. */
+int region_read(const struct cowmem_region *r, size_t page, size_t count, char *buf);
+/* The base layer's content of [page, page + count) (snapshot.c). */
+int layer_read(const struct layer *layer, size_t page, size_t count, char *buf);
+/* Makes the pages of [page, end) that a loaded layer has not read yet part
+ * of it: 1 if `page` now has data in the memfd, 0 if it reads as zero. */
+int layer_load(struct layer *layer, size_t page, size_t end);
+/* How many pages from `page` on (up to limit) a loaded layer has read. */
+size_t layer_loaded_run(const struct layer *layer, size_t page, size_t limit);
 
 /* ---- server.c ----------------------------------------------------------- */
 /* Asks the library's server thread to stop (lock held; region_count is 0);

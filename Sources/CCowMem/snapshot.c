@@ -1,0 +1,378 @@
+/*
+ * Snapshots on disk: cowmem_save() writes a region to a file, cowmem_load()
+ * maps one back lazily.
+ *
+ * A loaded region is an ordinary private region over a layer that starts
+ * empty and is filled from the file: the first fault on a page that the
+ * layer has not read yet reads it (and its neighbours) into the layer's
+ * memfd, and the kernel then maps that page-cache page like any base page.
+ * The layer's content never changes, only where it is kept, so clones of a
+ * loaded region share its pages exactly as they share any frozen layer.
+ *
+ * The file format (little-endian):
+ *
+ *     offset 0            struct snapshot_header
+ *     offset data_offset  the region's pages, in order; pages that read as
+ *                         zero are holes (the file is sparse)
+ *
+ * data_offset is the page size, so the data can be read page by page with
+ * aligned reads.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define SNAPSHOT_MAGIC "CowMemS1"
+#define SNAPSHOT_VERSION 1
+#define SAVE_CHUNK REGION_READ_MAX /* pages read and written at once */
+
+struct snapshot_header {
+	char magic[8];
+	uint32_t version;
+	uint32_t page_size;
+	uint64_t size;        /* bytes */
+	uint64_t data_offset; /* where page 0 starts */
+	uint64_t reserved[4]; /* zero */
+};
+
+bool page_is_zero(const void *page)
+{
+	return memcmp(page, zero_page, engine.page_size) == 0;
+}
+
+static bool is_loaded(const struct layer *layer, size_t page)
+{
+	return layer->loaded[page / 8] & (1u << (page % 8));
+}
+
+/* Reads exactly `length` bytes at `offset`; a file that ends early reads as
+ * zeros (a snapshot's trailing holes are within its length, so this only
+ * happens to a file truncated behind the library's back). */
+static int pread_full(int fd, char *buf, size_t length, off_t offset)
+{
+	while (length > 0) {
+		ssize_t n = pread(fd, buf, length, offset);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0) {
+			memset(buf, 0, length);
+			return 0;
+		}
+		buf += n;
+		length -= (size_t)n;
+		offset += n;
+	}
+	return 0;
+}
+
+static int pwrite_full(int fd, const char *buf, size_t length, off_t offset)
+{
+	while (length > 0) {
+		ssize_t n = pwrite(fd, buf, length, offset);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		buf += n;
+		length -= (size_t)n;
+		offset += n;
+	}
+	return 0;
+}
+
+int layer_read(const struct layer *layer, size_t page, size_t count, char *buf)
+{
+	size_t page_size = engine.page_size;
+
+	/* Holes of a memfd read as zeros without allocating anything. */
+	if (pread_full(layer->fd, buf, count * page_size, (off_t)(page * page_size)) < 0)
+		return -1;
+	if (layer->source < 0)
+		return 0;
+	for (size_t k = 0; k < count; k++) {
+		if (is_loaded(layer, page + k))
+			continue;
+		off_t offset = layer->source_offset + (off_t)((page + k) * page_size);
+		if (pread_full(layer->source, buf + k * page_size, page_size, offset) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Reads the pages of [page, end) that the layer has not read yet from the
+ * file into its memfd (the non-zero ones: the others stay holes). */
+static int load_window(struct layer *layer, size_t page, size_t end, char *buf)
+{
+	size_t page_size = engine.page_size;
+
+	if (pread_full(layer->source, buf, (end - page) * page_size,
+		       layer->source_offset + (off_t)(page * page_size)) < 0)
+		return -1;
+	for (size_t p = page; p < end; p++) {
+		const char *data = buf + (p - page) * page_size;
+		if (is_loaded(layer, p))
+			continue;
+		if (!page_is_zero(data) &&
+		    pwrite_full(layer->fd, data, page_size, (off_t)(p * page_size)) < 0)
+			return -1;
+		layer->loaded[p / 8] |= (unsigned char)(1u << (p % 8));
+	}
+	/* The memfd holds those pages now; the file's cached copy is
+	 * redundant, and dropping it keeps the memory cost to one copy. */
+	(void)posix_fadvise(layer->source, layer->source_offset + (off_t)(page * page_size),
+			    (off_t)((end - page) * page_size), POSIX_FADV_DONTNEED);
+	return 0;
+}
+
+int layer_load(struct layer *layer, size_t page, size_t end)
+{
+	static char *buffer; /* REGION_READ_MAX pages; used under the lock */
+	size_t page_size = engine.page_size;
+
+	if (!is_loaded(layer, page)) {
+		if (!buffer && !(buffer = aligned_alloc(page_size, REGION_READ_MAX * page_size))) {
+			errno = ENOMEM;
+			return -1;
+		}
+		size_t stop = page + 1;
+		while (stop < end && stop - page < REGION_READ_MAX && !is_loaded(layer, stop))
+			stop++;
+		if (load_window(layer, page, stop, buffer) < 0)
+			return -1;
+	}
+	off_t at = (off_t)(page * page_size);
+	return lseek(layer->fd, at, SEEK_DATA) == at;
+}
+
+size_t layer_loaded_run(const struct layer *layer, size_t page, size_t limit)
+{
+	size_t n = 0;
+
+	if (layer->source < 0)
+		return limit;
+	while (n < limit && is_loaded(layer, page + n))
+		n++;
+	return n;
+}
+
+/* Without userfaultfd nothing can be loaded on demand: read every page with
+ * data now (holes of the file are skipped). */
+static int load_all(struct layer *layer, size_t pages)
+{
+	size_t page_size = engine.page_size;
+	off_t limit = layer->source_offset + (off_t)(pages * page_size);
+	off_t at = layer->source_offset;
+
+	while (at < limit) {
+		off_t data = lseek(layer->source, at, SEEK_DATA);
+		if (data < 0 || data >= limit)
+			break; /* ENXIO: no data after `at` */
+		off_t hole = lseek(layer->source, data, SEEK_HOLE);
+		if (hole < 0 || hole > limit)
+			hole = limit;
+		size_t first = (size_t)(data - layer->source_offset) / page_size;
+		size_t end = (size_t)(hole - layer->source_offset + (off_t)page_size - 1) / page_size;
+		for (size_t p = first; p < end; p += REGION_READ_MAX)
+			if (layer_load(layer, p, end - p < REGION_READ_MAX ? end : p + REGION_READ_MAX) < 0)
+				return -1;
+		at = (off_t)(layer->source_offset + (off_t)(end * page_size));
+	}
+	return 0;
+}
+
+cowmem_region *cowmem_load(int fd)
+{
+	struct snapshot_header header;
+	struct stat st;
+
+	if (engine_init() < 0)
+		return NULL;
+	ssize_t n = pread(fd, &header, sizeof header, 0);
+	if (n < 0)
+		return NULL;
+	size_t page_size = engine.page_size;
+	uint64_t size = le64toh(header.size), data_offset = le64toh(header.data_offset);
+	if ((size_t)n != sizeof header || memcmp(header.magic, SNAPSHOT_MAGIC, 8) != 0 ||
+	    le32toh(header.version) != SNAPSHOT_VERSION ||
+	    le32toh(header.page_size) != page_size || size == 0 || size % page_size != 0 ||
+	    size > (uint64_t)PTRDIFF_MAX - page_size || data_offset % page_size != 0 ||
+	    data_offset < sizeof header || data_offset > (uint64_t)PTRDIFF_MAX - size) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (fstat(fd, &st) < 0)
+		return NULL;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < data_offset + size) {
+		errno = EINVAL;
+		return NULL;
+	}
+	size_t pages = (size_t)size / page_size;
+
+	/* Under the lock from the first descriptor on, as in cowmem_create():
+	 * fork() must not copy a descriptor the child's handler cannot see. */
+	pthread_mutex_lock(&engine.lock);
+	struct cowmem_region *r = NULL;
+	struct layer *layer = NULL;
+	int err = 0;
+	if (engine.uffd >= 0 && engine.server == SERVER_NONE &&
+	    server_start_library_thread() < 0) {
+		err = errno;
+		goto out;
+	}
+	if (!(layer = layer_create((size_t)size))) {
+		err = errno;
+		goto out;
+	}
+	layer->source_offset = (off_t)data_offset;
+	layer->loaded = calloc((pages + 7) / 8, 1);
+	if (!layer->loaded) {
+		err = ENOMEM;
+		goto out;
+	}
+	if ((layer->source = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		err = errno;
+		goto out;
+	}
+	if (!(r = region_new(layer, (size_t)size, REGION_PRIVATE))) {
+		err = errno;
+		goto out;
+	}
+	r->origin_kind = ORIGIN_BASE;
+	/* On demand needs the MISSING faults of every region over the layer,
+	 * and pagemap (the eager comparisons of a clone without /proc read the
+	 * layer's memfd, which must be complete then). */
+	bool lazy = engine.uffd >= 0 && engine.pagemap >= 0 &&
+		    region_register(r, UFFDIO_REGISTER_MODE_MISSING) == 0;
+	if (!lazy) {
+		if (load_all(layer, pages) < 0) {
+			err = errno;
+			goto out;
+		}
+		close(layer->source);
+		layer->source = -1;
+		(void)region_register(r, UFFDIO_REGISTER_MODE_MISSING);
+	}
+	if (registry_insert(r) < 0) {
+		err = ENOMEM;
+		goto out;
+	}
+	pthread_mutex_unlock(&engine.lock);
+	return r;
+
+out:
+	if (r)
+		region_free(r);
+	if (layer)
+		layer_release(layer);
+	pthread_mutex_unlock(&engine.lock);
+	errno = err;
+	return NULL;
+}
+
+/* Writes the non-zero pages of buf (pages [page, page + count)) to fd. */
+static int write_pages(int fd, const char *buf, size_t page, size_t count, off_t data_offset)
+{
+	size_t page_size = engine.page_size;
+
+	for (size_t k = 0; k < count;) {
+		if (page_is_zero(buf + k * page_size)) {
+			k++;
+			continue;
+		}
+		size_t run = 1;
+		while (k + run < count && !page_is_zero(buf + (k + run) * page_size))
+			run++;
+		if (pwrite_full(fd, buf + k * page_size, run * page_size,
+				data_offset + (off_t)((page + k) * page_size)) < 0)
+			return -1;
+		k += run;
+	}
+	return 0;
+}
+
+int cowmem_save(const cowmem_region *r, int fd)
+{
+	if (engine_init() < 0)
+		return -1;
+	pthread_mutex_lock(&engine.lock);
+	bool valid = region_usable(r);
+	pthread_mutex_unlock(&engine.lock);
+	if (!valid) {
+		errno = EINVAL;
+		return -1;
+	}
+	int flags = fcntl(fd, F_GETFL);
+	if (flags < 0)
+		return -1;
+	if ((flags & O_ACCMODE) == O_RDONLY) {
+		errno = EBADF;
+		return -1;
+	}
+	if (flags & O_APPEND) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (lseek(fd, 0, SEEK_CUR) < 0)
+		return -1; /* ESPIPE: a pipe or socket */
+	/* Empty first, so that pages skipped as zero are holes, not an older
+	 * snapshot's data. */
+	if (ftruncate(fd, 0) < 0)
+		return -1;
+
+	size_t page_size = engine.page_size;
+	off_t data_offset = (off_t)page_size;
+	char *buf = aligned_alloc(page_size, SAVE_CHUNK * page_size);
+	if (!buf) {
+		errno = ENOMEM;
+		return -1;
+	}
+	int rc = 0;
+	for (size_t page = 0; page < r->pages && rc == 0; page += SAVE_CHUNK) {
+		size_t count = r->pages - page < SAVE_CHUNK ? r->pages - page : SAVE_CHUNK;
+		pthread_mutex_lock(&engine.lock);
+		bool direct = false;
+		if (!region_usable(r)) {
+			errno = EINVAL;
+			rc = -1;
+		} else if (r->mode == REGION_EXCLUSIVE) {
+			rc = layer_read(r->base, page, count, buf);
+		} else if (engine.pagemap >= 0 && engine.self_mem >= 0) {
+			rc = region_read(r, page, count, buf);
+		} else {
+			direct = true;
+		}
+		pthread_mutex_unlock(&engine.lock);
+		/* Without /proc, read the region itself (outside the lock: it
+		 * may fault; reading holes may allocate). */
+		if (direct)
+			memcpy(buf, page_address(r, page), count * page_size);
+		if (rc == 0)
+			rc = write_pages(fd, buf, page, count, data_offset);
+	}
+	free(buf);
+	if (rc < 0)
+		return -1;
+
+	struct snapshot_header header = {
+		.version = htole32(SNAPSHOT_VERSION),
+		.page_size = htole32((uint32_t)page_size),
+		.size = htole64(r->size),
+		.data_offset = htole64((uint64_t)data_offset),
+	};
+	memcpy(header.magic, SNAPSHOT_MAGIC, 8);
+	/* The length first, the header last: a file cut short by a crash has
+	 * no valid header, so cowmem_load() refuses it. */
+	if (ftruncate(fd, data_offset + (off_t)r->size) < 0 ||
+	    pwrite_full(fd, (const char *)&header, sizeof header, 0) < 0)
+		return -1;
+	return 0;
+}
