@@ -3,8 +3,9 @@
  * environment this machine can make: content stays right, the backend in
  * use is the one expected, and a backend that cannot work says so.
  *
- * The differential test (build/tests/differential, next to this program)
- * runs as a child process under each configuration:
+ * The differential test (build/tests/differential, next to this program),
+ * then the change-tracking test (build/tests/tracking: dirty pages, reset,
+ * save/load), run as child processes under each configuration:
  *   - COWMEM_BACKEND=auto, userfaultfd, userfaultfd-user and memfd;
  *   - COWMEM_DISABLE= each optional feature alone, and all of them;
  *   - as user nobody (root only: the child drops its groups, gid and uid
@@ -144,7 +145,7 @@ static struct run runs[] = {
 };
 #define RUN_COUNT (sizeof runs / sizeof runs[0])
 
-static char differential[PATH_MAX];
+static char differential[PATH_MAX], tracking[PATH_MAX];
 static uint64_t seed, operations = 4000;
 static size_t page;
 
@@ -446,12 +447,32 @@ static void run_in_child(const struct run *run)
 	alarm(CHILD_SECONDS); /* kept across execve */
 	enter_setup(run->setup);
 	switch (run->action) {
-	case DIFFERENTIAL:
+	case DIFFERENTIAL: {
 		snprintf(seed_option, sizeof seed_option, "--seed=%" PRIu64, seed);
 		snprintf(ops_option, sizeof ops_option, "--ops=%" PRIu64, operations);
-		execl(differential, differential, seed_option, ops_option,
-		      "--threads=2", (char *)NULL);
-		setup_failed("exec %s: %s", differential, strerror(errno));
+		/* The differential test first; if it passes, the tracking test
+		 * replaces this process, so the run's status is the first
+		 * failure (or skip) of the two. */
+		pid_t first = fork();
+		if (first < 0)
+			setup_failed("fork: %s", strerror(errno));
+		if (first == 0) {
+			execl(differential, differential, seed_option, ops_option,
+			      "--threads=2", (char *)NULL);
+			setup_failed("exec %s: %s", differential, strerror(errno));
+		}
+		int status;
+		while (waitpid(first, &status, 0) < 0 && errno == EINTR)
+			;
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != TEST_EXIT_PASS) {
+			if (WIFSIGNALED(status))
+				raise(WTERMSIG(status));
+			_exit(WIFEXITED(status) ? WEXITSTATUS(status) : TEST_EXIT_FAIL);
+		}
+		snprintf(ops_option, sizeof ops_option, "--ops=%" PRIu64, operations / 4);
+		execl(tracking, tracking, seed_option, ops_option, "--threads=2", (char *)NULL);
+		setup_failed("exec %s: %s", tracking, strerror(errno));
+	}
 	case UNKNOWN_VALUE:
 		check_refused(EINVAL);
 		break;
@@ -633,7 +654,7 @@ static void judge_differential(struct run *run, int status, const char *output)
 	if (!check_backend(run, expected))
 		return;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == TEST_EXIT_PASS &&
-	    strstr(output, "differential: no mismatch"))
+	    strstr(output, "differential: no mismatch") && strstr(output, "tracking: no mismatch"))
 		verdict(run, true, "pass");
 	else
 		verdict(run, false, "FAIL: differential %s", how);
@@ -733,6 +754,10 @@ int main(int argc, char **argv)
 	strcpy(slash + 1, "differential");
 	CHECK(access(differential, X_OK) == 0, "%s: %s (build it with make tests)",
 	      differential, strerror(errno));
+	memcpy(tracking, differential, sizeof tracking);
+	strcpy(strrchr(tracking, '/') + 1, "tracking");
+	CHECK(access(tracking, X_OK) == 0, "%s: %s (build it with make tests)", tracking,
+	      strerror(errno));
 
 	probe_setups();
 	printf("probed: vm.unprivileged_userfaultfd=");

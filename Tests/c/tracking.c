@@ -522,5 +522,6 @@ int main(int argc, char **argv)
 		run_pass(seed, 1, 6000);
 		run_pass(seed, 4, 1500);
 	}
+	printf("tracking: no mismatch\n");
 	return TEST_EXIT_PASS;
 }
