@@ -241,14 +241,14 @@ TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:die_after_fork=
 # a race the contract allows (it behaves as memcpy would) and the test
 # checks; ThreadSanitizer reports every store of that writer, and even
 # suppressed, the reports make the run crawl.
-TSAN_TESTS := differential leaks bad_input hosted_server
+TSAN_TESTS := differential leaks bad_input hosted_server tracking
 TSAN_STRESS_SECONDS ?= 20
 
 # `make valgrind` runs a few C tests under memcheck with fewer operations.
 # valgrind does not know the userfaultfd system call, so the library falls
 # back to its memfd backend there anyway; COWMEM_BACKEND=memfd says so.
 VALGRIND ?= valgrind
-VALGRIND_TESTS := leaks bad_input destroy_orders differential
+VALGRIND_TESTS := leaks bad_input destroy_orders differential tracking
 VALGRIND_ENV := COWMEM_BACKEND=memfd COWMEM_TEST_OPS=2000 COWMEM_TEST_ROUNDS=3 \
 	COWMEM_TEST_PERMUTATIONS=1 \
 	GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0:glibc.malloc.arena_max=1

@@ -15,8 +15,8 @@
  *   --seed=N     COWMEM_TEST_SEED     default: from the clock; always printed
  *   --ops=N      COWMEM_TEST_OPS      operations per thread
  *   --threads=N  COWMEM_TEST_THREADS  threads
- * Without --ops or --threads: one thread doing 6000 operations, then 4
- * threads doing 1500 each.
+ * Without --threads: one thread doing N operations (--ops, default 6000),
+ * then 4 threads doing N/4 each; with --threads, that pass alone.
  */
 #include "test_util.h"
 
@@ -507,8 +507,8 @@ static void run_pass(uint64_t seed, unsigned threads, unsigned long ops)
 int main(int argc, char **argv)
 {
 	uint64_t seed = test_seed_init(argc, argv), ops = 0, threads = 0;
-	bool custom = test_option(argc, argv, "ops", "COWMEM_TEST_OPS", &ops) |
-		      test_option(argc, argv, "threads", "COWMEM_TEST_THREADS", &threads);
+	bool have_ops = test_option(argc, argv, "ops", "COWMEM_TEST_OPS", &ops);
+	bool have_threads = test_option(argc, argv, "threads", "COWMEM_TEST_THREADS", &threads);
 
 	page_size = test_page_size();
 	printf("backend %s, features %s\n", test_backend(), cowmem_features());
@@ -516,11 +516,11 @@ int main(int argc, char **argv)
 	test_clone_chain();
 	test_load_is_lazy();
 	test_bad_input();
-	if (custom) {
-		run_pass(seed, threads ? (unsigned)threads : 1, ops ? ops : 6000);
+	if (have_threads) {
+		run_pass(seed, threads ? (unsigned)threads : 1, have_ops ? ops : 6000);
 	} else {
-		run_pass(seed, 1, 6000);
-		run_pass(seed, 4, 1500);
+		run_pass(seed, 1, have_ops ? ops : 6000);
+		run_pass(seed, 4, (have_ops ? ops : 6000) / 4);
 	}
 	printf("tracking: no mismatch\n");
 	return TEST_EXIT_PASS;
