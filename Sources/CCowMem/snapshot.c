@@ -52,9 +52,10 @@ static bool is_loaded(const struct layer *layer, size_t page)
 	return layer->loaded[page / 8] & (1u << (page % 8));
 }
 
-/* Reads exactly `length` bytes at `offset`; a file that ends early reads as
- * zeros (a snapshot's trailing holes are within its length, so this only
- * happens to a file truncated behind the library's back). */
+/* Reads exactly `length` bytes at `offset`. A file that ends early is EIO:
+ * cowmem_load() checked the length, so it was truncated behind the
+ * library's back, and the page must fail loudly (SIGBUS), as a truncated
+ * file mapping does, rather than read as zeros. */
 static int pread_full(int fd, char *buf, size_t length, off_t offset)
 {
 	while (length > 0) {
@@ -64,8 +65,8 @@ static int pread_full(int fd, char *buf, size_t length, off_t offset)
 		if (n < 0)
 			return -1;
 		if (n == 0) {
-			memset(buf, 0, length);
-			return 0;
+			errno = EIO;
+			return -1;
 		}
 		buf += n;
 		length -= (size_t)n;

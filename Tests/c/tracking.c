@@ -19,6 +19,7 @@
  * then 4 threads doing N/4 each; with --threads, that pass alone.
  */
 #include "test_util.h"
+#include "process_util.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -301,6 +302,47 @@ static void test_load_is_lazy(void)
 	printf("ok    cowmem_load: sparse file, lazy, file never written\n");
 }
 
+/* In a child: a snapshot file truncated under a loaded region. The pages
+ * it lost must fail loudly when touched, never read as zeros. */
+static int touch_truncated(void *arg)
+{
+	(void)arg;
+	const size_t pages = 256, size = pages * page_size;
+	cowmem_region *r = cowmem_create(size);
+	CHECK(r, "create: %s", strerror(errno));
+	memset(cowmem_data(r), 0x5a, size);
+	int file = temp_file();
+	CHECK(cowmem_save(r, file) == 0, "save: %s", strerror(errno));
+	cowmem_region *loaded = cowmem_load(file);
+	CHECK(loaded, "load: %s", strerror(errno));
+	CHECK(page_of(loaded, 0)[0] == 0x5a, "first page of the loaded region");
+	CHECK(ftruncate(file, (off_t)(2 * page_size)) == 0, "ftruncate: %s", strerror(errno));
+	probe_install();
+	int signal_number = probe_access(page_of(loaded, pages - 1), false, NULL);
+	printf("touching a page the file lost: %s\n",
+	       signal_number ? signal_name(signal_number) : "read without a fault");
+	return signal_number == SIGBUS ? 0 : 1;
+}
+
+static void test_truncated_file(void)
+{
+	if (strcmp(cowmem_backend(), "memfd") == 0 || access("/proc/self/pagemap", R_OK) != 0) {
+		printf("--    truncated snapshot file: not checked, this configuration loads "
+		       "every page at cowmem_load()\n");
+		return;
+	}
+	bool poison = strstr(cowmem_features(), "poison") != NULL;
+	int status = run_in_child(touch_truncated, NULL, 60);
+	if (poison)
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "a page the snapshot file lost: %s, expected SIGBUS", describe_status(status));
+	else
+		CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+		      "a page the snapshot file lost, without UFFDIO_POISON: %s, expected SIGABRT",
+		      describe_status(status));
+	printf("ok    truncated snapshot file: the lost page fails loudly\n");
+}
+
 static void test_bad_input(void)
 {
 	cowmem_region *r = test_create_or_skip(page_size);
@@ -515,6 +557,7 @@ int main(int argc, char **argv)
 	test_created_region();
 	test_clone_chain();
 	test_load_is_lazy();
+	test_truncated_file();
 	test_bad_input();
 	if (have_threads) {
 		run_pass(seed, threads ? (unsigned)threads : 1, have_ops ? ops : 6000);
