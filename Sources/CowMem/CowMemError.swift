@@ -23,6 +23,8 @@ public struct CowMemError: Error, Hashable, Sendable {
             case outOfMemory
             case outOfFileDescriptors
             case faultServerUnavailable
+            case notASnapshot
+            case unusableFileDescriptor
             case systemError
         }
 
@@ -44,6 +46,17 @@ public struct CowMemError: Error, Hashable, Sendable {
 
         /// The thread that serves page faults could not be started.
         public static var faultServerUnavailable: Code { Code(.faultServerUnavailable) }
+
+        /// The file is not a CowMem snapshot: its header is wrong, it is shorter than the
+        /// header says, or it was saved on a system with another page size (`EINVAL` from
+        /// `cowmem_load`).
+        public static var notASnapshot: Code { Code(.notASnapshot) }
+
+        /// The file descriptor cannot be used for this: it is not open, or not open for
+        /// reading (loading) or writing (saving) (`EBADF`); it is not seekable, like a pipe
+        /// or a socket (`ESPIPE`); or it was opened with `O_APPEND` (`EINVAL` from
+        /// `cowmem_save`).
+        public static var unusableFileDescriptor: Code { Code(.unusableFileDescriptor) }
 
         /// Any other failure of a system call; ``CowMemError/underlyingError`` says which.
         public static var systemError: Code { Code(.systemError) }
@@ -86,6 +99,8 @@ extension CowMemError.Code: CustomStringConvertible {
         case .outOfMemory: "out of memory"
         case .outOfFileDescriptors: "out of file descriptors"
         case .faultServerUnavailable: "fault server unavailable"
+        case .notASnapshot: "not a CowMem snapshot"
+        case .unusableFileDescriptor: "unusable file descriptor"
         case .systemError: "system error"
         }
     }

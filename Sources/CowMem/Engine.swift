@@ -52,6 +52,56 @@ internal enum Engine {
         }
     }
 
+    /// `cowmem_dirty_pages`: the indices of the pages that may differ from the region's
+    /// origin, in ascending order.
+    static func dirtyPages(_ region: OpaquePointer) throws(Errno) -> [Int] {
+        // Most lists are short: one call with room for 256 pages, a second one sized by the
+        // count the first returned otherwise (again if another thread wrote meanwhile).
+        var capacity = 256
+        while true {
+            var count = 0
+            var error: Errno? = nil
+            let pages = [Int](unsafeUninitializedCapacity: capacity) { buffer, initialized in
+                count = cowmem_dirty_pages(region, buffer.baseAddress, capacity)
+                if count < 0 { error = failure("cowmem_dirty_pages") }  // before errno moves
+                initialized = max(0, min(count, capacity))
+            }
+            if let error { throw error }
+            if count <= capacity { return pages }
+            capacity = count
+        }
+    }
+
+    /// `cowmem_reset`. On failure every byte reads as its value before or its origin value.
+    static func reset(_ region: OpaquePointer) throws(Errno) {
+        _ = try retryingInterrupts("cowmem_reset") { () -> OpaquePointer? in
+            cowmem_reset(region) == 0 ? region : nil
+        }
+    }
+
+    /// `cowmem_save`. `descriptor` is the caller's: `EBADF` is their mistake, not ours.
+    static func save(_ region: OpaquePointer, to descriptor: CInt) throws(Errno) {
+        // The snapshot is written from offset 0 and the length set at the end, so a call
+        // interrupted part-way is simply made again.
+        _ = try retryingInterrupts("cowmem_save", callerDescriptor: true) { () -> OpaquePointer? in
+            cowmem_save(region, descriptor) == 0 ? region : nil
+        }
+    }
+
+    /// `cowmem_load`. `descriptor` is the caller's: `EBADF` is their mistake, not ours.
+    static func load(from descriptor: CInt) throws(Errno) -> OpaquePointer {
+        try retryingInterrupts("cowmem_load", callerDescriptor: true) { cowmem_load(descriptor) }
+    }
+
+    /// `cowmem_stats`.
+    static func statistics(_ region: OpaquePointer) throws(Errno) -> cowmem_stats {
+        var statistics = cowmem_stats()
+        _ = try retryingInterrupts("cowmem_stats") { () -> OpaquePointer? in
+            cowmem_stats(region, &statistics) == 0 ? region : nil
+        }
+        return statistics
+    }
+
     /// `cowmem_backend`: the fault mechanism's name.
     static func backendName() throws(Errno) -> String {
         guard let name = cowmem_backend() else { throw failure("cowmem_backend") }
@@ -82,21 +132,24 @@ internal enum Engine {
     }
 
     /// Calls `body` until it returns non-nil or fails with something other than `EINTR`.
+    /// `callerDescriptor` says that the call was given a descriptor of the caller's, which
+    /// makes `EBADF` an error to report rather than a bug of ours.
     private static func retryingInterrupts<T>(
-        _ function: StaticString, _ body: () -> T?
+        _ function: StaticString, callerDescriptor: Bool = false, _ body: () -> T?
     ) throws(Errno) -> T {
         while true {
             if let result = body() { return result }
-            let error = failure(function)
+            let error = failure(function, callerDescriptor: callerDescriptor)
             if error != .interrupted { throw error }
         }
     }
 
-    /// The current `errno`, after trapping on values that can only be our own bug.
-    static func failure(_ function: StaticString) -> Errno {
+    /// The current `errno`, after trapping on values that can only be our own bug: a bad
+    /// address, or a bad descriptor when every descriptor involved is the library's own.
+    static func failure(_ function: StaticString, callerDescriptor: Bool = false) -> Errno {
         let error = Errno(rawValue: errno)
         switch error {
-        case .badFileDescriptor, .badAddress:
+        case .badFileDescriptor where !callerDescriptor, .badAddress:
             fatalError("\(function) failed with \(error): a bug in CowMem")
         default:
             return error

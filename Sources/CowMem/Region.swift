@@ -21,7 +21,8 @@ import SystemPackage
 ///
 /// The C type is `cowmem_region`.
 public struct Region: ~Copyable {
-    private let handle: OpaquePointer
+    // Internal, not private: the extensions in other files of the module call the engine too.
+    internal let handle: OpaquePointer
 
     /// The address of the region's first byte: page-aligned and stable until the region
     /// is destroyed.
@@ -68,7 +69,7 @@ public struct Region: ~Copyable {
         }
     }
 
-    private init(handle: OpaquePointer) {
+    internal init(handle: OpaquePointer) {
         self.handle = handle
         self.unsafeBaseAddress = Engine.data(handle)
         self.size = Engine.size(handle)
