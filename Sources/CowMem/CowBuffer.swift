@@ -1,0 +1,359 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A fixed-size byte buffer with the value semantics of `Array`, whose copies cost nothing
+/// and whose first write after a copy copies only the page it touches.
+///
+/// `var copy = buffer` shares the buffer's memory, as with an array. The first change made
+/// through either of them afterwards clones the shared ``Region`` (which copies no page
+/// data) and writes the clone, so only the pages that are then written are copied, one page
+/// at a time. An `Array` copies all of its elements at that point instead, which costs time
+/// and memory in proportion to its size: for a 256 MiB buffer that is the difference
+/// between a few microseconds and a few hundred milliseconds.
+///
+/// ```swift
+/// var image = try CowBuffer(repeating: 0xFF, count: 64 << 20)   // 64 MiB
+/// var history: [CowBuffer] = []
+///
+/// history.append(image)      // keeps the state: no copy
+/// image[1_000_000] = 0       // clones the storage, copies one page
+/// image = history.removeLast()   // undo: no copy either
+/// ```
+///
+/// ### Count and storage
+///
+/// A buffer's ``count`` is fixed when it is created: a `CowBuffer` offers no append or
+/// remove. The count is the number of bytes asked for; the storage is a region of that
+/// size rounded up to whole pages (``Region/pageSize``), so the last page may have a tail
+/// that no API of the buffer exposes. An empty buffer has no region at all.
+///
+/// ### Errors
+///
+/// Creating a buffer reports failure with a ``CowMemError``. A write after a copy must
+/// clone the storage, which can fail too (out of memory, or no file descriptor left); like
+/// an array that cannot allocate, the write then stops the program. Call ``makeUnique()``
+/// before writing to get that failure as an error instead.
+///
+/// ### Threads
+///
+/// A buffer is `Sendable`: copies may go to other tasks and threads, and each side reads
+/// and writes its own copy without locks, as with arrays.
+///
+/// ### Equality
+///
+/// Two buffers are equal when their counts and bytes are. Comparing copies of each other is
+/// cheap: a buffer and an unchanged copy share their storage and compare equal at once; a
+/// buffer written after it was copied from another one that has not changed since is
+/// compared only on the pages it wrote (``Region/dirtyPages()``). Other buffers are compared
+/// byte by byte.
+public struct CowBuffer: Sendable {
+    /// The storage; `nil` for an empty buffer.
+    internal private(set) var storage: CowBufferStorage?
+
+    /// The number of bytes; fixed for the life of the buffer.
+    public let count: Int
+
+    /// An empty buffer. It has no region.
+    public init() {
+        storage = nil
+        count = 0
+    }
+
+    /// A zero-filled buffer of `count` bytes.
+    ///
+    /// - Throws: ``CowMemError`` with code ``CowMemError/Code/invalidSize`` if `count` is
+    ///   negative, ``CowMemError/Code/outOfMemory`` or
+    ///   ``CowMemError/Code/outOfFileDescriptors`` if the region cannot be created.
+    ///
+    /// The C function is `cowmem_create`.
+    public init(count: Int) throws(CowMemError) {
+        guard count != 0 else {
+            self.init()
+            return
+        }
+        self.init(try Region(size: count), count: count)
+    }
+
+    /// A buffer of `count` bytes that all hold `value`.
+    ///
+    /// - Throws: as ``init(count:)``.
+    public init(repeating value: UInt8, count: Int) throws(CowMemError) {
+        try self.init(count: count)
+        if value != 0, let storage {
+            storage.base.initializeMemory(as: UInt8.self, repeating: value, count: count)
+        }
+    }
+
+    /// A buffer holding a copy of `bytes`.
+    ///
+    /// - Throws: as ``init(count:)``.
+    public init<Bytes: Collection<UInt8>>(_ bytes: Bytes) throws(CowMemError) {
+        try self.init(count: bytes.count)
+        guard let storage else { return }
+        let copied: Void? = bytes.withContiguousStorageIfAvailable { source in
+            storage.base.copyMemory(from: source.baseAddress!, byteCount: source.count)
+        }
+        if copied == nil {
+            for (offset, byte) in bytes.enumerated() {
+                storage.base.storeBytes(of: byte, toByteOffset: offset, as: UInt8.self)
+            }
+        }
+    }
+
+    /// A buffer whose storage is `region`, holding its first `count` bytes (all of them by
+    /// default): for example a region opened with ``Region/init(loading:)``.
+    ///
+    /// The buffer owns the region from now on; the region's bytes past `count` are never
+    /// read or written through the buffer.
+    public init(_ region: consuming Region, count: Int? = nil) {
+        let count = count ?? region.size
+        precondition(count > 0 && count <= region.size, "CowBuffer: count outside the region")
+        storage = CowBufferStorage(region: region, source: nil)
+        self.count = count
+    }
+
+    /// Whether the buffer has no bytes.
+    public var isEmpty: Bool { count == 0 }
+
+    /// The byte at `position`, which must be in `0..<count`.
+    ///
+    /// Setting a byte of a buffer that shares its storage with a copy first clones the
+    /// storage (see ``makeUnique()``); then the page that holds the byte is copied, once.
+    public subscript(position: Int) -> UInt8 {
+        get {
+            precondition(UInt(bitPattern: position) < UInt(bitPattern: count), "CowBuffer index out of range")
+            return storage.unsafelyUnwrapped.base.load(fromByteOffset: position, as: UInt8.self)
+        }
+        set {
+            precondition(UInt(bitPattern: position) < UInt(bitPattern: count), "CowBuffer index out of range")
+            writableStorage().base.storeBytes(of: newValue, toByteOffset: position, as: UInt8.self)
+        }
+    }
+
+    /// Gives the buffer storage of its own, if it shares it with a copy, so that the next
+    /// write does not have to; reports a failure instead of stopping the program.
+    ///
+    /// Cloning copies no page data: it costs microseconds whatever the count. A buffer that
+    /// already owns its storage alone is left as it is.
+    ///
+    /// - Throws: ``CowMemError`` with code ``CowMemError/Code/outOfMemory`` or
+    ///   ``CowMemError/Code/outOfFileDescriptors``.
+    ///
+    /// The C function is `cowmem_clone`.
+    public mutating func makeUnique() throws(CowMemError) {
+        guard storage != nil, !isKnownUniquelyReferenced(&storage) else { return }
+        storage = try storage.unsafelyUnwrapped.cloneForWriting()
+    }
+
+    /// The storage, made this buffer's own and marked as written. Traps if it cannot be.
+    private mutating func writableStorage() -> CowBufferStorage {
+        if !isKnownUniquelyReferenced(&storage) {
+            do {
+                storage = try storage.unsafelyUnwrapped.cloneForWriting()
+            } catch {
+                fatalError("CowBuffer: cloning the storage for a write failed: \(error)")
+            }
+        }
+        let storage = self.storage.unsafelyUnwrapped
+        storage.generation &+= 1
+        return storage
+    }
+
+    /// Calls `body` with the buffer's `count` bytes, for reading. Reading copies nothing.
+    public func withBytes<Result: ~Copyable, Failure: Error>(
+        _ body: (RawSpan) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        guard let storage else {
+            return try body(RawSpan(_unsafeBytes: UnsafeRawBufferPointer(start: nil, count: 0)))
+        }
+        return try body(RawSpan(_unsafeStart: storage.base, byteCount: count))
+    }
+
+    /// Calls `body` with the buffer's `count` bytes, for reading and writing.
+    ///
+    /// If the buffer shares its storage with a copy, the storage is cloned first (see
+    /// ``makeUnique()``); then each page `body` writes is copied, once.
+    public mutating func withMutableBytes<Result: ~Copyable, Failure: Error>(
+        _ body: (inout MutableRawSpan) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        guard count > 0 else {
+            var bytes = MutableRawSpan(
+                _unsafeBytes: UnsafeMutableRawBufferPointer(start: nil, count: 0))
+            return try body(&bytes)
+        }
+        var bytes = MutableRawSpan(_unsafeStart: writableStorage().base, byteCount: count)
+        return try body(&bytes)
+    }
+
+    /// Calls `body` with a pointer to the buffer's `count` bytes, for reading.
+    ///
+    /// The pointer must not escape `body`.
+    public func withUnsafeBytes<Result: ~Copyable, Failure: Error>(
+        _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        try body(UnsafeRawBufferPointer(start: storage?.base, count: count))
+    }
+
+    /// Calls `body` with a pointer to the buffer's `count` bytes, for reading and writing:
+    /// as the buffer of `read(2)` and other calls that take a pointer.
+    ///
+    /// If the buffer shares its storage with a copy, the storage is cloned first. The
+    /// pointer must not escape `body`.
+    public mutating func withUnsafeMutableBytes<Result: ~Copyable, Failure: Error>(
+        _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        let base = count > 0 ? writableStorage().base : nil
+        return try body(UnsafeMutableRawBufferPointer(start: base, count: count))
+    }
+}
+
+extension CowBuffer: RandomAccessCollection, MutableCollection {
+    public typealias Index = Int
+    public typealias Indices = Range<Int>
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { count }
+
+    public func withContiguousStorageIfAvailable<Result>(
+        _ body: (UnsafeBufferPointer<UInt8>) throws -> Result
+    ) rethrows -> Result? {
+        try withUnsafeBytes { bytes in try body(bytes.assumingMemoryBound(to: UInt8.self)) }
+    }
+
+    public mutating func withContiguousMutableStorageIfAvailable<Result>(
+        _ body: (inout UnsafeMutableBufferPointer<UInt8>) throws -> Result
+    ) rethrows -> Result? {
+        try withUnsafeMutableBytes { bytes in
+            var elements = bytes.assumingMemoryBound(to: UInt8.self)
+            return try body(&elements)
+        }
+    }
+}
+
+extension CowBuffer: Equatable {
+    /// Whether the two buffers have the same count and the same bytes.
+    ///
+    /// Buffers that share their storage are equal at once. A buffer that was written after it
+    /// was copied from one that has not changed since is compared only on the pages it wrote,
+    /// and so are two buffers written after being copied from the same unchanged state.
+    /// Otherwise every byte is compared.
+    public static func == (lhs: CowBuffer, rhs: CowBuffer) -> Bool {
+        compare(lhs, rhs).equal
+    }
+
+    /// How a comparison was decided; tests check that the cheap ways are taken.
+    internal enum ComparisonPath: Equatable {
+        /// The counts differ.
+        case counts
+        /// The two share one storage (or are both empty).
+        case sameStorage
+        /// Only these many pages could differ, and were compared.
+        case pages(Int)
+        /// Every byte was compared.
+        case everything
+    }
+
+    internal static func compare(_ lhs: CowBuffer, _ rhs: CowBuffer) -> (equal: Bool, path: ComparisonPath) {
+        guard lhs.count == rhs.count else { return (false, .counts) }
+        guard let left = lhs.storage, let right = rhs.storage else { return (true, .sameStorage) }
+        if left === right { return (true, .sameStorage) }
+        let count = lhs.count
+        if let pages = CowBufferStorage.pagesThatMayDiffer(left, right) {
+            let equal = pages.allSatisfy { page in
+                let start = page * Region.pageSize
+                guard start < count else { return true }
+                return memcmp(left.base + start, right.base + start, Swift.min(Region.pageSize, count - start)) == 0
+            }
+            return (equal, .pages(pages.count))
+        }
+        return (memcmp(left.base, right.base, count) == 0, .everything)
+    }
+}
+
+extension CowBuffer: CustomStringConvertible {
+    /// `CowBuffer(count: 67108864)`: the count, not the bytes.
+    public var description: String { "CowBuffer(count: \(count))" }
+}
+
+/// The ids that tell storages apart for as long as the process runs: unlike an object's
+/// address, an id is never reused, so a storage's note of where it was cloned from cannot
+/// point to a newer storage at the same address.
+private let nextStorageID = Atomic<UInt64>(1)
+
+/// The region behind one or more ``CowBuffer`` values, with what equality needs to know
+/// about its history.
+///
+/// `@unchecked Sendable`, with the reasoning `Array`'s storage relies on: the mutable state
+/// (the region's bytes and `generation`) is only ever changed through a buffer that holds
+/// the *only* reference (`isKnownUniquelyReferenced`), and a storage shared by several
+/// buffers, which is the only kind another thread can see, is never mutated: a write through
+/// any of them first clones it. The other stored properties are constants, and the C calls
+/// made on a shared region (clone, dirty pages) are thread-safe.
+internal final class CowBufferStorage: @unchecked Sendable {
+    let region: Region
+    let base: UnsafeMutableRawPointer
+    let id: UInt64
+
+    /// Counts the writes made through this storage's buffer: any mutable access.
+    var generation: UInt64 = 0
+
+    /// The storage this one's region was cloned from, and that storage's `generation` then:
+    /// while the source's generation is still that, its content is this region's origin.
+    let source: (id: UInt64, generation: UInt64)?
+
+    init(region: consuming Region, source: (id: UInt64, generation: UInt64)?) {
+        base = region.unsafeBaseAddress
+        id = nextStorageID.wrappingAdd(1, ordering: .relaxed).oldValue
+        self.source = source
+        self.region = region
+    }
+
+    /// A storage of its own for a buffer about to write: a clone of this one's region.
+    func cloneForWriting() throws(CowMemError) -> CowBufferStorage {
+        CowBufferStorage(region: try region.clone(), source: (id, generation))
+    }
+
+    /// The pages where `a` and `b` may differ, ascending, when their history says so cheaply;
+    /// `nil` when only a full comparison can tell.
+    static func pagesThatMayDiffer(_ a: CowBufferStorage, _ b: CowBufferStorage) -> [Int]? {
+        do throws(CowMemError) {
+            // One was cloned from the other, which has not changed since: the other's content
+            // is the clone's origin, so only the clone's dirty pages can differ.
+            if let source = b.source, source.id == a.id, source.generation == a.generation {
+                return try b.region.dirtyPages()
+            }
+            if let source = a.source, source.id == b.id, source.generation == b.generation {
+                return try a.region.dirtyPages()
+            }
+            // Both were cloned from the same state of one storage: same origin.
+            if let left = a.source, let right = b.source, left == right {
+                return merged(try a.region.dirtyPages(), try b.region.dirtyPages())
+            }
+        } catch {
+            // The list could not be made (out of memory): compare everything instead.
+        }
+        return nil
+    }
+
+    /// The union of two ascending lists, ascending.
+    private static func merged(_ a: [Int], _ b: [Int]) -> [Int] {
+        var result: [Int] = []
+        result.reserveCapacity(a.count + b.count)
+        var i = 0, j = 0
+        while i < a.count || j < b.count {
+            if j == b.count || (i < a.count && a[i] < b[j]) {
+                result.append(a[i]); i += 1
+            } else if i == a.count || b[j] < a[i] {
+                result.append(b[j]); j += 1
+            } else {
+                result.append(a[i]); i += 1; j += 1
+            }
+        }
+        return result
+    }
+}

@@ -1,0 +1,279 @@
+@testable import CowMem
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+@Suite("CowBuffer against [UInt8]", .timeLimit(.minutes(1)), .watchdog(seconds: 90))
+struct CowBufferTests {
+    @Test("Random copies, copies of copies, writes and comparisons behave exactly like [UInt8]")
+    func randomizedAgainstArrays() throws {
+        let seed = testSeed()
+        print("CowBuffer randomized seed: \(seed)")
+        var random = SeededGenerator(seed: seed)
+        // Two families of different counts, neither a whole number of pages.
+        let counts = [5 * pageSize + 123, 3 * pageSize - 1]
+        var buffers = [try CowBuffer(count: counts[0]), try CowBuffer(pattern(count: counts[1], tag: 9))]
+        var models = [[UInt8](repeating: 0, count: counts[0]), pattern(count: counts[1], tag: 9)]
+        var log: [String] = []
+        for step in 0..<2500 {
+            let i = Int.random(in: 0..<buffers.count, using: &random)
+            let count = models[i].count
+            switch Int.random(in: 0..<100, using: &random) {
+            case 0..<15 where buffers.count < 10:
+                log.append("copy #\(i) -> #\(buffers.count)")
+                buffers.append(buffers[i])
+                models.append(models[i])
+            case 15..<22:
+                let j = Int.random(in: 0..<buffers.count, using: &random)
+                log.append("#\(i) = #\(j)")
+                buffers[i] = buffers[j]
+                models[i] = models[j]
+            case 22..<27 where buffers.count > 2:
+                log.append("drop #\(i)")
+                buffers.remove(at: i)
+                models.remove(at: i)
+            case 27..<55:
+                let offset = Int.random(in: 0..<count, using: &random)
+                let value = UInt8.random(in: 0...255, using: &random)
+                log.append("#\(i)[\(offset)] = \(value)")
+                buffers[i][offset] = value
+                models[i][offset] = value
+            case 55..<62:
+                // Put back the byte of a copy, so that equal buffers with written pages occur.
+                let j = Int.random(in: 0..<buffers.count, using: &random)
+                guard models[j].count == count else { break }
+                let offset = Int.random(in: 0..<count, using: &random)
+                log.append("#\(i)[\(offset)] = #\(j)[\(offset)]")
+                buffers[i][offset] = buffers[j][offset]
+                models[i][offset] = models[j][offset]
+            case 62..<72:
+                let length = Int.random(in: 1...min(count, 2 * pageSize), using: &random)
+                let offset = Int.random(in: 0...(count - length), using: &random)
+                let tag = UInt8.random(in: 0...255, using: &random)
+                log.append("fill \(length) bytes of #\(i) at \(offset) with tag \(tag)")
+                buffers[i].withUnsafeMutableBytes { bytes in
+                    fillPattern(UnsafeMutableRawBufferPointer(rebasing: bytes[offset..<(offset + length)]), tag: tag)
+                }
+                models[i].replaceSubrange(offset..<(offset + length), with: pattern(count: length, tag: tag))
+            case 72..<78:
+                let offset = Int.random(in: 0...(count - 8), using: &random)
+                let value = random.next()
+                log.append("span store of 8 bytes into #\(i) at \(offset)")
+                buffers[i].withMutableBytes { $0.storeBytes(of: value, toByteOffset: offset, as: UInt64.self) }
+                withUnsafeBytes(of: value) { models[i].replaceSubrange(offset..<(offset + 8), with: $0) }
+            case 78..<82:
+                let a = Int.random(in: 0..<count, using: &random), b = Int.random(in: 0..<count, using: &random)
+                log.append("#\(i).swapAt(\(a), \(b))")
+                buffers[i].swapAt(a, b)
+                models[i].swapAt(a, b)
+            default:
+                break
+            }
+            // Compare a random pair, and check one buffer's bytes.
+            let a = Int.random(in: 0..<buffers.count, using: &random)
+            let b = Int.random(in: 0..<buffers.count, using: &random)
+            if (buffers[a] == buffers[b]) != (models[a] == models[b]) || (buffers[b] == buffers[a]) != (models[a] == models[b]) {
+                Issue.record("seed \(seed) step \(step): #\(a) == #\(b) is \(buffers[a] == buffers[b]), the arrays say \(models[a] == models[b]); last: \(log.suffix(8))")
+                return
+            }
+            let checked = Int.random(in: 0..<buffers.count, using: &random)
+            if buffers[checked].count != models[checked].count
+                || buffers[checked].withUnsafeBytes({ firstDifference($0, models[checked]) }) != nil {
+                Issue.record("seed \(seed) step \(step): #\(checked) differs from its array; last: \(log.suffix(8))")
+                return
+            }
+        }
+        for (index, buffer) in buffers.enumerated() {
+            #expect(Array(buffer) == models[index], "seed \(seed): #\(index) at the end")
+        }
+    }
+
+    @Test("The first write after a copy, on either side, leaves the other side as it was")
+    func copiesAreIndependent() throws {
+        let count = 4 * pageSize
+        var a = try CowBuffer(pattern(count: count, tag: 1))
+        var b = a
+        a[10] = 0xEE                        // the original writes first
+        #expect(b[10] == pattern(count: count, tag: 1)[10])
+        #expect(a[10] == 0xEE)
+        var c = b
+        c[3 * pageSize] = 0xCC              // the copy writes first
+        #expect(b[3 * pageSize] == pattern(count: count, tag: 1)[3 * pageSize])
+        b[0] = 0xBB
+        #expect(Array(a) == { var model = pattern(count: count, tag: 1); model[10] = 0xEE; return model }())
+        #expect(Array(b) == { var model = pattern(count: count, tag: 1); model[0] = 0xBB; return model }())
+        #expect(Array(c) == { var model = pattern(count: count, tag: 1); model[3 * pageSize] = 0xCC; return model }())
+        c = a                               // assignment shares again
+        #expect(c.storage === a.storage)
+    }
+
+    @Test("The first write after a copy copies only the page it touches")
+    func firstWriteCopiesOnePage() throws {
+        let count = 16 << 20
+        let original = try CowBuffer(repeating: 7, count: count)
+        var copy = original
+        copy[count / 2] = 8
+        let statistics = try copy.storage!.region.statistics
+        #expect(statistics.written == 1, "\(statistics)")
+        #expect(statistics.resident - statistics.shared <= 1, "\(statistics)")
+        #expect(original[count / 2] == 7 && copy[count / 2] == 8)
+        #expect(original != copy)
+    }
+
+    @Test("Equality takes the short ways: shared storage, a clone's dirty pages, siblings' dirty pages")
+    func equalityFastPaths() throws {
+        let count = 8 * pageSize + 100
+        let a = try CowBuffer(pattern(count: count, tag: 3))
+        var b = a
+        #expect(CowBuffer.compare(a, b) == (true, .sameStorage))
+
+        // b was cloned from a, which has not changed since: only b's written page is compared.
+        b[5 * pageSize + 1] ^= 0xFF
+        #expect(CowBuffer.compare(a, b) == (false, .pages(1)))
+        #expect(CowBuffer.compare(b, a) == (false, .pages(1)))
+        b[5 * pageSize + 1] ^= 0xFF         // written back: equal, the page may or may not be listed
+        let writtenBack = CowBuffer.compare(a, b)
+        #expect(writtenBack.equal)
+        #expect(writtenBack.path == .pages(1) || writtenBack.path == .pages(0))
+
+        // Two copies of one unchanged state, each written: the union of their pages.
+        var c = a, d = a
+        c[0] = 1
+        d[8 * pageSize + 99] = 1            // the last, partial page
+        #expect(CowBuffer.compare(c, d) == (false, .pages(2)))
+
+        // makeUnique() clones without writing: nothing to compare.
+        var e = a
+        try e.makeUnique()
+        #expect(e.storage !== a.storage)
+        #expect(CowBuffer.compare(a, e) == (true, .pages(0)))
+        try e.makeUnique()                   // already its own: no new clone
+        #expect(CowBuffer.compare(a, e) == (true, .pages(0)))
+
+        // Buffers of separate histories are compared byte by byte, and still correctly.
+        let f = try CowBuffer(pattern(count: count, tag: 3))
+        #expect(CowBuffer.compare(a, f) == (true, .everything))
+        #expect(CowBuffer.compare(a, try CowBuffer(count: count + 1)) == (false, .counts))
+    }
+
+    @Test("After the source writes too, equality no longer trusts the clone's list and compares everything")
+    func equalityAfterBothSidesWrite() throws {
+        let count = 4 * pageSize
+        var a = try CowBuffer(pattern(count: count, tag: 4))
+        var b = a
+        b[0] = 0                              // b clones; a keeps the storage b came from
+        a[2 * pageSize] ^= 1                  // a writes it in place: b's origin is gone
+        #expect(CowBuffer.compare(a, b).path == .everything)
+        #expect(a != b)
+        a[2 * pageSize] ^= 1
+        a[0] = 0
+        #expect(CowBuffer.compare(a, b) == (true, .everything))
+    }
+
+    @Test("The count is fixed and exact; the storage is rounded up to whole pages")
+    func countAndRounding() throws {
+        let count = 3 * pageSize + 5
+        var buffer = try CowBuffer(count: count)
+        #expect(buffer.count == count)
+        #expect(buffer.storage!.region.size == 4 * pageSize)
+        #expect(buffer.withUnsafeBytes { $0.count } == count)
+        #expect(buffer.withBytes { $0.byteCount } == count)
+        buffer[count - 1] = 1
+        #expect(buffer.indices == 0..<count)
+        #expect(buffer.last == 1)
+        let copy = buffer
+        buffer.withMutableBytes { $0.storeBytes(of: 2, toByteOffset: count - 1, as: UInt8.self) }
+        #expect(copy.last == 1 && buffer.last == 2)
+        #expect(buffer.description == "CowBuffer(count: \(count))")
+    }
+
+    @Test("Empty buffers have no region and are equal to each other")
+    func emptyBuffers() throws {
+        var empty = CowBuffer()
+        #expect(empty.isEmpty && empty.storage == nil)
+        #expect(empty == (try CowBuffer(count: 0)))
+        #expect(empty == (try CowBuffer([UInt8]())))
+        #expect(empty.withUnsafeMutableBytes { $0.count } == 0)
+        #expect(empty.withBytes { $0.byteCount } == 0)
+        try empty.makeUnique()
+        #expect(Array(empty) == [])
+        let negative = #expect(throws: CowMemError.self) { _ = try CowBuffer(count: -1) }
+        #expect(negative?.code == .invalidSize)
+    }
+
+    @Test("A loaded or existing region can become a buffer")
+    func bufferFromRegion() throws {
+        var region = try Region(size: 2 * pageSize)
+        region.withUnsafeMutableBytes { fillPattern($0, tag: 8) }
+        var buffer = CowBuffer(region, count: pageSize + 1)
+        #expect(Array(buffer) == Array(pattern(count: 2 * pageSize, tag: 8).prefix(pageSize + 1)))
+        let copy = buffer
+        buffer[pageSize] = 0
+        #expect(copy[pageSize] == pattern(count: 2 * pageSize, tag: 8)[pageSize])
+    }
+
+    @Test("Reading or writing past the end traps, as with an array")
+    func outOfBoundsTraps() async {
+        await #expect(processExitsWith: .failure) {
+            let buffer = try CowBuffer(count: 10)
+            _ = buffer[10]
+        }
+        await #expect(processExitsWith: .failure) {
+            var buffer = try CowBuffer(count: 10)
+            buffer[-1] = 0
+        }
+    }
+
+    @Test("Copies sent to concurrent tasks are written and checked there, and the original never changes")
+    func concurrentCopies() async throws {
+        let seed = testSeed()
+        print("CowBuffer concurrent seed: \(seed) (task i uses seed + i)")
+        let count = 64 * pageSize
+        let original = try CowBuffer(pattern(count: count, tag: 0x2C))
+        let originalBytes = pattern(count: count, tag: 0x2C)
+        let results = try await withThrowingTaskGroup(of: (Int, CowBuffer, [UInt8]).self) { group in
+            for task in 0..<4 {
+                group.addTask {
+                    var random = SeededGenerator(seed: seed &+ UInt64(task))
+                    var mine = original          // a copy, made on this task
+                    var model = originalBytes
+                    for round in 0..<200 {
+                        let offset = Int.random(in: 0..<count, using: &random)
+                        let value = UInt8.random(in: 0...255, using: &random)
+                        mine[offset] = value
+                        model[offset] = value
+                        if round % 50 == 0 {
+                            var again = mine        // a copy of a copy, written on the side
+                            again[0] &+= 1
+                            if Array(mine) != model || again == mine {
+                                throw TestFailure("task \(task) round \(round): the copy differs from its array")
+                            }
+                        }
+                        if original[offset] != originalBytes[offset] {
+                            throw TestFailure("task \(task) round \(round): the original changed")
+                        }
+                    }
+                    if (mine == original) != (model == originalBytes) {
+                        throw TestFailure("task \(task): equality with the original is wrong")
+                    }
+                    return (task, mine, model)
+                }
+            }
+            var results: [(Int, CowBuffer, [UInt8])] = []
+            for try await result in group { results.append(result) }
+            return results
+        }
+        #expect(results.count == 4)
+        for (task, buffer, model) in results {
+            #expect(Array(buffer) == model, "task \(task)")
+            for (other, otherBuffer, otherModel) in results {
+                #expect((buffer == otherBuffer) == (model == otherModel), "tasks \(task) and \(other)")
+            }
+        }
+        #expect(Array(original) == originalBytes)
+    }
+}
