@@ -171,7 +171,8 @@ public struct CowBuffer: Sendable {
         guard let storage else {
             return try body(RawSpan(_unsafeBytes: UnsafeRawBufferPointer(start: nil, count: 0)))
         }
-        return try body(RawSpan(_unsafeStart: storage.base, byteCount: count))
+        let base = UnsafeRawPointer(storage.base)   // through a local, as in withMutableBytes
+        return try body(RawSpan(_unsafeStart: base, byteCount: count))
     }
 
     /// Calls `body` with the buffer's `count` bytes, for reading and writing.
@@ -186,7 +187,10 @@ public struct CowBuffer: Sendable {
                 _unsafeBytes: UnsafeMutableRawBufferPointer(start: nil, count: 0))
             return try body(&bytes)
         }
-        var bytes = MutableRawSpan(_unsafeStart: writableStorage().base, byteCount: count)
+        // The address goes through a local: a span made straight from the class's property
+        // crashes the 6.3 optimizer (an ownership verifier error in CopyPropagation).
+        let base = writableStorage().base
+        var bytes = MutableRawSpan(_unsafeStart: base, byteCount: count)
         return try body(&bytes)
     }
 
