@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "CowMem", targets: ["CowMem"]),
         .executable(name: "cowmem-demo", targets: ["cowmem-demo"]),
         .executable(name: "cowmem-snapshots", targets: ["cowmem-snapshots"]),
+        .executable(name: "cowmem-image-undo", targets: ["cowmem-image-undo"]),
         .executable(name: "cowmem-swift-bench", targets: ["cowmem-swift-bench"]),
     ],
     dependencies: [
@@ -44,6 +45,11 @@ let package = Package(
             name: "cowmem-snapshots",
             dependencies: ["CowMem"],
             path: "Examples/swift"
+        ),
+        .executableTarget(
+            name: "cowmem-image-undo",
+            dependencies: ["CowMem"],
+            path: "Examples/swift-image-undo"
         ),
         .executableTarget(
             name: "cowmem-swift-bench",
