@@ -2,10 +2,12 @@
 // change one byte, with an Array (copy-on-write of the whole buffer on the first write)
 // and with a CowMem region (copy-on-write of one page).
 //
-//     swift run -c release cowmem-swift-bench [--size-mib N] [--reps N]
+//     swift run -c release cowmem-swift-bench [--size-mib N] [--reps N] [--buffer-sizes 64,256]
 //
-// Prints a Markdown table of medians and the ratio. A program, not a test: run it on a
-// quiet machine and compare the two rows of one run.
+// Prints Markdown tables of medians and the ratios: first a region clone against an Array,
+// then CowBuffer against [UInt8] with the same value-semantics code, `var b = a; b[i] = x`,
+// at each of the buffer sizes, with the memory the copy added. A program, not a test: run it
+// on a quiet machine and compare the rows of one run.
 
 import CowMem
 
@@ -97,3 +99,79 @@ print("| `[UInt8]`: `var copy = original; copy[i] = x` | \(milliseconds(arrayMed
 print("| CowMem: `var copy = try region.clone()`, then one store | \(milliseconds(regionMedian)) |")
 print()
 print("CowMem is \(fixed(arrayMedian / regionMedian, 0))× faster than the Array copy.")
+
+// CowBuffer against [UInt8]: the same code, `var b = a; b[i] = x`, on both. The first write
+// after the copy copies the whole array, and one page of the buffer's region.
+
+/// The process's resident anonymous and shared-memory pages (`RssAnon` + `RssShmem`), in
+/// bytes: an Array's copy is anonymous memory, a region's pages live in memfds (shmem) and
+/// its copied pages are anonymous.
+func residentBytes() -> Int {
+    guard let file = fopen("/proc/self/status", "r") else { return 0 }
+    defer { fclose(file) }
+    var total = 0
+    var line = [CChar](repeating: 0, count: 256)
+    while fgets(&line, CInt(line.count), file) != nil {
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard text.hasPrefix("RssAnon:") || text.hasPrefix("RssShmem:") else { continue }
+        total += Int(text.split(separator: " ").dropFirst().first { !$0.isEmpty }.flatMap { Int($0) } ?? 0) * 1024
+    }
+    return total
+}
+
+func mebibytes(_ bytes: Double) -> String {
+    let value = bytes / Double(1 << 20)
+    return (value >= 0 ? "+" : "") + fixed(value, value.magnitude < 1 ? 3 : 1) + " MiB"
+}
+
+/// The median time of `var b = a; b[i] = x` on `original`, and the median memory the kept
+/// copy added; one warm-up round first.
+func firstWriteAfterCopy<Buffer: MutableCollection<UInt8>>(
+    _ original: Buffer, repetitions: Int
+) -> (nanoseconds: Double, bytes: Double) where Buffer.Index == Int {
+    var times: [UInt64] = [], added: [UInt64] = []
+    let middle = original.count / 2
+    for round in 0...repetitions {
+        let before = residentBytes()
+        let start = nanoseconds()
+        var copy = original
+        copy[middle] = 8
+        let end = nanoseconds()
+        let after = residentBytes()
+        precondition(copy[middle] == 8 && original[middle] == 7, "the copy is wrong")
+        if round > 0 {
+            times.append(end - start)
+            added.append(UInt64(max(0, after - before)))
+        }
+        withExtendedLifetime(copy) {}
+    }
+    return (median(times), median(added))
+}
+
+let bufferSizes: [Int] = {
+    let arguments = CommandLine.arguments
+    guard let index = arguments.firstIndex(of: "--buffer-sizes"), index + 1 < arguments.count else { return [64, 256] }
+    let sizes = arguments[index + 1].split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 }
+    return sizes.isEmpty ? [64, 256] : sizes
+}()
+
+print()
+print("# CowBuffer against [UInt8]: `var b = a; b[i] = x`")
+print()
+print("The first write after a copy; medians of \(repetitions) after one warm-up. Memory added: RssAnon + RssShmem")
+print("while the copy is alive.")
+print()
+print("| size | `[UInt8]` | `CowBuffer` | [UInt8] ÷ CowBuffer | memory added, `[UInt8]` | memory added, `CowBuffer` |")
+print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+for mebibytesOfBuffer in bufferSizes {
+    let count = mebibytesOfBuffer << 20
+    var array = [UInt8](repeating: 7, count: count)
+    let arrayResult = firstWriteAfterCopy(array, repetitions: repetitions)
+    array = []
+    var buffer = try CowBuffer(repeating: 7, count: count)
+    let bufferResult = firstWriteAfterCopy(buffer, repetitions: repetitions)
+    buffer = CowBuffer()
+    print("| \(mebibytesOfBuffer) MiB | \(milliseconds(arrayResult.nanoseconds)) | \(milliseconds(bufferResult.nanoseconds)) "
+          + "| \(fixed(arrayResult.nanoseconds / bufferResult.nanoseconds, 0))× "
+          + "| \(mebibytes(arrayResult.bytes)) | \(mebibytes(bufferResult.bytes)) |")
+}
