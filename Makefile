@@ -202,18 +202,28 @@ demo:
 BENCH_ARGS ?=
 # The Swift comparison with Array, e.g. SWIFT_BENCH_ARGS="--size-mib 1024".
 SWIFT_BENCH_ARGS ?=
+# Changed pages, reset, save and load against memcmp, memcpy, write(2) and
+# read(2), e.g. TRACK_BENCH_ARGS="--sizes 64,256,1024 --reps 9";
+# `make bench-tracking` runs only that part.
+TRACK_BENCH_ARGS ?=
 BENCH_DIR := $(BUILD)/bench
 BENCH_PROGRAM := $(BENCH_DIR)/cowmem-bench
+TRACK_BENCH_PROGRAM := $(BENCH_DIR)/cowmem-track-bench
 BENCH_CSV := $(BENCH_DIR)/bench.csv
 BENCH_PNG := $(BENCH_DIR)/bench.png
+TRACK_BENCH_CSV := $(BENCH_DIR)/tracking.csv
 
-.PHONY: bench
-bench: $(BENCH_PROGRAM)
+.PHONY: bench bench-tracking
+bench: $(BENCH_PROGRAM) $(TRACK_BENCH_PROGRAM)
 	$(BENCH_PROGRAM) --csv $(BENCH_CSV) $(BENCH_ARGS)
 	@Benchmarks/chart.sh $(BENCH_CSV) $(BENCH_PNG)
+	$(TRACK_BENCH_PROGRAM) --csv $(TRACK_BENCH_CSV) $(TRACK_BENCH_ARGS)
 	$(SWIFT) run -c release cowmem-swift-bench $(SWIFT_BENCH_ARGS)
 
-$(BENCH_PROGRAM): Benchmarks/cowmem-bench.c $(HEADER) $(LIB_STATIC)
+bench-tracking: $(TRACK_BENCH_PROGRAM)
+	$(TRACK_BENCH_PROGRAM) --csv $(TRACK_BENCH_CSV) $(TRACK_BENCH_ARGS)
+
+$(BENCH_DIR)/%: Benchmarks/%.c $(HEADER) $(LIB_STATIC)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -Wall -Wextra -ISources/CCowMem/include $(CFLAGS) \
 		$(LDFLAGS) -o $@ $< $(LIB_STATIC) -lpthread -lm
