@@ -232,7 +232,9 @@ ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap)
 		errno = saved;
 		return -1;
 	}
-	memcpy(pages, list.pages, (list.count < cap ? list.count : cap) * sizeof *pages);
+	size_t stored = list.count < cap ? list.count : cap;
+	if (stored > 0)
+		memcpy(pages, list.pages, stored * sizeof *pages);
 	free(list.pages);
 	return (ssize_t)list.count;
 }
