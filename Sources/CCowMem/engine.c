@@ -625,11 +625,11 @@ void resolve_fill(struct cowmem_region *r, size_t page, bool minor, bool write)
 		return;
 	}
 	if (!minor && r->base->source >= 0) {
-		/* A loaded layer: read the page (and its neighbours) from the
-		 * snapshot file first. Where the file has data, the kernel maps
-		 * the new page-cache page when the thread retries. */
-		size_t load_end = page + FILL_WINDOW < r->pages ? page + FILL_WINDOW : r->pages;
-		int loaded = layer_load(r->base, page, load_end);
+		/* A loaded layer: read the page (and, when reading goes in
+		 * order, the next ones) from the snapshot file first. Where the
+		 * file has data, the kernel maps the new page-cache page when
+		 * the thread retries. */
+		int loaded = layer_load(r->base, page, r->pages);
 		if (loaded < 0) {
 			fail_page(r, page, errno);
 			return;
