@@ -227,6 +227,32 @@ struct RegionSnapshotTests {
         #expect(loaded.withUnsafeBytes { firstDifference($0, pattern(count: size, tag: 0x11)) } == nil)
     }
 
+    @Test("Saving a clone whose pages are lent or not filled yet writes their content and fills nothing")
+    func saveUnfilledClone() throws {
+        let size = 24 * pageSize
+        var source = try Region(size: size)
+        source.withUnsafeMutableBytes { fillPattern(UnsafeMutableRawBufferPointer(rebasing: $0[..<(12 * pageSize)]), tag: 0x31) }
+        let first = try source.clone()
+        source.withUnsafeMutableBytes { fillPattern(UnsafeMutableRawBufferPointer(rebasing: $0[(4 * pageSize)..<(8 * pageSize)]), tag: 0x32) }
+        let clone = try source.clone()        // base pages, lent pages and holes, none touched
+        source.withUnsafeMutableBytes { fillPattern($0, tag: 0x33) }   // the source moves on
+        var expected = [UInt8](repeating: 0, count: size)
+        expected.replaceSubrange(0..<(12 * pageSize), with: pattern(count: 12 * pageSize, tag: 0x31))
+        expected.replaceSubrange((4 * pageSize)..<(8 * pageSize), with: pattern(count: 4 * pageSize, tag: 0x32))
+
+        let before = try clone.statistics
+        let file = try temporaryFile()
+        defer { try? file.close() }
+        try clone.save(to: file)
+        let after = try clone.statistics
+        #expect(after.resident == before.resident, "before \(before), after \(after)")
+        #expect(try clone.dirtyPages() == [])
+        let loaded = try Region(loading: file)
+        #expect(loaded.withUnsafeBytes { firstDifference($0, expected) } == nil)
+        #expect(clone.withUnsafeBytes { firstDifference($0, expected) } == nil)
+        #expect(first.withUnsafeBytes { firstDifference($0, Array(expected[..<(4 * pageSize)]) + pattern(count: 12 * pageSize, tag: 0x31)[(4 * pageSize)...] + [UInt8](repeating: 0, count: 12 * pageSize)) } == nil)
+    }
+
     @Test("A mostly empty region makes a sparse snapshot on tmpfs")
     func sparseSnapshot() throws {
         let size = 256 * pageSize
