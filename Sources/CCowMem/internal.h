@@ -86,6 +86,10 @@ int sys_userfaultfd(int flags);
 int sys_memfd_create(const char *name, unsigned int flags);
 void *sys_mremap(void *old_address, size_t old_size, size_t new_size,
 		 int flags, void *new_address);
+struct iovec;
+int sys_pidfd_open(pid_t pid, unsigned int flags);
+ssize_t sys_process_madvise(int pidfd, const struct iovec *iov, size_t count, int advice,
+			    unsigned int flags);
 
 /* userfaultfd ioctls: 0 on success, -1 + errno. *done (where present) gets
  * the number of bytes the kernel handled before an error. */

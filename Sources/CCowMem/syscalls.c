@@ -28,6 +28,18 @@ void *sys_mremap(void *old_address, size_t old_size, size_t new_size,
 			       flags, new_address);
 }
 
+int sys_pidfd_open(pid_t pid, unsigned int flags)
+{
+	return (int)syscall(SYS_pidfd_open, pid, flags);
+}
+
+/* 5.10+; MADV_DONTNEED on the caller's own process since 6.13. */
+ssize_t sys_process_madvise(int pidfd, const struct iovec *iov, size_t count, int advice,
+			    unsigned int flags)
+{
+	return syscall(SYS_process_madvise, pidfd, iov, count, advice, flags);
+}
+
 int uffd_api(int uffd, uint64_t want, uint64_t *granted)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = want };
