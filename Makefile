@@ -92,6 +92,8 @@ help:
 	@echo 'make valgrind       a few C tests under valgrind memcheck'
 	@echo 'make stress         the soak, STRESS_SECONDS (default 120) long'
 	@echo 'make examples       build the C examples into build/examples/'
+	@echo 'make bench          every benchmark side by side (tables, CSV, chart); see Benchmarks/README.md'
+	@echo 'make bench-tracking dirty pages, reset, save and load only ($$(TRACK_BENCH_ARGS))'
 	@echo 'make demo           swift run -c release cowmem-demo $$(DEMO_ARGS)'
 	@echo '                    e.g. make demo DEMO_ARGS="--size-mib 256"'
 	@echo 'make install        install into $$(DESTDIR)$$(PREFIX) (PREFIX=$(PREFIX))'

@@ -205,7 +205,7 @@ static int dirty_compare_all(const struct cowmem_region *r, struct page_list *li
 ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap)
 {
 	struct page_list list = { 0 };
-	int rc;
+	int entry_errno = errno, rc;
 
 	if (engine_init() < 0)
 		return -1;
@@ -237,6 +237,7 @@ ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap)
 	if (stored > 0)
 		memcpy(pages, list.pages, stored * sizeof *pages);
 	free(list.pages);
+	errno = entry_errno; /* lseek(SEEK_DATA) ends with ENXIO */
 	return (ssize_t)list.count;
 }
 

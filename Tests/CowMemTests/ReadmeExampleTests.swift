@@ -20,4 +20,18 @@ struct ReadmeExampleTests {
         #expect(saved == 1)
         #expect(now == 2)
     }
+
+    @Test("The README's CowBuffer snippet: undo gives back the kept state, one page copied")
+    func readmeCowBufferSnippet() throws {
+        // README begin
+        var image = try CowBuffer(repeating: 0xFF, count: 64 << 20)   // 64 MiB
+        var history: [CowBuffer] = []
+
+        history.append(image)          // keeps this state: no copy
+        image[1_000_000] = 0           // the first write after a copy clones the region: one page copied
+        image = history.removeLast()   // undo
+        // README end
+        #expect(image[1_000_000] == 0xFF)
+        #expect(history.isEmpty)
+    }
 }

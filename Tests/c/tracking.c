@@ -353,6 +353,9 @@ static void test_bad_input(void)
 	CHECK(cowmem_dirty_pages(NULL, list, 4) == -1 && errno == EINVAL, "dirty NULL region");
 	errno = 0;
 	CHECK(cowmem_dirty_pages(r, NULL, 4) == -1 && errno == EINVAL, "dirty NULL list");
+	errno = EDOM;
+	CHECK(cowmem_dirty_pages(r, list, 4) == 0 && errno == EDOM,
+	      "a successful cowmem_dirty_pages changed errno to %s", strerror(errno));
 	errno = 0;
 	CHECK(cowmem_reset(NULL) == -1 && errno == EINVAL, "reset NULL");
 	errno = 0;

@@ -79,16 +79,19 @@ COWMEM_API int cowmem_destroy(cowmem_region *r);
  * made or last reset (a page written back to its original bytes may or may
  * not be). Stores up to `cap` page indices (offset / cowmem_page_size()) in
  * ascending order into `pages` and returns how many pages there are, which
- * may be more than `cap`. Cost grows with the pages written or filled, not
- * with the region's size (except without /proc, where every page is
- * compared). Returns -1 and sets errno: EINVAL (r not a live region, or
+ * may be more than `cap`. Cost grows with the pages the region has mapped
+ * (written, or read since it was made), not with its size: a region that
+ * only wrote k pages costs O(k); one that read every page, about 11 ms per
+ * GiB here (the kernel walks its page tables). Without /proc every page is
+ * compared. Returns -1 and sets errno: EINVAL (r not a live region, or
  * pages NULL with cap > 0), ENOMEM.
  */
 COWMEM_API ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap);
 
 /**
  * Discards every change made to `r`: its content becomes its origin again,
- * at a cost that grows with the pages changed, not with the region's size.
+ * at a cost that grows with the pages changed (and, like
+ * cowmem_dirty_pages(), the pages mapped), not with the region's size.
  * The address stays the same. Clones of `r` keep their content. No other
  * thread may access `r` during the call. Returns 0, or -1 and sets errno:
  * EINVAL (r not a live region), ENOMEM, EMFILE; on failure r's content is
@@ -115,7 +118,8 @@ COWMEM_API int cowmem_save(const cowmem_region *r, int fd);
  * to the region or its clones never reach the file. The library keeps its
  * own duplicate of `fd`; the file must not change while the region or any
  * clone of it exists. Returns NULL and sets errno: EINVAL (not a CowMem
- * snapshot, or made with another page size), EBADF, ENOMEM, EMFILE, EIO.
+ * snapshot, or made with another page size), EBADF, ESPIPE (a pipe or
+ * socket), ENOMEM, EMFILE, EIO.
  */
 COWMEM_API cowmem_region *cowmem_load(int fd);
 
