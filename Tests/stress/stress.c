@@ -7,7 +7,10 @@
  *   0      snapshotter: now and then pauses the racers, clones the shared
  *          region S (and clones the clone), lets the racers go on, and
  *          checks that the snapshots keep exactly the bytes S had, while
- *          S changes under them; destroys old snapshots in random order.
+ *          S changes under them; destroys old snapshots in random order;
+ *          resets snapshots (whose origin versions S lends while the
+ *          racers write S) and checks them against their origin, and that
+ *          cowmem_dirty_pages lists every page that differs from it.
  *   1, 2   racers: write S at the same time, on the same pages; each owns
  *          every n-th 8-byte word of every page, so its model stays exact,
  *          and checks its words. After a clone, S lends its pages, so
@@ -131,6 +134,7 @@ static void *racer(void *argument)
 struct snapshot {
 	cowmem_region *region;
 	unsigned char *model;
+	unsigned char *origin; /* its bytes when it was made */
 };
 
 static void *snapshotter(void *unused)
@@ -148,10 +152,12 @@ static void *snapshotter(void *unused)
 				memcpy(s->model, cowmem_data(s->region), size);
 			CHECK(cowmem_destroy(s->region) == 0, "destroy: %s", strerror(errno));
 			free(s->model);
+			free(s->origin);
 			s->region = NULL;
 		}
 		s->model = malloc(size);
-		CHECK(s->model != NULL, "malloc");
+		s->origin = malloc(size);
+		CHECK(s->model != NULL && s->origin != NULL, "malloc");
 		/* Pause the racers: the clone then has exactly the model. */
 		pthread_rwlock_wrlock(&pause_lock);
 		unsigned pick = (unsigned)test_rng_below(&rng, 4);
@@ -168,6 +174,7 @@ static void *snapshotter(void *unused)
 			memcpy(s->model, shared_model, size);
 			pthread_rwlock_unlock(&pause_lock);
 		}
+		memcpy(s->origin, s->model, size);
 		/* The racers write S now; the snapshot must not change. Write
 		 * some of the snapshot itself too. */
 		if (test_rng_below(&rng, 2)) {
@@ -175,6 +182,27 @@ static void *snapshotter(void *unused)
 			test_rng_fill(&rng, (unsigned char *)cowmem_data(s->region) + offset, 64);
 			memcpy(s->model + offset,
 			       (unsigned char *)cowmem_data(s->region) + offset, 64);
+		}
+		/* Roll another snapshot back while the racers write S, which
+		 * may be lending it the versions it started from. */
+		struct snapshot *back = &snaps[test_rng_below(&rng, SNAPSHOTS)];
+		if (back->region && back != s && test_rng_below(&rng, 3) == 0) {
+			size_t dirty[S_PAGES];
+			ssize_t n = cowmem_dirty_pages(back->region, dirty, S_PAGES);
+			CHECK(n >= 0 && n <= S_PAGES, "cowmem_dirty_pages: %zd, %s", n,
+			      strerror(errno));
+			for (size_t p = 0, i = 0; p < S_PAGES; p++) {
+				bool listed = i < (size_t)n && dirty[i] == p;
+				i += listed;
+				if (!listed && memcmp(back->model + p * page, back->origin + p * page,
+						      page) != 0) {
+					atomic_fetch_add(&mismatches, 1);
+					fprintf(stderr, "page %zu of a snapshot differs from its "
+						"origin but is not listed (seed %" PRIu64 ")\n", p, seed);
+				}
+			}
+			CHECK(cowmem_reset(back->region) == 0, "cowmem_reset: %s", strerror(errno));
+			memcpy(back->model, back->origin, size);
 		}
 		for (int i = 0; i < SNAPSHOTS; i++)
 			if (snaps[i].region &&
@@ -190,6 +218,7 @@ static void *snapshotter(void *unused)
 			CHECK(cowmem_destroy(snaps[i].region) == 0, "destroy: %s",
 			      strerror(errno));
 			free(snaps[i].model);
+			free(snaps[i].origin);
 		}
 	return NULL;
 }
