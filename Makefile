@@ -141,8 +141,10 @@ $(PC): Support/cowmem.pc.in $(PC_STAMP)
 
 # Tests link the static archive so that they run without an installed
 # library or an rpath.
+# alloc_failures.c makes the library's allocations fail on purpose.
+TEST_LDFLAGS_alloc_failures := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 $(BUILD)/tests/%: Tests/c/%.c $(LIB_STATIC) | $(BUILD)/tests
-	$(CC) $(TEST_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_STATIC) -lpthread
+	$(CC) $(TEST_CFLAGS) $(LDFLAGS) $(TEST_LDFLAGS_$*) -o $@ $< $(LIB_STATIC) -lpthread
 
 # Examples link the shared library, found next to them via the rpath.
 $(BUILD)/examples/%: Examples/c/%.c $(LIB_SHARED) $(LIB_LINKS) | $(BUILD)/examples

@@ -1120,8 +1120,15 @@ static struct cowmem_region *origin_new(struct cowmem_region *clone)
 	o->hidden = true;
 	o->origin_kind = ORIGIN_BASE;
 	/* Registered so that a hand-over can copy a version into it. */
-	if (region_inherit_waits(clone, o) < 0 ||
-	    (engine.uffd >= 0 && region_register(o, UFFDIO_REGISTER_MODE_MISSING) < 0))
+	/* Registered so that a hand-over can copy a version into it, and
+	 * MINOR like any region that waits: even an access from outside (a
+	 * debugger, process_vm_readv) must not map a base page there. */
+	uint64_t modes = UFFDIO_REGISTER_MODE_MISSING;
+	if (region_inherit_waits(clone, o) < 0)
+		goto err;
+	if (o->in.count > 0)
+		modes |= UFFDIO_REGISTER_MODE_MINOR;
+	if (engine.uffd >= 0 && region_register(o, modes) < 0)
 		goto err;
 	if (registry_insert(o) < 0) {
 		errno = ENOMEM;
@@ -1202,7 +1209,11 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 	uint64_t modes = UFFDIO_REGISTER_MODE_MISSING;
 	if (clone->in.count > 0)
 		modes |= UFFDIO_REGISTER_MODE_MINOR;
-	if (region_register(clone, modes) < 0 && clone->in.count > 0) {
+	/* Unregistered, a hole read would allocate a zero page in the layer:
+	 * harmless, unless the clone waits for versions or the layer is still
+	 * being loaded from a file (a zero page there would hide the file). */
+	if (region_register(clone, modes) < 0 &&
+	    (clone->in.count > 0 || clone->base->source >= 0)) {
 		err = errno;
 		goto err_unlink;
 	}
@@ -1267,27 +1278,20 @@ static void collect_pending(size_t page, void *value, void *ctx)
 }
 
 /* Hands every version r lends to one of its waiters; with `unprotect`, r's
- * pages become ordinary writable pages again. 0, or -1 with errno ENOMEM
- * before anything changed. */
-int region_hand_over_all(struct cowmem_region *r, bool unprotect)
+ * pages become ordinary writable pages again. `buffer` has room for
+ * r->out.count entries (allocated beforehand, so that this cannot fail). */
+void region_hand_over_all(struct cowmem_region *r, struct pending **buffer, bool unprotect)
 {
-	if (r->out.count == 0)
-		return 0;
-	struct pending **lent = malloc(r->out.count * sizeof *lent), **cursor = lent;
-	if (!lent) {
-		errno = ENOMEM;
-		return -1;
-	}
+	struct pending **cursor = buffer;
+
 	page_map_each(&r->out, collect_pending, &cursor);
-	for (struct pending **p = lent; p < cursor; p++) {
+	for (struct pending **p = buffer; p < cursor; p++) {
 		size_t page = (*p)->page;
 		pending_hand_over(*p);
 		if (unprotect)
 			(void)uffd_writeprotect(engine.uffd, page_address(r, page),
 						engine.page_size, false);
 	}
-	free(lent);
-	return 0;
 }
 
 int cowmem_destroy(cowmem_region *r)
@@ -1304,17 +1308,24 @@ int cowmem_destroy(cowmem_region *r)
 		return -1;
 	}
 	struct cowmem_region *origin = r->origin;
-	/* Neither waits any more, so no version is handed to either; then
-	 * every version they still lend goes to one of its other waiters. */
-	region_drop_waits(r);
-	if (origin)
-		region_drop_waits(origin);
-	if (region_hand_over_all(r, false) < 0 ||
-	    (origin && region_hand_over_all(origin, false) < 0)) {
+	/* The only allocation comes first: a failed destroy changes nothing. */
+	size_t lent_count = r->out.count + (origin ? origin->out.count : 0);
+	struct pending **lent = malloc((lent_count ? lent_count : 1) * sizeof *lent);
+	if (!lent) {
 		pthread_mutex_unlock(&engine.lock);
 		errno = ENOMEM;
 		return -1;
 	}
+	/* Neither waits any more, so no version is handed to either; then
+	 * every version they still lend goes to one of its other waiters
+	 * (dropping waits only ever shrinks the `out` maps). */
+	region_drop_waits(r);
+	if (origin)
+		region_drop_waits(origin);
+	region_hand_over_all(r, lent, false);
+	if (origin)
+		region_hand_over_all(origin, lent, false);
+	free(lent);
 	region_unlink(r, true);
 	if (origin)
 		region_unlink(origin, true);

@@ -255,7 +255,7 @@ void region_drop_waits(struct cowmem_region *r);
 /* Without pagemap: copies the pages where src differs from its base into
  * clone, which maps the same base (outside the lock). */
 void copy_differing_pages(struct cowmem_region *src, struct cowmem_region *clone);
-int region_hand_over_all(struct cowmem_region *r, bool unprotect); /* 0 or -1 ENOMEM */
+void region_hand_over_all(struct cowmem_region *r, struct pending **buffer, bool unprotect);
 /* Is this pagemap entry of r's page one of r's own (private) pages? */
 bool pagemap_entry_is_own(const struct cowmem_region *r, size_t page, uint64_t entry);
 int read_pagemap(const struct cowmem_region *r, size_t page, size_t count, uint64_t *entries);

@@ -282,7 +282,12 @@ out:
 		region_free(r);
 	if (layer)
 		layer_release(layer);
+	/* Started for this region alone: a failed call leaves no thread. */
+	pthread_t server;
+	bool join = engine.region_count == 0 && server_stop_library_thread(&server);
 	pthread_mutex_unlock(&engine.lock);
+	if (join)
+		server_join(server);
 	errno = err;
 	return NULL;
 }
@@ -314,6 +319,8 @@ int cowmem_save(const cowmem_region *r, int fd)
 		return -1;
 	pthread_mutex_lock(&engine.lock);
 	bool valid = region_usable(r);
+	/* Read under the lock: another thread's destroy must not race them. */
+	size_t pages = valid ? r->pages : 0, size = valid ? r->size : 0;
 	pthread_mutex_unlock(&engine.lock);
 	if (!valid) {
 		errno = EINVAL;
@@ -345,8 +352,8 @@ int cowmem_save(const cowmem_region *r, int fd)
 		return -1;
 	}
 	int rc = 0;
-	for (size_t page = 0; page < r->pages && rc == 0; page += SAVE_CHUNK) {
-		size_t count = r->pages - page < SAVE_CHUNK ? r->pages - page : SAVE_CHUNK;
+	for (size_t page = 0; page < pages && rc == 0; page += SAVE_CHUNK) {
+		size_t count = pages - page < SAVE_CHUNK ? pages - page : SAVE_CHUNK;
 		pthread_mutex_lock(&engine.lock);
 		bool direct = false;
 		if (!region_usable(r)) {
@@ -374,13 +381,13 @@ int cowmem_save(const cowmem_region *r, int fd)
 	struct snapshot_header header = {
 		.version = htole32(SNAPSHOT_VERSION),
 		.page_size = htole32((uint32_t)page_size),
-		.size = htole64(r->size),
+		.size = htole64(size),
 		.data_offset = htole64((uint64_t)data_offset),
 	};
 	memcpy(header.magic, SNAPSHOT_MAGIC, 8);
 	/* The length first, the header last: a file cut short by a crash has
 	 * no valid header, so cowmem_load() refuses it. */
-	if (ftruncate(fd, data_offset + (off_t)r->size) < 0 ||
+	if (ftruncate(fd, data_offset + (off_t)size) < 0 ||
 	    pwrite_full(fd, (const char *)&header, sizeof header, 0) < 0)
 		return -1;
 	return 0;

@@ -222,7 +222,9 @@ ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap)
 	/* The library only reads the region: the cast drops const for the
 	 * shared scanning code. */
 	struct cowmem_region *region = (struct cowmem_region *)r;
-	bool compare_all = region->mode == REGION_PRIVATE && engine.pagemap < 0;
+	/* Reading filled pages back needs /proc/self/mem as well. */
+	bool compare_all = region->mode == REGION_PRIVATE &&
+			   (engine.pagemap < 0 || engine.self_mem < 0);
 	rc = compare_all ? 0 : dirty_collect(region, &list);
 	pthread_mutex_unlock(&engine.lock);
 	if (compare_all)
@@ -293,43 +295,45 @@ static int discard_run(struct cowmem_region *r, size_t first, size_t end, void *
 	return 0;
 }
 
-static int discard_private_pages(struct cowmem_region *r)
+static struct discard *discard_new(void)
 {
 	struct discard *d = malloc(sizeof *d);
 
 	if (!d) {
 		errno = ENOMEM;
-		return -1;
+		return NULL;
 	}
 	d->count = 0;
-	d->pidfd = sys_pidfd_open(getpid(), 0);
-	int rc = for_each_delta_run(r, discard_run, d);
-	if (rc == 0)
-		rc = discard_flush(d);
+	d->pidfd = sys_pidfd_open(getpid(), 0); /* -1 is fine: madvise(2) then */
+	return d;
+}
+
+static void discard_free(struct discard *d)
+{
+	if (!d)
+		return;
 	int saved = errno;
 	if (d->pidfd >= 0)
 		close(d->pidfd);
 	free(d);
 	errno = saved;
-	return rc;
+}
+
+static int discard_private_pages(struct cowmem_region *r, struct discard *d)
+{
+	if (for_each_delta_run(r, discard_run, d) < 0)
+		return -1;
+	return discard_flush(d);
 }
 
 /* A region made by cowmem_create() and frozen by a clone since: it becomes
  * what cowmem_create() returns again, a shared mapping of an empty memfd. */
-static int reset_to_zero(struct cowmem_region *r)
+static int reset_to_zero(struct cowmem_region *r, struct layer *layer)
 {
-	struct layer *layer = layer_create(r->size);
-
-	if (!layer)
-		return -1;
 	char *data = mmap(r->data, r->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
 			  layer->fd, 0);
-	if (data == MAP_FAILED) {
-		int saved = errno;
-		layer_release(layer);
-		errno = saved;
+	if (data == MAP_FAILED)
 		return -1;
-	}
 	(void)madvise(data, r->size, MADV_DONTFORK);
 	layer_release(r->base);
 	r->base = layer;
@@ -341,6 +345,9 @@ static int reset_to_zero(struct cowmem_region *r)
 int cowmem_reset(cowmem_region *r)
 {
 	struct run_list eager = { 0 };
+	struct pending **lent = NULL;
+	struct discard *discard = NULL;
+	struct layer *zero_layer = NULL;
 	bool copy_all = false;
 	int rc = -1;
 
@@ -359,24 +366,37 @@ int cowmem_reset(cowmem_region *r)
 		goto out;
 	}
 	struct cowmem_region *origin = r->origin;
-	/* Pages about to wait again must never be mapped from the base in
-	 * between: MINOR first (invariant 2 of ARCHITECTURE.md). */
+	/* What can fail comes first, before anything changes: the buffers, the
+	 * new memfd, and registering MINOR (pages about to wait again must
+	 * never be mapped from the base in between: invariant 2). */
+	lent = malloc((r->out.count ? r->out.count : 1) * sizeof *lent);
+	if (!lent) {
+		errno = ENOMEM;
+		goto out;
+	}
+	if (r->origin_kind == ORIGIN_ZERO) {
+		if (!(zero_layer = layer_create(r->size)))
+			goto out;
+	} else if (engine.pagemap >= 0 && !(discard = discard_new())) {
+		goto out;
+	}
 	if (origin && engine.lazy &&
 	    region_register(r, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR) < 0)
 		goto out;
 	/* Versions r lends still matter to its clones (and maybe to its own
 	 * origin): hand them over before r drops its pages. */
-	if (region_hand_over_all(r, true) < 0)
-		goto out;
+	region_hand_over_all(r, lent, true);
 	region_drop_waits(r);
 	page_map_free(&r->filled);
 	if (r->origin_kind == ORIGIN_ZERO) {
-		rc = reset_to_zero(r);
+		rc = reset_to_zero(r, zero_layer);
+		if (rc == 0)
+			zero_layer = NULL; /* r's base now */
 		goto out;
 	}
 	/* Back to the base: drop every private page. */
 	if (engine.pagemap >= 0) {
-		if (discard_private_pages(r) < 0)
+		if (discard_private_pages(r, discard) < 0)
 			goto out;
 	} else if (madvise(r->data, r->size, MADV_DONTNEED) < 0) {
 		goto out;
@@ -398,7 +418,11 @@ int cowmem_reset(cowmem_region *r)
 	rc = 0;
 out:;
 	int saved = errno;
+	if (zero_layer)
+		layer_release(zero_layer);
 	pthread_mutex_unlock(&engine.lock);
+	free(lent);
+	discard_free(discard);
 	/* Outside the lock: writing r may fault into the server. */
 	for (size_t i = 0; rc == 0 && i < eager.count; i++) {
 		size_t first = eager.runs[i][0];

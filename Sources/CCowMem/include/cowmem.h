@@ -94,9 +94,11 @@ COWMEM_API ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, siz
  * cowmem_dirty_pages(), the pages mapped), not with the region's size.
  * The address stays the same. Clones of `r` keep their content. No other
  * thread may access `r` during the call. Returns 0, or -1 and sets errno:
- * EINVAL (r not a live region), ENOMEM, EMFILE; on failure r's content is
- * unspecified but every byte reads as either its current or its origin value
- * and a later cowmem_reset() may succeed.
+ * EINVAL (r not a live region), ENOMEM, EMFILE. What can fail is taken
+ * before anything changes, so a failure normally changes nothing; only
+ * running out of memory while waiting again for the origin's page versions,
+ * or a failed mmap(2), can stop a reset half way: r stays valid, its content
+ * is unspecified until a later cowmem_reset() succeeds.
  */
 COWMEM_API int cowmem_reset(cowmem_region *r);
 

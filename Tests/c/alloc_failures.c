@@ -1,0 +1,242 @@
+/*
+ * alloc_failures.c - the library's own allocations fail on purpose.
+ *
+ * Linked with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc (see the
+ * Makefile), so every allocation the library (and this file) makes goes
+ * through the wrappers below; libc's internal ones do not. Each case makes
+ * them fail and checks the promise around it:
+ *   - a failed cowmem_destroy leaves the region valid with its bytes (it
+ *     waits for lent versions: those waits must survive);
+ *   - a failed cowmem_reset with nothing allocatable changes nothing, and
+ *     one that fails part way leaves a region that the next successful
+ *     reset brings back to its origin;
+ *   - a failed cowmem_load leaves no thread behind;
+ *   - cowmem_dirty_pages and cowmem_clone fail cleanly.
+ */
+#include "test_util.h"
+#include "process_util.h"
+
+#include <pthread.h>
+#include <sys/mman.h>
+
+/* Allocations of the main thread fail while `failing` is set, after
+ * `allowance` more have succeeded. Only the calling thread's: the fault
+ * server's thread serves the test's own page faults and must not fail. */
+static volatile int failing;
+static volatile int allowance;
+static pthread_t main_thread;
+
+static int should_fail(void)
+{
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (!failing || !pthread_equal(pthread_self(), main_thread))
+		return 0;
+	if (allowance > 0) {
+		allowance--;
+		return 0;
+	}
+	return 1;
+}
+
+void *__real_malloc(size_t size);
+void *__real_calloc(size_t count, size_t size);
+void *__real_realloc(void *pointer, size_t size);
+void *__wrap_malloc(size_t size);
+void *__wrap_calloc(size_t count, size_t size);
+void *__wrap_realloc(void *pointer, size_t size);
+
+void *__wrap_malloc(size_t size)
+{
+	if (should_fail()) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return __real_malloc(size);
+}
+
+void *__wrap_calloc(size_t count, size_t size)
+{
+	if (should_fail()) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return __real_calloc(count, size);
+}
+
+void *__wrap_realloc(void *pointer, size_t size)
+{
+	if (should_fail()) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return __real_realloc(pointer, size);
+}
+
+static size_t page;
+
+static char byte_at(cowmem_region *r, size_t p)
+{
+	return ((volatile char *)cowmem_data(r))[p * page];
+}
+
+/* Volatile, so the store is not moved past the next change of `failing`. */
+static void set_byte(cowmem_region *r, size_t p, char value)
+{
+	((volatile char *)cowmem_data(r))[p * page] = value;
+}
+
+/*
+ * A family where r's page 0 is a version lent by its source (base 'A',
+ * source wrote 'B' before the clone, then 'C' after it), and r lends its
+ * own page 1 to a clone of its own.
+ */
+struct family {
+	cowmem_region *source, *first, *r, *r_clone;
+};
+
+static void family_make(struct family *f)
+{
+	f->source = test_create_or_skip(4 * page);
+	set_byte(f->source, 0, 'A');
+	f->first = cowmem_clone(f->source); /* freezes: 'A' is in the base */
+	CHECK(f->first, "clone: %s", strerror(errno));
+	set_byte(f->source, 0, 'B');
+	f->r = cowmem_clone(f->source); /* waits for 'B' (lazy) or copies it */
+	CHECK(f->r, "clone: %s", strerror(errno));
+	set_byte(f->source, 0, 'C');    /* hands 'B' over */
+	set_byte(f->r, 1, 'x');
+	f->r_clone = cowmem_clone(f->r); /* r lends page 1 */
+	CHECK(f->r_clone, "clone: %s", strerror(errno));
+}
+
+static void family_free(struct family *f)
+{
+	CHECK(cowmem_destroy(f->r_clone) == 0 && cowmem_destroy(f->r) == 0 &&
+	      cowmem_destroy(f->first) == 0 && cowmem_destroy(f->source) == 0,
+	      "destroy: %s", strerror(errno));
+}
+
+static void test_destroy(void)
+{
+	struct family f;
+	family_make(&f);
+	failing = 1;
+	int rc = cowmem_destroy(f.r);
+	int error = errno;
+	failing = 0;
+	if (rc == 0) {
+		/* Nothing to allocate on this path: fine, but then it is gone. */
+		printf("--    cowmem_destroy needed no allocation here\n");
+		CHECK(byte_at(f.r_clone, 0) == 'B' && byte_at(f.r_clone, 1) == 'x',
+		      "the clone of a destroyed region");
+		f.r = cowmem_clone(f.r_clone);
+		CHECK(f.r, "clone: %s", strerror(errno));
+	} else {
+		CHECK(error == ENOMEM, "failed destroy: %s", strerror(error));
+		CHECK(byte_at(f.r, 0) == 'B', "after a failed destroy page 0 reads '%c', not 'B'",
+		      byte_at(f.r, 0));
+		CHECK(byte_at(f.r, 1) == 'x' && byte_at(f.r_clone, 1) == 'x',
+		      "after a failed destroy");
+		printf("ok    a failed cowmem_destroy (ENOMEM) leaves the region and its bytes\n");
+	}
+	family_free(&f);
+}
+
+static void test_reset(void)
+{
+	struct family f;
+	family_make(&f);
+	set_byte(f.r, 0, 'X'); /* current 'X', origin 'B', base 'A' */
+	failing = 1;
+	int rc = cowmem_reset(f.r);
+	int error = errno;
+	failing = 0;
+	CHECK(rc == -1 && error == ENOMEM, "reset with no memory: %d, %s", rc, strerror(error));
+	CHECK(byte_at(f.r, 0) == 'X' && byte_at(f.r, 1) == 'x',
+	      "a reset that could allocate nothing changed the region: '%c' '%c'",
+	      byte_at(f.r, 0), byte_at(f.r, 1));
+	CHECK(byte_at(f.r_clone, 1) == 'x', "the clone of a region whose reset failed");
+	CHECK(cowmem_reset(f.r) == 0, "reset: %s", strerror(errno));
+	CHECK(byte_at(f.r, 0) == 'B' && byte_at(f.r, 1) == 0, "after reset: '%c' '%c'",
+	      byte_at(f.r, 0), byte_at(f.r, 1));
+	CHECK(byte_at(f.r_clone, 1) == 'x', "the clone of a reset region");
+	printf("ok    a failed cowmem_reset (ENOMEM) changes nothing; the next one works\n");
+
+	/* Failing part way (the first allocations succeed): the region stays
+	 * valid, and the next reset gives the origin. */
+	for (int budget = 1; budget <= 12; budget++) {
+		set_byte(f.r, 0, 'Y');
+		set_byte(f.r, 2, 'y');
+		allowance = budget;
+		failing = 1;
+		(void)cowmem_reset(f.r);
+		failing = 0;
+		allowance = 0;
+		CHECK(cowmem_reset(f.r) == 0, "reset after a failed one: %s", strerror(errno));
+		CHECK(byte_at(f.r, 0) == 'B' && byte_at(f.r, 2) == 0,
+		      "after a failed and a good reset: '%c' '%c'", byte_at(f.r, 0),
+		      byte_at(f.r, 2));
+	}
+	CHECK(byte_at(f.source, 0) == 'C' && byte_at(f.first, 0) == 'A',
+	      "the rest of the family");
+	family_free(&f);
+}
+
+static void test_load(void)
+{
+	cowmem_region *r = test_create_or_skip(16 * page);
+	set_byte(r, 3, 'L');
+	int file = memfd_create("cowmem-alloc-failures", MFD_CLOEXEC);
+	CHECK(file >= 0, "memfd_create: %s", strerror(errno));
+	CHECK(cowmem_save(r, file) == 0, "save: %s", strerror(errno));
+	CHECK(cowmem_destroy(r) == 0, "destroy: %s", strerror(errno));
+	int threads = proc_count_tasks();
+	failing = 1;
+	cowmem_region *loaded = cowmem_load(file);
+	int error = errno;
+	failing = 0;
+	CHECK(!loaded && error == ENOMEM, "load with no memory: %p, %s", (void *)loaded,
+	      strerror(error));
+	/* The library's server thread exits when asked; give it a moment. */
+	for (int i = 0; i < 200 && proc_count_tasks() > threads; i++)
+		usleep(10000);
+	CHECK(proc_count_tasks() <= threads, "a failed load left threads: %d, before %d",
+	      proc_count_tasks(), threads);
+	loaded = cowmem_load(file);
+	CHECK(loaded && byte_at(loaded, 3) == 'L', "load: %s", strerror(errno));
+	CHECK(cowmem_destroy(loaded) == 0, "destroy: %s", strerror(errno));
+	close(file);
+	printf("ok    a failed cowmem_load (ENOMEM) leaves no thread; the next one works\n");
+}
+
+static void test_other_calls(void)
+{
+	struct family f;
+	family_make(&f);
+	size_t list[4];
+	failing = 1;
+	ssize_t n = cowmem_dirty_pages(f.r, list, 4);
+	int dirty_error = errno;
+	cowmem_region *c = cowmem_clone(f.r);
+	int clone_error = errno;
+	failing = 0;
+	CHECK(n == -1 && dirty_error == ENOMEM, "dirty pages with no memory: %zd, %s", n,
+	      strerror(dirty_error));
+	CHECK(!c && clone_error == ENOMEM, "clone with no memory: %s", strerror(clone_error));
+	CHECK(byte_at(f.r, 0) == 'B' && byte_at(f.r, 1) == 'x', "after failed calls");
+	CHECK(cowmem_dirty_pages(f.r, list, 4) == 1 && list[0] == 1, "dirty pages afterwards");
+	family_free(&f);
+	printf("ok    cowmem_dirty_pages and cowmem_clone fail with ENOMEM and change nothing\n");
+}
+
+int main(void)
+{
+	main_thread = pthread_self();
+	page = test_page_size();
+	printf("backend %s, features %s\n", test_backend(), cowmem_features());
+	test_destroy();
+	test_reset();
+	test_load();
+	test_other_calls();
+	return TEST_EXIT_PASS;
+}
