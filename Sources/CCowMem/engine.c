@@ -494,7 +494,8 @@ static struct pending *pending_new(struct cowmem_region *owner, size_t page)
 	return p;
 }
 
-static int pending_add_waiter(struct pending *p, struct cowmem_region *waiter)
+/* Adds waiter to the pending's list only (the caller sees to its `in`). */
+static int pending_list_waiter(struct pending *p, struct cowmem_region *waiter)
 {
 	if (p->count == p->capacity) {
 		size_t capacity = p->capacity ? p->capacity * 2 : 2;
@@ -504,9 +505,18 @@ static int pending_add_waiter(struct pending *p, struct cowmem_region *waiter)
 		p->waiters = grown;
 		p->capacity = capacity;
 	}
+	p->waiters[p->count++] = waiter;
+	return 0;
+}
+
+static int pending_add_waiter(struct pending *p, struct cowmem_region *waiter)
+{
 	if (page_map_put(&waiter->in, p->page, p) < 0)
 		return -1;
-	p->waiters[p->count++] = waiter;
+	if (pending_list_waiter(p, waiter) < 0) {
+		page_map_remove(&waiter->in, p->page);
+		return -1;
+	}
 	return 0;
 }
 
@@ -1035,6 +1045,51 @@ static void drop_wait(size_t page, void *value, void *ctx)
 		pending_release(p);
 }
 
+struct copy_context {
+	struct cowmem_region *to;
+	size_t listed;
+	int error;
+};
+
+static void list_copied_wait(size_t page, void *value, void *ctx)
+{
+	struct copy_context *c = ctx;
+	(void)page;
+	if (c->error == 0 && pending_list_waiter(value, c->to) < 0)
+		c->error = ENOMEM;
+	else if (c->error == 0)
+		c->listed++;
+}
+
+static void unlist_copied_wait(size_t page, void *value, void *ctx)
+{
+	struct copy_context *c = ctx;
+	(void)page;
+	if (c->listed > 0) {
+		pending_forget(value, c->to);
+		c->listed--;
+	}
+}
+
+/* Like region_inherit_waits() for a region that waits for nothing yet: the
+ * map is copied whole instead of rebuilt entry by entry, which is most of
+ * what making a hidden origin costs. */
+static int region_copy_waits(struct cowmem_region *from, struct cowmem_region *to)
+{
+	struct copy_context c = { .to = to };
+
+	if (page_map_copy(&to->in, &from->in) < 0)
+		return -1;
+	page_map_each(&to->in, list_copied_wait, &c);
+	if (c.error == 0)
+		return 0;
+	/* Undo exactly the listings made, in the same order. */
+	page_map_each(&to->in, unlist_copied_wait, &c);
+	page_map_free(&to->in);
+	errno = ENOMEM;
+	return -1;
+}
+
 /* Waits for every version `from` waits for. 0 or -1 with errno ENOMEM. */
 int region_inherit_waits(struct cowmem_region *from, struct cowmem_region *to)
 {
@@ -1124,7 +1179,7 @@ static struct cowmem_region *origin_new(struct cowmem_region *clone)
 	 * MINOR like any region that waits: even an access from outside (a
 	 * debugger, process_vm_readv) must not map a base page there. */
 	uint64_t modes = UFFDIO_REGISTER_MODE_MISSING;
-	if (region_inherit_waits(clone, o) < 0)
+	if (region_copy_waits(clone, o) < 0)
 		goto err;
 	if (o->in.count > 0)
 		modes |= UFFDIO_REGISTER_MODE_MINOR;

@@ -114,6 +114,9 @@ void *page_map_get(const struct page_map *m, size_t page);
 int page_map_put(struct page_map *m, size_t page, void *value); /* -1 ENOMEM */
 void *page_map_remove(struct page_map *m, size_t page);
 void page_map_free(struct page_map *m);
+/* Makes dst (freed first) a copy of src: one memcpy, no rehashing.
+ * 0, or -1 with errno ENOMEM and dst unchanged. */
+int page_map_copy(struct page_map *dst, const struct page_map *src);
 /* Calls fn for every entry; fn must not change the map. */
 void page_map_each(const struct page_map *m,
 		   void (*fn)(size_t page, void *value, void *ctx), void *ctx);

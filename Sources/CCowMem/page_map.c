@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -109,4 +110,25 @@ void page_map_free(struct page_map *m)
 	free(m->keys);
 	free(m->values);
 	*m = (struct page_map){ 0 };
+}
+
+int page_map_copy(struct page_map *dst, const struct page_map *src)
+{
+	struct page_map copy = { .capacity = src->capacity, .count = src->count };
+
+	if (src->capacity > 0) {
+		copy.keys = malloc(src->capacity * sizeof *copy.keys);
+		copy.values = malloc(src->capacity * sizeof *copy.values);
+		if (!copy.keys || !copy.values) {
+			free(copy.keys);
+			free(copy.values);
+			errno = ENOMEM;
+			return -1;
+		}
+		memcpy(copy.keys, src->keys, src->capacity * sizeof *copy.keys);
+		memcpy(copy.values, src->values, src->capacity * sizeof *copy.values);
+	}
+	page_map_free(dst);
+	*dst = copy;
+	return 0;
 }
