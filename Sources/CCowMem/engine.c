@@ -1239,8 +1239,12 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 	src->base->refs++;
 
 	if (had_delta && engine.lazy) {
-		if (region_inherit_waits(src, clone) < 0 ||
-		    for_each_delta_run(src, lend_run, clone) < 0) {
+		janitor_pause();
+		int rc = region_inherit_waits(src, clone);
+		if (rc == 0)
+			rc = for_each_delta_run(src, lend_run, clone);
+		janitor_resume();
+		if (rc < 0) {
 			err = errno;
 			goto err_unlink;
 		}

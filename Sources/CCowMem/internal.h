@@ -294,6 +294,10 @@ void resolve_write_protect(struct cowmem_region *r, size_t page);
 
 /* ---- janitor.c: unmaps retired page tables off the caller's path -------- */
 void janitor_unmap(void *addr, size_t len);
+/* Around many page-table changes in a row (write-protecting, zapping): the
+ * janitor sleeps meanwhile, so their TLB flushes interrupt no other CPU. */
+void janitor_pause(void);
+void janitor_resume(void);
 void janitor_fork_prepare(void);
 void janitor_fork_parent(void);
 void janitor_fork_child(void); /* forgets work: retired ranges are not inherited */

@@ -348,7 +348,7 @@ int cowmem_reset(cowmem_region *r)
 	struct pending **lent = NULL;
 	struct discard *discard = NULL;
 	struct layer *zero_layer = NULL;
-	bool copy_all = false;
+	bool copy_all = false, paused = false;
 	int rc = -1;
 
 	if (engine_init() < 0)
@@ -385,6 +385,8 @@ int cowmem_reset(cowmem_region *r)
 		goto out;
 	/* Versions r lends still matter to its clones (and maybe to its own
 	 * origin): hand them over before r drops its pages. */
+	janitor_pause(); /* many page-table changes follow */
+	paused = true;
 	region_hand_over_all(r, lent, true);
 	region_drop_waits(r);
 	page_map_free(&r->filled);
@@ -418,6 +420,8 @@ int cowmem_reset(cowmem_region *r)
 	rc = 0;
 out:;
 	int saved = errno;
+	if (paused)
+		janitor_resume();
 	if (zero_layer)
 		layer_release(zero_layer);
 	pthread_mutex_unlock(&engine.lock);
