@@ -454,9 +454,10 @@ static void fail_page(struct cowmem_region *r, size_t page, int err)
 	abort();
 }
 
-/* Reads a lender's page through /proc/self/mem: a page that is not there
- * makes the read fail (EIO) instead of faulting into the server itself. */
-static int read_lender_page(const struct cowmem_region *owner, size_t page)
+/* Reads a page the region holds (a lender's page, or any own page) into
+ * engine.bounce through /proc/self/mem: a page that is not there makes the
+ * read fail (EIO) instead of faulting into the server itself. */
+int read_lender_page(const struct cowmem_region *owner, size_t page)
 {
 	off_t where = (off_t)(uintptr_t)page_address(owner, page);
 
@@ -1020,19 +1021,6 @@ int lend_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
 				 (end - first) * engine.page_size, true);
 }
 
-struct inherit_context {
-	struct cowmem_region *clone;
-	int error;
-};
-
-static void inherit_wait(size_t page, void *value, void *ctx)
-{
-	struct inherit_context *c = ctx;
-	(void)page;
-	if (c->error == 0 && pending_add_waiter(value, c->clone) < 0)
-		c->error = ENOMEM;
-}
-
 static void drop_wait(size_t page, void *value, void *ctx)
 {
 	struct pending *p = value;
@@ -1071,10 +1059,14 @@ static void unlist_copied_wait(size_t page, void *value, void *ctx)
 	}
 }
 
-/* Like region_inherit_waits() for a region that waits for nothing yet: the
- * map is copied whole instead of rebuilt entry by entry, which is most of
- * what making a hidden origin costs. */
-static int region_copy_waits(struct cowmem_region *from, struct cowmem_region *to)
+/*
+ * `to`, which waits for nothing yet (a new region, or one whose waits were
+ * just dropped), waits for every version `from` waits for. The map is
+ * copied whole instead of rebuilt entry by entry, which is most of what a
+ * clone of a drifting source, or its hidden origin, costs per page.
+ * 0, or -1 with errno ENOMEM and `to` still waiting for nothing.
+ */
+int region_inherit_waits(struct cowmem_region *from, struct cowmem_region *to)
 {
 	struct copy_context c = { .to = to };
 
@@ -1090,15 +1082,6 @@ static int region_copy_waits(struct cowmem_region *from, struct cowmem_region *t
 	return -1;
 }
 
-/* Waits for every version `from` waits for. 0 or -1 with errno ENOMEM. */
-int region_inherit_waits(struct cowmem_region *from, struct cowmem_region *to)
-{
-	struct inherit_context c = { .clone = to };
-
-	page_map_each(&from->in, inherit_wait, &c);
-	errno = c.error;
-	return c.error ? -1 : 0;
-}
 
 /* Stops waiting for anything (lock held). */
 void region_drop_waits(struct cowmem_region *r)
@@ -1179,7 +1162,7 @@ static struct cowmem_region *origin_new(struct cowmem_region *clone)
 	 * MINOR like any region that waits: even an access from outside (a
 	 * debugger, process_vm_readv) must not map a base page there. */
 	uint64_t modes = UFFDIO_REGISTER_MODE_MISSING;
-	if (region_copy_waits(clone, o) < 0)
+	if (region_inherit_waits(clone, o) < 0)
 		goto err;
 	if (o->in.count > 0)
 		modes |= UFFDIO_REGISTER_MODE_MINOR;
