@@ -259,6 +259,9 @@ void region_drop_waits(struct cowmem_region *r);
  * clone, which maps the same base (outside the lock). */
 void copy_differing_pages(struct cowmem_region *src, struct cowmem_region *clone);
 void region_hand_over_all(struct cowmem_region *r, struct pending **buffer, bool unprotect);
+/* Reads a page r holds (own, present) into engine.bounce, through
+ * /proc/self/mem. 0 or -1 with errno. */
+int read_lender_page(const struct cowmem_region *owner, size_t page);
 /* Is this pagemap entry of r's page one of r's own (private) pages? */
 bool pagemap_entry_is_own(const struct cowmem_region *r, size_t page, uint64_t entry);
 int read_pagemap(const struct cowmem_region *r, size_t page, size_t count, uint64_t *entries);

@@ -96,7 +96,7 @@ static int origin_read(const struct cowmem_region *r, size_t page, char *buf)
 
 struct dirty_context {
 	struct page_list *list;
-	char *mine, *theirs; /* one page each */
+	char *theirs; /* one page: the origin's */
 };
 
 /* A run of r's own pages: listed, except filled ones still equal to the
@@ -107,9 +107,10 @@ static int dirty_run(struct cowmem_region *r, size_t first, size_t end, void *ct
 
 	for (size_t page = first; page < end; page++) {
 		if (page_map_get(&r->filled, page)) {
-			if (region_read(r, page, 1, c->mine) < 0 || origin_read(r, page, c->theirs) < 0)
+			/* The origin first: reading it may use the bounce page. */
+			if (origin_read(r, page, c->theirs) < 0 || read_lender_page(r, page) < 0)
 				return -1;
-			if (memcmp(c->mine, c->theirs, engine.page_size) == 0)
+			if (memcmp(engine.bounce, c->theirs, engine.page_size) == 0)
 				continue;
 		}
 		if (list_add(c->list, page) < 0)
@@ -150,12 +151,11 @@ static int dirty_collect(struct cowmem_region *r, struct page_list *list)
 
 	struct dirty_context c = { .list = list };
 	int rc = -1;
-	c.mine = malloc(2 * engine.page_size);
-	if (!c.mine) {
+	c.theirs = malloc(engine.page_size);
+	if (!c.theirs) {
 		errno = ENOMEM;
 		return -1;
 	}
-	c.theirs = c.mine + engine.page_size;
 	if (for_each_delta_run(r, dirty_run, &c) < 0)
 		goto out;
 	if (r->origin_kind == ORIGIN_ZERO) {
@@ -169,7 +169,7 @@ static int dirty_collect(struct cowmem_region *r, struct page_list *list)
 	}
 	rc = 0;
 out:
-	free(c.mine);
+	free(c.theirs);
 	return rc;
 }
 
