@@ -227,7 +227,7 @@ bench: $(BENCH_PROGRAM) $(TRACK_BENCH_PROGRAM)
 bench-tracking: $(TRACK_BENCH_PROGRAM)
 	$(TRACK_BENCH_PROGRAM) --csv $(TRACK_BENCH_CSV) $(TRACK_BENCH_ARGS)
 
-$(BENCH_DIR)/%: Benchmarks/%.c $(HEADER) $(LIB_STATIC)
+$(BENCH_DIR)/%: Benchmarks/%.c Benchmarks/bench_util.h $(HEADER) $(LIB_STATIC)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -Wall -Wextra -ISources/CCowMem/include $(CFLAGS) \
 		$(LDFLAGS) -o $@ $< $(LIB_STATIC) -lpthread -lm

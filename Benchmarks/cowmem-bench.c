@@ -38,6 +38,8 @@
 #define _GNU_SOURCE
 #include <cowmem.h>
 
+#include "bench_util.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -57,42 +59,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MIB ((size_t)1 << 20)
 #define MAX_LIST 16
 
 static size_t page_size;
 
 /* ---- Errors and clocks ---------------------------------------------------- */
-
-static void die(const char *format, ...)
-	__attribute__((noreturn, format(printf, 1, 2)));
-static void die(const char *format, ...)
-{
-	va_list args;
-	fflush(stdout);
-	va_start(args, format);
-	fprintf(stderr, "cowmem-bench: ");
-	vfprintf(stderr, format, args);
-	va_end(args);
-	fputc('\n', stderr);
-	_exit(2);
-}
-
-static double now_seconds(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static void *map_anonymous(size_t size)
-{
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		die("mmap of %zu MiB: %s", size / MIB, strerror(errno));
-	return p;
-}
 
 /* ---- Results ---------------------------------------------------------------- */
 
@@ -153,12 +124,6 @@ static void record(unsigned size_mib, const char *subject, const char *workload,
 			die("out of memory");
 	}
 	s->samples[s->count++] = value;
-}
-
-static int compare_doubles(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
 }
 
 static double series_median(const struct series *s)
@@ -424,14 +389,6 @@ static const uint32_t *pattern_pages(const struct run *r, const struct pattern *
 	if (*count == 0)
 		*count = 1;
 	return r->shuffled;
-}
-
-static uint64_t splitmix(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
 }
 
 static void shuffle_pages(struct run *r, uint64_t seed)
@@ -810,40 +767,6 @@ static void run_once(struct run *r, uint64_t seed)
 
 /* ---- Output ------------------------------------------------------------------------------- */
 
-/* A number with about three significant digits, or "-" if unknown. */
-static const char *num(double v)
-{
-	static char ring[32][32];
-	static int next;
-	char *s = ring[next++ % 32];
-	double a = fabs(v);
-	if (isnan(v))
-		return "-";
-	if (a >= 100 || a == 0)
-		snprintf(s, 32, "%.0f", v);
-	else if (a >= 10)
-		snprintf(s, 32, "%.1f", v);
-	else if (a >= 1)
-		snprintf(s, 32, "%.2f", v);
-	else if (a >= 0.01)
-		snprintf(s, 32, "%.3f", v);
-	else
-		snprintf(s, 32, "%.2g", v);
-	return s;
-}
-
-static const char *size_name(unsigned mib)
-{
-	static char ring[8][16];
-	static int next;
-	char *s = ring[next++ % 8];
-	if (mib >= 1024 && mib % 1024 == 0)
-		snprintf(s, 16, "%u GiB", mib / 1024);
-	else
-		snprintf(s, 16, "%u MiB", mib);
-	return s;
-}
-
 static const char *percent_of(double mib, unsigned size_mib)
 {
 	static char ring[16][32];
@@ -1154,30 +1077,6 @@ static void write_csv(const struct options *o)
 }
 
 /* ---- The machine ----------------------------------------------------------------------------- */
-
-static void first_line_of(const char *path, char *out, size_t size)
-{
-	out[0] = 0;
-	FILE *f = fopen(path, "r");
-	if (f) {
-		if (fgets(out, (int)size, f))
-			out[strcspn(out, "\n")] = 0;
-		fclose(f);
-	}
-	if (!out[0])
-		snprintf(out, size, "?");
-}
-
-/* The 1, 5 and 15 minute load averages. */
-static void load_average(char *out, size_t size)
-{
-	first_line_of("/proc/loadavg", out, size);
-	char *p = out;
-	for (int fields = 0; *p && fields < 3; p++)
-		fields += *p == ' ';
-	if (*p)
-		p[-1] = 0;
-}
 
 static void print_machine(const struct options *o)
 {

@@ -40,6 +40,8 @@
 #define _GNU_SOURCE
 #include <cowmem.h>
 
+#include "bench_util.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -56,25 +58,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MIB ((size_t)1 << 20)
 #define MAX_LIST 16
 
 static size_t page_size;
 static bool wrong; /* a timed result was not what it should be */
-
-static void die(const char *format, ...)
-	__attribute__((noreturn, format(printf, 1, 2)));
-static void die(const char *format, ...)
-{
-	va_list args;
-	fflush(stdout);
-	va_start(args, format);
-	fprintf(stderr, "cowmem-track-bench: ");
-	vfprintf(stderr, format, args);
-	va_end(args);
-	fputc('\n', stderr);
-	exit(2);
-}
 
 static void complain(const char *format, ...)
 	__attribute__((format(printf, 1, 2)));
@@ -87,22 +74,6 @@ static void complain(const char *format, ...)
 	va_end(args);
 	fputc('\n', stderr);
 	wrong = true;
-}
-
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static void *map_anonymous(size_t size)
-{
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		die("mmap of %zu MiB: %s", size / MIB, strerror(errno));
-	return p;
 }
 
 static cowmem_region *must(cowmem_region *r, const char *what)
@@ -157,12 +128,6 @@ static void record(unsigned size_mib, const char *what, long k, double seconds)
 	record_value(size_mib, what, k, seconds * 1e3);
 }
 
-static int compare_doubles(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
 static double median(unsigned size_mib, const char *what, long k)
 {
 	struct series *s = find(size_mib, what, k, false);
@@ -176,14 +141,6 @@ static double median(unsigned size_mib, const char *what, long k)
 }
 
 /* ---- Pages ---------------------------------------------------------------- */
-
-static uint64_t splitmix(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
 
 /* The first k entries of list become k distinct random pages of `pages`. */
 static void pick_pages(uint32_t *list, size_t pages, size_t k, uint64_t seed)
@@ -278,22 +235,22 @@ static void tracking_close(struct tracking *t)
 static void cowmem_run(struct tracking *t, size_t k, bool read_all)
 {
 	unsigned m = t->size_mib;
-	double t0 = now();
+	double t0 = now_seconds();
 	write_pages(cowmem_data(t->world), t->chosen, k);
-	double t1 = now();
+	double t1 = now_seconds();
 	if (read_all) {
 		uint64_t sum = 0;
 		for (size_t p = 0; p < t->pages; p++)
 			sum += *word(cowmem_data(t->world), p);
 		if (!sum)
 			complain("the world reads as zeros");
-		t1 = now();
+		t1 = now_seconds();
 	}
 	ssize_t n = cowmem_dirty_pages(t->world, t->listed, t->pages);
-	double t2 = now();
+	double t2 = now_seconds();
 	if (cowmem_reset(t->world) != 0)
 		die("cowmem_reset: %s", strerror(errno));
-	double t3 = now();
+	double t3 = now_seconds();
 	if (!read_all)
 		record(m, "write", (long)k, t1 - t0);
 	record(m, read_all ? "read-all:cowmem_dirty_pages" : "cowmem_dirty_pages",
@@ -329,22 +286,22 @@ static void tracking_run(struct tracking *t, size_t k, uint64_t seed)
 
 	/* CowMem 0.1's way back: throw the world away and clone again. */
 	write_pages(cowmem_data(t->world), t->chosen, k);
-	t0 = now();
+	t0 = now_seconds();
 	cowmem_destroy(t->world);
 	t->world = must(cowmem_clone(t->pristine), "cowmem_clone");
-	record(m, "destroy+reclone", (long)k, now() - t0);
+	record(m, "destroy+reclone", (long)k, now_seconds() - t0);
 
 	/* Without CowMem: compare every page with the copy, copy it all back. */
 	write_pages(t->plain, t->chosen, k);
-	t0 = now();
+	t0 = now_seconds();
 	size_t found = 0;
 	for (size_t p = 0; p < t->pages; p++)
 		if (memcmp(t->plain + p * page_size, t->plain_pristine + p * page_size,
 			   page_size) != 0)
 			t->found[found++] = (uint32_t)p;
-	t1 = now();
+	t1 = now_seconds();
 	memcpy(t->plain, t->plain_pristine, t->size);
-	t2 = now();
+	t2 = now_seconds();
 	record(m, "memcmp-scan", (long)k, t1 - t0);
 	record(m, "memcpy-back", (long)k, t2 - t1);
 	if (found != k || (k && t->found[k - 1] != t->chosen[k - 1]))
@@ -406,23 +363,23 @@ static void snapshot_run(unsigned m, int kind, cowmem_region *image,
 
 	/* Saving: cowmem_save against write(2) of the whole buffer. */
 	int snapshot = temp_file(dir), raw = temp_file(dir);
-	double t0 = now();
+	double t0 = now_seconds();
 	if (cowmem_save(image, snapshot) != 0)
 		die("cowmem_save: %s", strerror(errno));
-	double t1 = now();
+	double t1 = now_seconds();
 	write_all(raw, plain, size);
-	double t2 = now();
+	double t2 = now_seconds();
 	record(m, what[SAVE], (long)k, t1 - t0);
 	record(m, what[WRITE2], (long)k, t2 - t1);
 
 	/* Loading: the region, then its first touches, against read(2). */
-	t0 = now();
+	t0 = now_seconds();
 	cowmem_region *loaded = must(cowmem_load(snapshot), "cowmem_load");
-	t1 = now();
+	t1 = now_seconds();
 	uint64_t sum = 0;
 	for (size_t i = 0; i < k; i++)
 		sum += *word(cowmem_data(loaded), touch[i]);
-	t2 = now();
+	t2 = now_seconds();
 	struct cowmem_stats stats;
 	if (cowmem_stats(loaded, &stats) != 0)
 		die("cowmem_stats: %s", strerror(errno));
@@ -437,12 +394,12 @@ static void snapshot_run(unsigned m, int kind, cowmem_region *image,
 	record_value(m, what[FAULTS], (long)k, (double)stats.faults);
 	record_value(m, what[BLOCKED], (long)k, (double)stats.blocked_ns / 1e6);
 
-	t0 = now();
+	t0 = now_seconds();
 	loaded = must(cowmem_load(snapshot), "cowmem_load");
 	sum = 0;
 	for (size_t p = 0; p < size / page_size; p++)
 		sum += *word(cowmem_data(loaded), p);
-	t1 = now();
+	t1 = now_seconds();
 	bool same = memcmp(cowmem_data(loaded), plain, size) == 0;
 	cowmem_destroy(loaded);
 	record(m, what[LOAD_READ_ALL], (long)k, t1 - t0);
@@ -451,9 +408,9 @@ static void snapshot_run(unsigned m, int kind, cowmem_region *image,
 
 	if (lseek(raw, 0, SEEK_SET) != 0)
 		die("lseek: %s", strerror(errno));
-	t0 = now();
+	t0 = now_seconds();
 	read_all(raw, warm, size);
-	t1 = now();
+	t1 = now_seconds();
 	record(m, what[READ2], (long)k, t1 - t0);
 	close(snapshot);
 	close(raw);
@@ -499,52 +456,6 @@ static void snapshot_bench(unsigned m, int reps, uint64_t seed, const char *dir)
 }
 
 /* ---- Output ------------------------------------------------------------------ */
-
-static const char *num(double v)
-{
-	static char buffers[16][32];
-	static int next;
-	char *b = buffers[next++ % 16];
-	if (isnan(v))
-		snprintf(b, 32, "-");
-	else if (v >= 100)
-		snprintf(b, 32, "%.0f", v);
-	else if (v >= 10)
-		snprintf(b, 32, "%.1f", v);
-	else if (v >= 1)
-		snprintf(b, 32, "%.2f", v);
-	else
-		snprintf(b, 32, "%.3g", v);
-	return b;
-}
-
-static const char *size_name(unsigned mib)
-{
-	static char buffers[4][16];
-	static int next;
-	char *b = buffers[next++ % 4];
-	if (mib >= 1024 && mib % 1024 == 0)
-		snprintf(b, 16, "%u GiB", mib / 1024);
-	else
-		snprintf(b, 16, "%u MiB", mib);
-	return b;
-}
-
-static void load_average(char *out, size_t size)
-{
-	out[0] = 0;
-	FILE *f = fopen("/proc/loadavg", "r");
-	if (f) {
-		if (fgets(out, (int)size, f)) {
-			char *p = out;
-			for (int fields = 0; *p && fields < 3; p++)
-				fields += *p == ' ';
-			if (*p)
-				p[-1] = 0;
-		}
-		fclose(f);
-	}
-}
 
 struct options {
 	long sizes[MAX_LIST], ks[MAX_LIST];
