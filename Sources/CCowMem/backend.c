@@ -267,6 +267,13 @@ int backend_reopen(void)
 	return -1;
 }
 
+void backend_note_engine_v2(void)
+{
+	size_t used = strlen(features_text);
+	snprintf(features_text + used, sizeof features_text - used, "%sengine-v2",
+		 used ? "," : "");
+}
+
 const char *cowmem_backend(void)
 {
 	if (engine_init() < 0)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "v1_names.h"
 
 struct engine engine = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -115,6 +116,8 @@ static void fork_child(void)
 		}
 	}
 	engine.region_count = 0;
+	if (cowmem__v2)
+		cowmem__v2_fork_child();
 	if (engine.server == SERVER_LIBRARY)
 		server_fork_child();
 	engine.server = SERVER_NONE;
@@ -185,6 +188,12 @@ static int init(void)
 		engine.init_errno = errno;
 		return -1;
 	}
+	if (cowmem__engine_select() < 0) {
+		engine.init_errno = errno;
+		return -1;
+	}
+	if (cowmem__v2)
+		backend_note_engine_v2();
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 	/* Lending a page version lazily needs MINOR faults (to stop the kernel
 	 * mapping a stale base page), write-protection of the lender, a way to

@@ -90,6 +90,7 @@ struct iovec;
 int sys_pidfd_open(pid_t pid, unsigned int flags);
 ssize_t sys_process_madvise(int pidfd, const struct iovec *iov, size_t count, int advice,
 			    unsigned int flags);
+int cowmem__pread_all(int fd, void *buffer, size_t length, off_t offset); /* 0 or -errno */
 
 /* userfaultfd ioctls: 0 on success, -1 + errno. *done (where present) gets
  * the number of bytes the kernel handled before an error. */
@@ -228,6 +229,13 @@ struct engine {
 extern struct engine engine;
 
 int engine_init(void); /* once; 0 or -1 + errno */
+/* Engine v2, while it is built beside this one (dispatch.c, v2.h). */
+extern bool cowmem__v2;
+int cowmem__engine_select(void);
+void cowmem__v2_fork_child(void);
+void backend_note_engine_v2(void); /* cowmem_features() says "engine-v2" */
+struct uffd_msg;
+void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns);
 int backend_select(void); /* backend.c, from engine_init: 0 or -1 + errno */
 int backend_reopen(void); /* in a forked child: a userfaultfd of its own */
 struct cowmem_region *engine_find(const void *addr); /* lock held */
@@ -277,6 +285,13 @@ int layer_read(const struct layer *layer, size_t page, size_t count, char *buf);
 int layer_load(struct layer *layer, size_t page, size_t end);
 /* How many pages from `page` on (up to limit) a loaded layer has read. */
 size_t layer_loaded_run(const struct layer *layer, size_t page, size_t limit);
+
+/* Snapshot files (snapshot.c), shared by both engines: 0, or -1 + errno. */
+int cowmem__snapshot_open(int fd, uint64_t *size, uint64_t *data_offset);
+int cowmem__snapshot_begin(int fd);
+int cowmem__snapshot_write_pages(int fd, const char *buf, size_t page, size_t count,
+				 off_t data_offset);
+int cowmem__snapshot_finish(int fd, size_t size, off_t data_offset);
 
 /* ---- server.c ----------------------------------------------------------- */
 /* Asks the library's server thread to stop (lock held; region_count is 0);

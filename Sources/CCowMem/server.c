@@ -72,6 +72,10 @@ int server_handle_all(void)
 		uint64_t read_at = now_ns();
 		pthread_mutex_lock(&engine.lock);
 		for (size_t i = 0; i < count; i++) {
+			if (cowmem__v2) {
+				cowmem__resolve(&msgs[i], read_at);
+				continue;
+			}
 			struct cowmem_region *r = dispatch(&msgs[i]);
 			if (r) {
 				r->faults++;

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "v1_names.h"
 
 #define SNAPSHOT_MAGIC "CowMemS1"
 #define SNAPSHOT_VERSION 1
@@ -198,16 +199,16 @@ static int load_all(struct layer *layer, size_t pages)
 	return 0;
 }
 
-cowmem_region *cowmem_load(int fd)
+/* Reads and checks a snapshot's header: 0, or -1 with errno (EINVAL: not
+ * a snapshot of this page size, or cut short). Shared with engine v2. */
+int cowmem__snapshot_open(int fd, uint64_t *size_out, uint64_t *data_offset_out)
 {
 	struct snapshot_header header;
 	struct stat st;
 
-	if (engine_init() < 0)
-		return NULL;
 	ssize_t n = pread(fd, &header, sizeof header, 0);
 	if (n < 0)
-		return NULL;
+		return -1;
 	size_t page_size = engine.page_size;
 	uint64_t size = le64toh(header.size), data_offset = le64toh(header.data_offset);
 	if ((size_t)n != sizeof header || memcmp(header.magic, SNAPSHOT_MAGIC, 8) != 0 ||
@@ -216,14 +217,26 @@ cowmem_region *cowmem_load(int fd)
 	    size > (uint64_t)PTRDIFF_MAX - page_size || data_offset % page_size != 0 ||
 	    data_offset < sizeof header || data_offset > (uint64_t)PTRDIFF_MAX - size) {
 		errno = EINVAL;
-		return NULL;
+		return -1;
 	}
 	if (fstat(fd, &st) < 0)
-		return NULL;
+		return -1;
 	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < data_offset + size) {
 		errno = EINVAL;
-		return NULL;
+		return -1;
 	}
+	*size_out = size;
+	*data_offset_out = data_offset;
+	return 0;
+}
+
+cowmem_region *cowmem_load(int fd)
+{
+	uint64_t size, data_offset;
+
+	if (engine_init() < 0 || cowmem__snapshot_open(fd, &size, &data_offset) < 0)
+		return NULL;
+	size_t page_size = engine.page_size;
 	size_t pages = (size_t)size / page_size;
 
 	/* Under the lock from the first descriptor on, as in cowmem_create():
@@ -293,7 +306,8 @@ out:
 }
 
 /* Writes the non-zero pages of buf (pages [page, page + count)) to fd. */
-static int write_pages(int fd, const char *buf, size_t page, size_t count, off_t data_offset)
+int cowmem__snapshot_write_pages(int fd, const char *buf, size_t page, size_t count,
+				 off_t data_offset)
 {
 	size_t page_size = engine.page_size;
 
@@ -313,19 +327,10 @@ static int write_pages(int fd, const char *buf, size_t page, size_t count, off_t
 	return 0;
 }
 
-int cowmem_save(const cowmem_region *r, int fd)
+/* Checks that fd can take a snapshot and empties it: 0, or -1 with errno
+ * (EBADF read-only, EINVAL O_APPEND, ESPIPE). */
+int cowmem__snapshot_begin(int fd)
 {
-	if (engine_init() < 0)
-		return -1;
-	pthread_mutex_lock(&engine.lock);
-	bool valid = region_usable(r);
-	/* Read under the lock: another thread's destroy must not race them. */
-	size_t pages = valid ? r->pages : 0, size = valid ? r->size : 0;
-	pthread_mutex_unlock(&engine.lock);
-	if (!valid) {
-		errno = EINVAL;
-		return -1;
-	}
 	int flags = fcntl(fd, F_GETFL);
 	if (flags < 0)
 		return -1;
@@ -341,7 +346,23 @@ int cowmem_save(const cowmem_region *r, int fd)
 		return -1; /* ESPIPE: a pipe or socket */
 	/* Empty first, so that pages skipped as zero are holes, not an older
 	 * snapshot's data. */
-	if (ftruncate(fd, 0) < 0)
+	return ftruncate(fd, 0);
+}
+
+int cowmem_save(const cowmem_region *r, int fd)
+{
+	if (engine_init() < 0)
+		return -1;
+	pthread_mutex_lock(&engine.lock);
+	bool valid = region_usable(r);
+	/* Read under the lock: another thread's destroy must not race them. */
+	size_t pages = valid ? r->pages : 0, size = valid ? r->size : 0;
+	pthread_mutex_unlock(&engine.lock);
+	if (!valid) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (cowmem__snapshot_begin(fd) < 0)
 		return -1;
 
 	size_t page_size = engine.page_size;
@@ -372,21 +393,26 @@ int cowmem_save(const cowmem_region *r, int fd)
 		if (direct)
 			memcpy(buf, page_address(r, page), count * page_size);
 		if (rc == 0)
-			rc = write_pages(fd, buf, page, count, data_offset);
+			rc = cowmem__snapshot_write_pages(fd, buf, page, count, data_offset);
 	}
 	free(buf);
 	if (rc < 0)
 		return -1;
 
+	return cowmem__snapshot_finish(fd, size, data_offset);
+}
+
+/* The length first, the header last: a file cut short by a crash has no
+ * valid header, so cowmem_load() refuses it. 0, or -1 with errno. */
+int cowmem__snapshot_finish(int fd, size_t size, off_t data_offset)
+{
 	struct snapshot_header header = {
 		.version = htole32(SNAPSHOT_VERSION),
-		.page_size = htole32((uint32_t)page_size),
+		.page_size = htole32((uint32_t)engine.page_size),
 		.size = htole64(size),
 		.data_offset = htole64((uint64_t)data_offset),
 	};
 	memcpy(header.magic, SNAPSHOT_MAGIC, 8);
-	/* The length first, the header last: a file cut short by a crash has
-	 * no valid header, so cowmem_load() refuses it. */
 	if (ftruncate(fd, data_offset + (off_t)size) < 0 ||
 	    pwrite_full(fd, (const char *)&header, sizeof header, 0) < 0)
 		return -1;

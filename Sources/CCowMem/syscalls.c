@@ -40,6 +40,26 @@ ssize_t sys_process_madvise(int pidfd, const struct iovec *iov, size_t count, in
 	return syscall(SYS_process_madvise, pidfd, iov, count, advice, flags);
 }
 
+/* Reads exactly `length` bytes at `offset`: 0, or a negative errno (-EIO
+ * if the file ends first: a file the library checked was cut short behind
+ * its back, and the page must fail loudly rather than read as zeros). */
+int cowmem__pread_all(int fd, void *buffer, size_t length, off_t offset)
+{
+	char *at = buffer;
+
+	while (length > 0) {
+		ssize_t n = pread(fd, at, length, offset);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		at += n;
+		length -= (size_t)n;
+		offset += n;
+	}
+	return 0;
+}
+
 int uffd_api(int uffd, uint64_t want, uint64_t *granted)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = want };

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "v1_names.h"
 
 struct page_list {
 	size_t *pages;

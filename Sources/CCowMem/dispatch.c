@@ -1,0 +1,165 @@
+/*
+ * The public functions that differ between the engines, while engine v2 is
+ * built beside the first one: COWMEM_ENGINE=v2 selects v2 where the kernel
+ * has what it needs (userfaultfd with MINOR faults on shmem, and
+ * MREMAP_DONTUNMAP), and everything else runs the first engine. A handle
+ * belongs to the engine that made it; the choice is made once, at the
+ * library's first use. Delete this file with the first engine.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "v2.h"
+
+cowmem_region *cowmem__v1_create(size_t size);
+cowmem_region *cowmem__v1_clone(cowmem_region *src);
+void *cowmem__v1_data(const cowmem_region *r);
+size_t cowmem__v1_size(const cowmem_region *r);
+int cowmem__v1_destroy(cowmem_region *r);
+int cowmem__v1_prefault(cowmem_region *r, size_t offset, size_t length, int for_write);
+ssize_t cowmem__v1_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap);
+int cowmem__v1_reset(cowmem_region *r);
+int cowmem__v1_stats(const cowmem_region *r, struct cowmem_stats *stats);
+int cowmem__v1_save(const cowmem_region *r, int fd);
+cowmem_region *cowmem__v1_load(int fd);
+
+/* Called once from engine_init, after the backend is chosen: 0, or -1 with
+ * errno EINVAL for an unknown COWMEM_ENGINE value. */
+int cowmem__engine_select(void)
+{
+	const char *wanted = getenv("COWMEM_ENGINE");
+
+	if (!wanted || !*wanted || strcmp(wanted, "v1") == 0)
+		return 0;
+	if (strcmp(wanted, "v2") != 0) {
+		fprintf(stderr, "cowmem: COWMEM_ENGINE=%s is not an engine (expected v1 or v2)\n",
+			wanted);
+		errno = EINVAL;
+		return -1;
+	}
+	cowmem__v2 = engine.uffd >= 0 && engine.pagemap >= 0 &&
+		     (engine.features & FEATURE_MINOR) && (engine.features & FEATURE_DONTUNMAP);
+	return 0;
+}
+
+cowmem_region *cowmem_create(size_t size)
+{
+	if (engine_init() < 0)
+		return NULL;
+	if (cowmem__v2)
+		return (cowmem_region *)cowmem__v2_create(size);
+	return cowmem__v1_create(size);
+}
+
+cowmem_region *cowmem_clone(cowmem_region *src)
+{
+	if (engine_init() < 0)
+		return NULL;
+	if (cowmem__v2)
+		return (cowmem_region *)cowmem__v2_clone((struct cowmem__region *)src);
+	return cowmem__v1_clone(src);
+}
+
+void *cowmem_data(const cowmem_region *r)
+{
+	if (r && cowmem__v2)
+		return ((const struct cowmem__region *)r)->data;
+	return cowmem__v1_data(r);
+}
+
+size_t cowmem_size(const cowmem_region *r)
+{
+	if (r && cowmem__v2)
+		return ((const struct cowmem__region *)r)->size;
+	return cowmem__v1_size(r);
+}
+
+int cowmem_destroy(cowmem_region *r)
+{
+	if (cowmem__v2)
+		return cowmem__v2_destroy((struct cowmem__region *)r);
+	return cowmem__v1_destroy(r);
+}
+
+/* Faults each page in from user mode. A compare-and-swap of a byte with
+ * itself is a write access that cannot lose a concurrent store, and unlike
+ * an idempotent atomic add no compiler turns it into a plain load. */
+static int v2_prefault(struct cowmem__region *r, size_t offset, size_t length, int for_write)
+{
+	pthread_mutex_lock(&engine.lock);
+	bool valid = cowmem__v2_usable(r) && offset <= r->size && length <= r->size - offset;
+	pthread_mutex_unlock(&engine.lock);
+	if (!valid) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (length == 0)
+		return 0;
+	size_t first = offset / engine.page_size;
+	size_t end = (offset + length + engine.page_size - 1) / engine.page_size;
+	for (size_t page = first; page < end; page++) {
+		char *p = cowmem__page(r, page);
+		char seen = *(volatile char *)p;
+		if (for_write)
+			while (!__atomic_compare_exchange_n(p, &seen, seen, false, __ATOMIC_RELAXED,
+							    __ATOMIC_RELAXED))
+				;
+	}
+	return 0;
+}
+
+int cowmem_prefault(cowmem_region *r, size_t offset, size_t length, int for_write)
+{
+	if (engine_init() < 0)
+		return -1;
+	if (cowmem__v2)
+		return v2_prefault((struct cowmem__region *)r, offset, length, for_write);
+	return cowmem__v1_prefault(r, offset, length, for_write);
+}
+
+ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap)
+{
+	if (engine_init() < 0)
+		return -1;
+	if (cowmem__v2)
+		return cowmem__v2_dirty_pages((const struct cowmem__region *)r, pages, cap);
+	return cowmem__v1_dirty_pages(r, pages, cap);
+}
+
+int cowmem_reset(cowmem_region *r)
+{
+	if (engine_init() < 0)
+		return -1;
+	if (cowmem__v2)
+		return cowmem__v2_reset((struct cowmem__region *)r);
+	return cowmem__v1_reset(r);
+}
+
+int cowmem_stats(const cowmem_region *r, struct cowmem_stats *stats)
+{
+	if (engine_init() < 0)
+		return -1;
+	if (cowmem__v2)
+		return cowmem__v2_stats((const struct cowmem__region *)r, stats);
+	return cowmem__v1_stats(r, stats);
+}
+
+int cowmem_save(const cowmem_region *r, int fd)
+{
+	if (engine_init() < 0)
+		return -1;
+	if (cowmem__v2)
+		return cowmem__v2_save((const struct cowmem__region *)r, fd);
+	return cowmem__v1_save(r, fd);
+}
+
+cowmem_region *cowmem_load(int fd)
+{
+	if (engine_init() < 0)
+		return NULL;
+	if (cowmem__v2)
+		return (cowmem_region *)cowmem__v2_load(fd);
+	return cowmem__v1_load(fd);
+}

@@ -1,0 +1,309 @@
+/*
+ * Cloning: the three ways a region's content becomes shareable.
+ *
+ *   freeze   a region that was never cloned maps its layer shared; it
+ *            becomes the layer's head, mapping it privately (O(1)).
+ *   fold     the head's own pages (what it wrote since the last capture)
+ *            replace the layer's pages, the old ones kept for the
+ *            generations that still see them; the head's page tables are
+ *            moved away whole, so it shares the new pages again and its
+ *            next writes are the kernel's copy-on-write. Costs the pages
+ *            written since the previous clone.
+ *   branch   a reader that cannot become the head (the head wrote too, or
+ *            the reader is at an old generation) copies its own pages into
+ *            the store as an overlay that it and the clone share.
+ *
+ * A reader at the current generation whose head wrote nothing since (the
+ * "newest clone becomes the working copy" loop) takes over as head first,
+ * so that loop folds too. ARCHITECTURE.md has the whole design.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "v2.h"
+
+#define HUGE_ALIGN ((size_t)2 << 20)
+
+/* A place for `size` bytes at a 2 MiB boundary (reserved PROT_NONE), where
+ * page tables can be moved whole; *area and *length are what to unmap later. */
+static char *reserve_staging(size_t size, char **area, size_t *length)
+{
+	*length = size + HUGE_ALIGN;
+	*area = mmap(NULL, *length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (*area == MAP_FAILED)
+		return NULL;
+	return (char *)(((uintptr_t)*area + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1));
+}
+
+/* Moves r's page tables to a staging range; r keeps its mapping, empty.
+ * MREMAP_DONTUNMAP on file mappings is 5.13+. */
+static int move_page_tables(struct cowmem__region *r, char **area, size_t *length, char **moved)
+{
+	char *staging = reserve_staging(r->size, area, length);
+
+	if (!staging)
+		return -errno;
+	*moved = sys_mremap(r->data, r->size, r->size,
+			    MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, staging);
+	if (*moved == MAP_FAILED) {
+		int rc = -errno;
+		munmap(*area, *length);
+		return rc;
+	}
+	return 0;
+}
+
+static void abort_fold(const char *what, int rc)
+{
+	/* Past the point of no return the head's new pages exist only in the
+	 * staging range: stopping here with the reason beats losing them. */
+	fprintf(stderr, "cowmem: cannot finish a clone (%s): %s\n", what, strerror(-rc));
+	abort();
+}
+
+/* ---- freeze --------------------------------------------------------------- */
+
+static int freeze(struct cowmem__region *r)
+{
+	char *area = NULL, *moved = NULL;
+	size_t length = 0;
+
+	/* The populated page tables move aside in microseconds and the janitor
+	 * tears them down; without DONTUNMAP the MAP_FIXED below zaps them. */
+	if (!(engine.features & FEATURE_DONTUNMAP) ||
+	    move_page_tables(r, &area, &length, &moved) < 0)
+		area = NULL;
+	char *data = mmap(r->data, r->size, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, cowmem__pagefile_fd(),
+			  cowmem__layer_offset(r->layer));
+	if (area)
+		janitor_unmap(area, length);
+	if (data == MAP_FAILED)
+		return -errno;
+	(void)madvise(data, r->size, MADV_DONTFORK);
+	r->mode = COWMEM__HEAD;
+	r->uffd_modes = 0;
+	/* Holes read as the zero page through the server; unregistered they
+	 * would allocate in the layer, still with the right bytes. */
+	(void)cowmem__register(r, UFFDIO_REGISTER_MODE_MISSING);
+	cowmem__layer_set_head(r->layer, r);
+	return 0;
+}
+
+/* ---- fold ---------------------------------------------------------------- */
+
+struct fold_context {
+	struct cowmem__layer *layer;
+	char *staging;
+	size_t replaced;
+};
+
+static int replace_run(size_t first, size_t end, void *ctx)
+{
+	struct fold_context *c = ctx;
+
+	for (size_t page = first; page < end; page++) {
+		int rc = cowmem__layer_replace(c->layer, page, c->staging + page * engine.page_size);
+		if (rc < 0)
+			abort_fold("keeping an old page version", rc);
+		c->replaced++;
+	}
+	return 0;
+}
+
+static int fold(struct cowmem__region *head)
+{
+	struct cowmem__layer *layer = head->layer;
+	char *area, *staging;
+	size_t length;
+	int rc;
+
+	/* Until the layer holds the head's new pages, an access to the head
+	 * must wait: MINOR sends it to the server, which waits for the lock. */
+	if ((rc = cowmem__register(head, UFFDIO_REGISTER_MODE_MISSING |
+						 UFFDIO_REGISTER_MODE_MINOR)) < 0)
+		return rc;
+	/* Readers that saw the current generation must stop reading the
+	 * layer directly before it changes. */
+	if ((rc = cowmem__fresh_register_all(layer)) < 0)
+		goto err_head;
+	if ((rc = cowmem__layer_capture_begin(layer, 0)) < 0)
+		goto err_head;
+	janitor_pause(); /* many page-table changes follow */
+	if ((rc = move_page_tables(head, &area, &length, &staging)) < 0) {
+		janitor_resume();
+		cowmem__layer_capture_abort(layer);
+		goto err_head;
+	}
+	struct fold_context c = { layer, staging, 0 };
+	if ((rc = cowmem__scan_own(staging, head->pages, replace_run, &c)) < 0)
+		abort_fold("finding the pages written", rc);
+	cowmem__layer_capture_end(layer);
+	janitor_resume();
+	janitor_unmap(area, length);
+	/* The head reads its layer again: faults are the kernel's. Dropping
+	 * MINOR wakes the threads that waited meanwhile. */
+	(void)cowmem__register_exactly(head, UFFDIO_REGISTER_MODE_MISSING);
+	return 0;
+
+err_head:
+	(void)cowmem__register_exactly(head, UFFDIO_REGISTER_MODE_MISSING);
+	return rc;
+}
+
+/* ---- Taking over as head -------------------------------------------------- */
+
+static int count_run(size_t first, size_t end, void *ctx)
+{
+	*(size_t *)ctx += end - first;
+	return 0;
+}
+
+/* A fresh reader (the layer's current generation, nothing beyond it) may
+ * take over from a head that has written nothing since the last capture:
+ * both hold exactly the layer, so they trade roles, and the old head keeps
+ * reading it as a fresh reader. */
+static bool take_over(struct cowmem__region *reader)
+{
+	struct cowmem__layer *layer = reader->layer;
+	struct cowmem__region *head = cowmem__layer_head(layer);
+	size_t own = 0;
+
+	if (!reader->fresh)
+		return false;
+	if (head) {
+		if (cowmem__scan_own(head->data, head->pages, count_run, &own) < 0 || own > 0)
+			return false;
+		uint64_t gen = cowmem__layer_current(layer);
+		if (cowmem__layer_hold(layer, gen) < 0)
+			return false;
+		if (cowmem__fresh_add(head) < 0) {
+			cowmem__layer_drop(layer, gen);
+			return false;
+		}
+		head->mode = COWMEM__READER;
+		head->gen = gen;
+	}
+	cowmem__fresh_remove(reader);
+	cowmem__layer_drop(layer, reader->gen);
+	reader->mode = COWMEM__HEAD;
+	cowmem__layer_set_head(layer, reader);
+	return true;
+}
+
+/* ---- branch --------------------------------------------------------------- */
+
+struct branch_context {
+	struct cowmem__region *r;
+	char *view_page; /* one page */
+	size_t *pages;
+	cowmem__slot *slots;
+	size_t count, capacity;
+};
+
+static int copy_own_run(size_t first, size_t end, void *ctx)
+{
+	struct branch_context *c = ctx;
+
+	for (size_t page = first; page < end; page++) {
+		if (c->count == c->capacity) {
+			size_t capacity = c->capacity ? c->capacity * 2 : 64;
+			size_t *p = realloc(c->pages, capacity * sizeof *p);
+			if (!p)
+				return -ENOMEM;
+			c->pages = p;
+			cowmem__slot *s = realloc(c->slots, capacity * sizeof *s);
+			if (!s)
+				return -ENOMEM;
+			c->slots = s;
+			c->capacity = capacity;
+		}
+		cowmem__slot slot;
+		int rc = cowmem__store_alloc(&slot);
+		if (rc < 0)
+			return rc;
+		/* The region's own page is present: reading it cannot fault.
+		 * A thread writing it meanwhile races as memcpy would. */
+		char *copy = cowmem__store_page(slot);
+		memcpy(copy, cowmem__page(c->r, page), engine.page_size);
+		/* A page the server filled with the version the region sees,
+		 * and not written since, is no change of its own. */
+		if (page_map_get(&c->r->filled, page)) {
+			rc = cowmem__read_view(c->r->layer, c->r->gen, c->r->overlay, page,
+					       c->view_page);
+			if (rc < 0 || memcmp(copy, c->view_page, engine.page_size) == 0) {
+				cowmem__store_unref(slot);
+				if (rc < 0)
+					return rc;
+				continue;
+			}
+		}
+		c->pages[c->count] = page;
+		c->slots[c->count++] = slot;
+	}
+	return 0;
+}
+
+/* The reader's own pages go to the store; it and its clone see them as an
+ * overlay from now on. */
+static int branch(struct cowmem__region *r)
+{
+	struct branch_context c = { .r = r, .view_page = malloc(engine.page_size) };
+	struct cowmem__overlay *overlay = NULL;
+	int rc = c.view_page ? cowmem__scan_own(r->data, r->pages, copy_own_run, &c) : -ENOMEM;
+
+	if (rc == 0 && c.count > 0)
+		rc = cowmem__overlay_with(r->overlay, c.pages, c.slots, c.count, &overlay);
+	for (size_t i = 0; i < c.count; i++)
+		cowmem__store_unref(c.slots[i]); /* the overlay holds them now */
+	free(c.pages);
+	free(c.slots);
+	free(c.view_page);
+	if (rc < 0 || c.count == 0)
+		return rc;
+	/* With an overlay the kernel may no longer map layer pages by itself. */
+	if ((rc = cowmem__fresh_leave(r)) < 0) {
+		cowmem__overlay_unref(overlay);
+		return rc;
+	}
+	cowmem__overlay_unref(r->overlay);
+	r->overlay = overlay;
+	return 0;
+}
+
+/* ---- clone ---------------------------------------------------------------- */
+
+struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *error)
+{
+	struct cowmem__region *clone = NULL;
+	int rc = 0;
+
+	switch (src->mode) {
+	case COWMEM__EXCLUSIVE:
+		rc = freeze(src);
+		break;
+	case COWMEM__HEAD:
+		rc = fold(src);
+		break;
+	case COWMEM__READER:
+		if (take_over(src))
+			rc = fold(src);
+		else
+			rc = branch(src);
+		break;
+	}
+	if (rc == 0) {
+		uint64_t gen = src->mode == COWMEM__READER ? src->gen
+							 : cowmem__layer_current(src->layer);
+		struct cowmem__overlay *overlay = src->mode == COWMEM__READER ? src->overlay : NULL;
+		rc = cowmem__reader_new(src->layer, src->size, gen, overlay, &clone);
+	}
+	if (rc < 0) {
+		*error = -rc;
+		return NULL;
+	}
+	return clone;
+}

@@ -1,0 +1,629 @@
+/*
+ * Layers: the pages of one family of regions (a created or loaded region and
+ * all its clones) and the generations of their content.
+ *
+ * A layer is a range of the page file. It holds the current content of the
+ * family's head (the region whose writes become the next snapshot) and
+ * every reader maps it privately, so reading shares the page cache pages and
+ * writing is the kernel's own copy-on-write. Each capture (a clone of the
+ * head) replaces the pages the head wrote and starts a new generation; a
+ * reader sees the layer as it was at its generation:
+ *
+ *   birth[p]      the generation of the layer's current page p;
+ *   old versions  for page p, the versions a capture replaced, each visible
+ *                 to the generations [birth, death), kept in the store only
+ *                 while a generation in that span is held;
+ *   deadlists     per generation d, the versions that capture d replaced
+ *                 (ZFS's deadlists): releasing a generation looks only at
+ *                 the deadlists after it, so it costs what it frees.
+ *
+ * A region at generation g reads page p from the layer if birth[p] <= g,
+ * else the old version whose span holds g. Under engine.lock.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "v2.h"
+
+struct old_version {
+	uint64_t birth, death;
+	cowmem__slot slot;
+};
+
+struct version_list { /* the old versions of one page, oldest first */
+	size_t count, capacity;
+	struct old_version *versions;
+};
+
+struct dead_entry {
+	size_t page;
+	uint64_t birth;
+};
+
+struct deadlist {
+	size_t count, capacity;
+	struct dead_entry *entries;
+};
+
+struct held_generation {
+	uint64_t gen;
+	size_t refs;
+};
+
+struct cowmem__layer {
+	off_t offset;            /* in the page file */
+	size_t pages;
+	char *shared;            /* MAP_SHARED of the range, never registered */
+	uint64_t *birth;         /* per page */
+	unsigned char *mapped;   /* per page: a reader may map the current page */
+	uint64_t current;        /* the newest generation */
+	struct page_map old;     /* page -> struct version_list * */
+	struct page_map dead;    /* generation -> struct deadlist * */
+	struct held_generation *held; /* ascending */
+	size_t held_count, held_capacity;
+	unsigned refs;
+	struct deadlist *capture; /* during a capture: its deadlist */
+	struct cowmem__region *head; /* whose content the layer holds, or NULL */
+	/* A layer made by cowmem_load() reads its first version from the
+	 * snapshot file page by page on first use: `source` (or -1) is the
+	 * file, `source_offset` where page 0 starts, `loaded` a bitmap of
+	 * the pages copied into the page file already. */
+	int source;
+	off_t source_offset;
+	unsigned char *loaded;
+};
+
+static size_t layer_count; /* alive */
+
+static size_t page_size(void)
+{
+	return engine.page_size;
+}
+
+int cowmem__layer_new(size_t pages, struct cowmem__layer **result)
+{
+	struct cowmem__layer *layer = calloc(1, sizeof *layer);
+	size_t size = pages * page_size();
+	int rc = -ENOMEM;
+
+	if (!layer)
+		return -ENOMEM;
+	if ((rc = cowmem__pagefile_reserve(size, &layer->offset)) < 0)
+		goto err_free;
+	layer->shared = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			     cowmem__pagefile_fd(), layer->offset);
+	if (layer->shared == MAP_FAILED) {
+		rc = -errno;
+		goto err_release;
+	}
+	(void)madvise(layer->shared, size, MADV_DONTFORK);
+	/* calloc of this size maps fresh zero pages: untouched, they cost
+	 * nothing until a capture writes a birth. */
+	layer->birth = calloc(pages, sizeof *layer->birth);
+	layer->mapped = calloc((pages + 7) / 8, 1);
+	if (!layer->birth || !layer->mapped) {
+		rc = -ENOMEM;
+		goto err_unmap;
+	}
+	layer->pages = pages;
+	layer->refs = 1;
+	layer->source = -1;
+	layer_count++;
+	*result = layer;
+	return 0;
+
+err_unmap:
+	free(layer->birth);
+	free(layer->mapped);
+	munmap(layer->shared, size);
+err_release:
+	cowmem__pagefile_release(layer->offset, size);
+err_free:
+	free(layer);
+	return rc;
+}
+
+void cowmem__layer_ref(struct cowmem__layer *layer)
+{
+	layer->refs++;
+}
+
+static void free_versions(size_t page, void *value, void *ctx)
+{
+	struct version_list *list = value;
+	(void)page;
+	(void)ctx;
+	for (size_t i = 0; i < list->count; i++)
+		cowmem__store_unref(list->versions[i].slot);
+	free(list->versions);
+	free(list);
+}
+
+static void free_deadlist(size_t gen, void *value, void *ctx)
+{
+	struct deadlist *list = value;
+	(void)gen;
+	(void)ctx;
+	free(list->entries);
+	free(list);
+}
+
+void cowmem__layer_unref(struct cowmem__layer *layer)
+{
+	if (--layer->refs > 0)
+		return;
+	size_t size = layer->pages * page_size();
+	page_map_each(&layer->old, free_versions, NULL);
+	page_map_free(&layer->old);
+	page_map_each(&layer->dead, free_deadlist, NULL);
+	page_map_free(&layer->dead);
+	munmap(layer->shared, size);
+	cowmem__pagefile_release(layer->offset, size);
+	free(layer->birth);
+	free(layer->mapped);
+	free(layer->held);
+	free(layer->loaded);
+	if (layer->source >= 0)
+		close(layer->source);
+	free(layer);
+	if (--layer_count == 0)
+		cowmem__store_release();
+	else
+		cowmem__store_trim();
+}
+
+char *cowmem__layer_shared(const struct cowmem__layer *layer)
+{
+	return layer->shared;
+}
+
+off_t cowmem__layer_offset(const struct cowmem__layer *layer)
+{
+	return layer->offset;
+}
+
+size_t cowmem__layer_pages(const struct cowmem__layer *layer)
+{
+	return layer->pages;
+}
+
+uint64_t cowmem__layer_current(const struct cowmem__layer *layer)
+{
+	return layer->current;
+}
+
+struct cowmem__region *cowmem__layer_head(const struct cowmem__layer *layer)
+{
+	return layer->head;
+}
+
+void cowmem__layer_set_head(struct cowmem__layer *layer, struct cowmem__region *head)
+{
+	layer->head = head;
+}
+
+/* ---- Reading ------------------------------------------------------------ */
+
+static const struct old_version *find_version(const struct cowmem__layer *layer, size_t page,
+					      uint64_t gen)
+{
+	const struct version_list *list = page_map_get(&layer->old, page);
+
+	for (size_t i = 0; list && i < list->count; i++)
+		if (list->versions[i].birth <= gen && gen < list->versions[i].death)
+			return &list->versions[i];
+	return NULL;
+}
+
+enum cowmem__source cowmem__layer_lookup(const struct cowmem__layer *layer, size_t page,
+					 uint64_t gen, cowmem__slot *slot)
+{
+	if (layer->birth[page] <= gen)
+		return COWMEM__FROM_LAYER;
+	const struct old_version *v = find_version(layer, page, gen);
+	/* Every version a held generation sees is kept (layer_drop frees
+	 * only what no held generation sees); a missing one is a bug, and
+	 * reads as a hole rather than another version's bytes. */
+	*slot = v ? v->slot : COWMEM__HOLE;
+	return COWMEM__FROM_STORE;
+}
+
+uint64_t cowmem__layer_birth_at(const struct cowmem__layer *layer, size_t page, uint64_t gen)
+{
+	if (layer->birth[page] <= gen)
+		return layer->birth[page];
+	const struct old_version *v = find_version(layer, page, gen);
+	return v ? v->birth : 0;
+}
+
+size_t cowmem__layer_changed_since(const struct cowmem__layer *layer, uint64_t gen,
+				   size_t *pages, size_t cap)
+{
+	size_t n = 0;
+
+	for (size_t p = 0; p < layer->pages; p++) {
+		if (layer->birth[p] > gen) {
+			if (n < cap)
+				pages[n] = p;
+			n++;
+		}
+	}
+	return n;
+}
+
+size_t cowmem__layer_current_run(const struct cowmem__layer *layer, size_t page,
+				 size_t limit, uint64_t gen)
+{
+	size_t n = 0;
+
+	while (n < limit && page + n < layer->pages && layer->birth[page + n] <= gen)
+		n++;
+	return n;
+}
+
+bool cowmem__layer_has_data(const struct cowmem__layer *layer, size_t page)
+{
+	unsigned char resident = 0;
+
+	/* mincore() on a shared mapping of shmem asks the page cache, mapped
+	 * or not: a hole is not resident. */
+	if (mincore(layer->shared + page * page_size(), page_size(), &resident) < 0)
+		return true;
+	return resident & 1;
+}
+
+void cowmem__layer_note_mapped(struct cowmem__layer *layer, size_t page, size_t count)
+{
+	for (size_t p = page; p < page + count && p < layer->pages; p++)
+		layer->mapped[p / 8] |= (unsigned char)(1u << (p % 8));
+}
+
+/* ---- Generations held ----------------------------------------------------- */
+
+static size_t held_position(const struct cowmem__layer *layer, uint64_t gen)
+{
+	size_t lo = 0, hi = layer->held_count;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (layer->held[mid].gen < gen)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo; /* first entry >= gen */
+}
+
+int cowmem__layer_hold(struct cowmem__layer *layer, uint64_t gen)
+{
+	size_t pos = held_position(layer, gen);
+
+	if (pos < layer->held_count && layer->held[pos].gen == gen) {
+		layer->held[pos].refs++;
+		return 0;
+	}
+	if (layer->held_count == layer->held_capacity) {
+		size_t capacity = layer->held_capacity ? layer->held_capacity * 2 : 8;
+		struct held_generation *grown = realloc(layer->held, capacity * sizeof *grown);
+		if (!grown)
+			return -ENOMEM;
+		layer->held = grown;
+		layer->held_capacity = capacity;
+	}
+	memmove(&layer->held[pos + 1], &layer->held[pos],
+		(layer->held_count - pos) * sizeof *layer->held);
+	layer->held[pos] = (struct held_generation){ gen, 1 };
+	layer->held_count++;
+	return 0;
+}
+
+static void version_forget(struct cowmem__layer *layer, size_t page, uint64_t birth)
+{
+	struct version_list *list = page_map_get(&layer->old, page);
+
+	for (size_t i = 0; list && i < list->count; i++) {
+		if (list->versions[i].birth != birth)
+			continue;
+		cowmem__store_unref(list->versions[i].slot);
+		memmove(&list->versions[i], &list->versions[i + 1],
+			(list->count - i - 1) * sizeof *list->versions);
+		if (--list->count == 0) {
+			page_map_remove(&layer->old, page);
+			free(list->versions);
+			free(list);
+		}
+		return;
+	}
+}
+
+/* Frees the versions of deadlist `gen` that no held generation sees any
+ * more: those born after `keep_through` (the newest held generation before
+ * the one released; versions born at or before it are still seen by it). */
+static void sweep_deadlist(struct cowmem__layer *layer, uint64_t gen, bool keep_any,
+			   uint64_t keep_through)
+{
+	struct deadlist *list = page_map_get(&layer->dead, gen);
+	size_t kept = 0;
+
+	if (!list)
+		return;
+	for (size_t i = 0; i < list->count; i++) {
+		struct dead_entry e = list->entries[i];
+		if (keep_any && e.birth <= keep_through)
+			list->entries[kept++] = e;
+		else
+			version_forget(layer, e.page, e.birth);
+	}
+	list->count = kept;
+	if (kept == 0) {
+		page_map_remove(&layer->dead, gen);
+		free_deadlist(gen, list, NULL);
+	}
+}
+
+struct sweep_range {
+	struct cowmem__layer *layer;
+	uint64_t after, through;
+	bool keep_any;
+	uint64_t keep_through;
+	uint64_t *gens;
+	size_t count;
+};
+
+static void collect_gen(size_t gen, void *value, void *ctx)
+{
+	struct sweep_range *s = ctx;
+	(void)value;
+	if (gen > s->after && gen <= s->through)
+		s->gens[s->count++] = gen;
+}
+
+void cowmem__layer_drop(struct cowmem__layer *layer, uint64_t gen)
+{
+	size_t pos = held_position(layer, gen);
+
+	if (pos == layer->held_count || layer->held[pos].gen != gen)
+		return; /* not held: a bug, but nothing to free */
+	if (--layer->held[pos].refs > 0)
+		return;
+	memmove(&layer->held[pos], &layer->held[pos + 1],
+		(layer->held_count - pos - 1) * sizeof *layer->held);
+	layer->held_count--;
+
+	/* A version replaced at d and born at b is seen by [b, d). With gen
+	 * gone, the versions that only gen saw died in (gen, next] (next: the
+	 * next held generation; the head sees none) and were born after prev
+	 * (the previous held generation). */
+	bool keep_any = pos > 0;
+	uint64_t prev = keep_any ? layer->held[pos - 1].gen : 0;
+	uint64_t through = pos < layer->held_count ? layer->held[pos].gen : layer->current;
+	if (through - gen <= layer->dead.count) {
+		for (uint64_t d = gen + 1; d <= through; d++)
+			sweep_deadlist(layer, d, keep_any, prev);
+	} else {
+		/* Many generations, few deadlists: look at those only. */
+		struct sweep_range s = { layer, gen, through, keep_any, prev, NULL, 0 };
+		s.gens = malloc(layer->dead.count * sizeof *s.gens);
+		if (!s.gens)
+			return; /* keeps versions longer, loses nothing */
+		page_map_each(&layer->dead, collect_gen, &s);
+		for (size_t i = 0; i < s.count; i++)
+			sweep_deadlist(layer, s.gens[i], keep_any, prev);
+		free(s.gens);
+	}
+	cowmem__store_trim();
+}
+
+/* ---- Captures --------------------------------------------------------- */
+
+int cowmem__layer_capture_begin(struct cowmem__layer *layer, size_t count)
+{
+	struct deadlist *list = calloc(1, sizeof *list);
+
+	if (!list)
+		return -ENOMEM;
+	list->capacity = count ? count : 1;
+	list->entries = malloc(list->capacity * sizeof *list->entries);
+	if (!list->entries) {
+		free(list);
+		return -ENOMEM;
+	}
+	layer->capture = list;
+	return 0;
+}
+
+static int list_append(struct version_list *list, struct old_version v)
+{
+	if (list->count == list->capacity) {
+		size_t capacity = list->capacity ? list->capacity * 2 : 2;
+		struct old_version *grown = realloc(list->versions, capacity * sizeof *grown);
+		if (!grown)
+			return -ENOMEM;
+		list->versions = grown;
+		list->capacity = capacity;
+	}
+	list->versions[list->count++] = v;
+	return 0;
+}
+
+static int deadlist_append(struct deadlist *list, struct dead_entry e)
+{
+	if (list->count == list->capacity) {
+		size_t capacity = list->capacity * 2;
+		struct dead_entry *grown = realloc(list->entries, capacity * sizeof *grown);
+		if (!grown)
+			return -ENOMEM;
+		list->entries = grown;
+		list->capacity = capacity;
+	}
+	list->entries[list->count++] = e;
+	return 0;
+}
+
+/* Keeps the layer's page as an old version for the generations that see
+ * it: [birth, the capture's generation). */
+static int keep_old_version(struct cowmem__layer *layer, size_t page)
+{
+	uint64_t birth = layer->birth[page], death = layer->current + 1;
+	cowmem__slot slot = COWMEM__HOLE;
+	int rc;
+
+	/* A generation at or after birth is held: it still sees the page.
+	 * (Every held generation is at most the current one.) */
+	if (layer->held_count == 0 || layer->held[layer->held_count - 1].gen < birth)
+		return 0;
+	if ((rc = cowmem__layer_load(layer, page, page + 1)) < 0)
+		return rc;
+	if (birth > 0 || cowmem__layer_has_data(layer, page)) {
+		if ((rc = cowmem__store_alloc(&slot)) < 0)
+			return rc;
+		memcpy(cowmem__store_page(slot), layer->shared + page * page_size(), page_size());
+	}
+	struct version_list *list = page_map_get(&layer->old, page);
+	if (!list) {
+		if (!(list = calloc(1, sizeof *list)) ||
+		    page_map_put(&layer->old, page, list) < 0) {
+			free(list);
+			rc = -ENOMEM;
+			goto err_unref;
+		}
+	}
+	if ((rc = list_append(list, (struct old_version){ birth, death, slot })) < 0)
+		goto err_unref;
+	if ((rc = deadlist_append(layer->capture, (struct dead_entry){ page, birth })) < 0) {
+		list->count--;
+		goto err_unref;
+	}
+	return 0;
+err_unref:
+	cowmem__store_unref(slot);
+	return rc;
+}
+
+int cowmem__layer_replace(struct cowmem__layer *layer, size_t page, const char *content)
+{
+	char *target = layer->shared + page * page_size();
+	int rc = keep_old_version(layer, page);
+
+	if (rc < 0)
+		return rc;
+	/* A reader that maps the current page would see it change: take it
+	 * out of every mapping first. A punch zaps only page cache entries;
+	 * private copies in readers stay. Nobody maps it otherwise, and the
+	 * page is overwritten where it is. */
+	unsigned char bit = (unsigned char)(1u << (page % 8));
+	if (layer->mapped[page / 8] & bit) {
+		(void)fallocate(cowmem__pagefile_fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				layer->offset + (off_t)(page * page_size()), (off_t)page_size());
+		layer->mapped[page / 8] &= (unsigned char)~bit;
+	}
+	memcpy(target, content, page_size());
+	layer->birth[page] = layer->current + 1;
+	return 0;
+}
+
+void cowmem__layer_capture_abort(struct cowmem__layer *layer)
+{
+	free_deadlist(0, layer->capture, NULL);
+	layer->capture = NULL;
+}
+
+uint64_t cowmem__layer_capture_end(struct cowmem__layer *layer)
+{
+	struct deadlist *list = layer->capture;
+	uint64_t gen = ++layer->current;
+
+	layer->capture = NULL;
+	if (list->count == 0 || page_map_put(&layer->dead, gen, list) < 0) {
+		/* Out of memory for the map entry: the versions stay in the
+		 * page lists, freed with the layer (kept longer, never lost). */
+		free_deadlist(gen, list, NULL);
+	}
+	return gen;
+}
+
+/* ---- Layers loaded from a snapshot file -------------------------------- */
+
+int cowmem__layer_set_source(struct cowmem__layer *layer, int fd, off_t offset)
+{
+	if (!(layer->loaded = calloc((layer->pages + 7) / 8, 1)))
+		return -ENOMEM;
+	layer->source = fd;
+	layer->source_offset = offset;
+	return 0;
+}
+
+static bool is_loaded(const struct cowmem__layer *layer, size_t page)
+{
+	return !layer->loaded || (layer->loaded[page / 8] & (1u << (page % 8)));
+}
+
+size_t cowmem__layer_loaded_run(const struct cowmem__layer *layer, size_t page, size_t limit)
+{
+	size_t n = 0;
+
+	while (n < limit && page + n < layer->pages && is_loaded(layer, page + n))
+		n++;
+	return n;
+}
+
+/* Copies the pages of [page, end) not loaded yet from the file into the
+ * page file; when the page before `page` was loaded already (reading goes
+ * in order), also up to LOAD_AHEAD pages after it. A scattered touch reads
+ * one page (one page of memory), a sequential reader one fault per window. */
+#define LOAD_AHEAD 64
+
+int cowmem__layer_load(struct cowmem__layer *layer, size_t page, size_t end)
+{
+	static char *buffer; /* LOAD_AHEAD pages, used under the lock */
+	size_t ps = page_size();
+
+	if (!layer->loaded)
+		return 0;
+	if (!buffer && !(buffer = malloc(LOAD_AHEAD * ps)))
+		return -ENOMEM;
+	if (page > 0 && is_loaded(layer, page - 1) && end < page + LOAD_AHEAD)
+		end = page + LOAD_AHEAD < layer->pages ? page + LOAD_AHEAD : layer->pages;
+	for (size_t p = page; p < end;) {
+		if (is_loaded(layer, p)) {
+			p++;
+			continue;
+		}
+		size_t n = 1;
+		while (p + n < end && n < LOAD_AHEAD && !is_loaded(layer, p + n))
+			n++;
+		int rc = cowmem__pread_all(layer->source, buffer, n * ps,
+				   layer->source_offset + (off_t)(p * ps));
+		if (rc < 0)
+			return rc;
+		for (size_t k = 0; k < n; k++) {
+			const char *data = buffer + k * ps;
+			if (!page_is_zero(data) &&
+			    pwrite(cowmem__pagefile_fd(), data, ps,
+				   layer->offset + (off_t)((p + k) * ps)) != (ssize_t)ps)
+				return errno ? -errno : -EIO;
+			layer->loaded[(p + k) / 8] |= (unsigned char)(1u << ((p + k) % 8));
+		}
+		p += n;
+	}
+	return 0;
+}
+
+int cowmem__layer_read_first_version(const struct cowmem__layer *layer, size_t page,
+				     char *buf)
+{
+	if (is_loaded(layer, page))
+		return 1; /* the page file has it */
+	return cowmem__pread_all(layer->source, buf, page_size(),
+			 layer->source_offset + (off_t)(page * page_size()));
+}
+
+/* In a forked child the parent's layers are forgotten, not freed. */
+void cowmem__layer_fork_child(void)
+{
+	layer_count = 0;
+}

@@ -1,0 +1,87 @@
+/*
+ * The page file: one memfd that holds the pages of every layer, each layer
+ * at an offset range of its own. Regions map their layer's range, so no
+ * region (and no layer) holds a file descriptor: the library keeps one, and
+ * RLIMIT_NOFILE does not bound how many regions a program can have.
+ *
+ * Ranges are handed out by bumping an offset and never reused while the
+ * file is open: an offset is only a number (2^62 bytes of them), a released
+ * range is punched out and holds no memory, and bumping keeps two layers
+ * from ever sharing a page cache page by mistake. The file is closed with
+ * its last range and made anew for the next. Ranges start at 2 MiB boundaries, like the regions
+ * that map them, so the kernel can move their page tables whole.
+ *
+ * Under engine.lock.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "v2.h"
+
+#define RANGE_ALIGN ((off_t)2 << 20)
+#define PAGEFILE_LIMIT ((off_t)1 << 62)
+
+static int fd = -1;
+static off_t next_offset;
+static size_t ranges; /* reserved and not released */
+
+int cowmem__pagefile_fd(void)
+{
+	return fd;
+}
+
+static int open_pagefile(void)
+{
+	const unsigned flags = MFD_CLOEXEC;
+
+	/* MFD_NOEXEC_SEAL (6.3+) makes the memfd non-executable for good. */
+	int new_fd = sys_memfd_create("cowmem", flags | MFD_NOEXEC_SEAL);
+	if (new_fd < 0 && errno == EINVAL)
+		new_fd = sys_memfd_create("cowmem", flags);
+	if (new_fd < 0)
+		return -errno;
+	fd = new_fd;
+	next_offset = 0;
+	return 0;
+}
+
+int cowmem__pagefile_reserve(size_t size, off_t *offset)
+{
+	if (fd < 0) {
+		int rc = open_pagefile();
+		if (rc < 0)
+			return rc;
+	}
+	off_t length = ((off_t)size + RANGE_ALIGN - 1) & ~(RANGE_ALIGN - 1);
+	if (size > (size_t)PAGEFILE_LIMIT || length > PAGEFILE_LIMIT - next_offset)
+		return -ENOMEM;
+	/* Growing a memfd allocates nothing: the new range is a hole. */
+	if (ftruncate(fd, next_offset + length) < 0)
+		return errno == EFBIG || errno == EINVAL ? -ENOMEM : -errno;
+	*offset = next_offset;
+	next_offset += length;
+	ranges++;
+	return 0;
+}
+
+/* With the last range the descriptor goes too: a process that no longer
+ * uses regions keeps only the library's few fixed descriptors. */
+void cowmem__pagefile_release(off_t offset, size_t size)
+{
+	(void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, (off_t)size);
+	if (--ranges == 0) {
+		close(fd);
+		fd = -1;
+	}
+}
+
+/* The child must not keep the parent's pages: close the descriptor. */
+void cowmem__pagefile_fork_child(void)
+{
+	if (fd >= 0)
+		close(fd);
+	fd = -1;
+	ranges = 0;
+}

@@ -1,0 +1,447 @@
+/*
+ * Regions: creating, finding and destroying them, and their registration
+ * with userfaultfd. Cloning is fold.c; serving their faults, resolve.c.
+ *
+ * The registry keeps every live region sorted by address, so that a fault
+ * address finds its region, and a set of live handles, so that a destroyed
+ * or foreign pointer is EINVAL instead of undefined behaviour. Everything
+ * runs under engine.lock; nobody touches region memory while holding it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include "v2.h"
+
+#define HUGE_ALIGN ((size_t)2 << 20) /* page tables move cheapest at PMD alignment */
+
+bool cowmem__v2;
+
+static struct cowmem__region **regions; /* sorted by address */
+static size_t region_count, region_capacity;
+static struct page_map live;
+static struct cowmem__region **fresh;   /* see cowmem__fresh_add */
+static size_t fresh_count, fresh_capacity;
+
+char *cowmem__page(const struct cowmem__region *r, size_t page)
+{
+	return r->data + page * engine.page_size;
+}
+
+/* ---- Registry ----------------------------------------------------------- */
+
+static size_t registry_position(const void *addr)
+{
+	size_t lo = 0, hi = region_count;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if ((const char *)regions[mid]->data <= (const char *)addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo; /* first region starting above addr */
+}
+
+struct cowmem__region *cowmem__find(const void *addr)
+{
+	size_t pos = registry_position(addr);
+
+	if (pos == 0)
+		return NULL;
+	struct cowmem__region *r = regions[pos - 1];
+	return (const char *)addr < r->data + r->size ? r : NULL;
+}
+
+static bool is_live(const struct cowmem__region *r)
+{
+	return r && page_map_get(&live, (size_t)(uintptr_t)r) == r;
+}
+
+static bool usable(const struct cowmem__region *r)
+{
+	return is_live(r) && !r->orphan;
+}
+
+static int registry_add(struct cowmem__region *r)
+{
+	if (page_map_put(&live, (size_t)(uintptr_t)r, r) < 0)
+		return -ENOMEM;
+	if (region_count == region_capacity) {
+		size_t capacity = region_capacity ? region_capacity * 2 : 16;
+		void *grown = realloc(regions, capacity * sizeof *regions);
+		if (!grown) {
+			page_map_remove(&live, (size_t)(uintptr_t)r);
+			return -ENOMEM;
+		}
+		regions = grown;
+		region_capacity = capacity;
+	}
+	size_t pos = registry_position(r->data);
+	memmove(&regions[pos + 1], &regions[pos], (region_count - pos) * sizeof *regions);
+	regions[pos] = r;
+	region_count++;
+	return 0;
+}
+
+static void registry_drop(struct cowmem__region *r)
+{
+	page_map_remove(&live, (size_t)(uintptr_t)r);
+	if (r->orphan)
+		return;
+	size_t pos = registry_position(r->data); /* pos - 1 is r */
+	memmove(&regions[pos - 1], &regions[pos], (region_count - pos) * sizeof *regions);
+	region_count--;
+}
+
+/* ---- userfaultfd registration ------------------------------------------ */
+
+int cowmem__register(struct cowmem__region *r, uint64_t modes)
+{
+	if ((r->uffd_modes & modes) == modes)
+		return 0;
+	modes |= r->uffd_modes;
+	if (uffd_register(engine.uffd, r->data, r->size, modes) < 0)
+		return -errno;
+	r->uffd_modes = modes;
+	return 0;
+}
+
+/* Registering adds modes; dropping one takes an unregister first. Threads
+ * blocked in a fault of the range are woken by it and retry. */
+int cowmem__register_exactly(struct cowmem__region *r, uint64_t modes)
+{
+	if (r->uffd_modes == modes)
+		return 0;
+	if ((r->uffd_modes & ~modes) != 0) {
+		struct uffdio_range range = { (uintptr_t)r->data, r->size };
+		if (ioctl(engine.uffd, UFFDIO_UNREGISTER, &range) < 0)
+			return -errno;
+		r->uffd_modes = 0;
+	}
+	return cowmem__register(r, modes);
+}
+
+/* ---- Fresh readers ------------------------------------------------------
+ * A reader at its layer's current generation reads exactly the layer, so
+ * it needs no MINOR registration and keeps the kernel's fault-around and
+ * copy-on-write at full speed. Before a capture changes the layer, every
+ * fresh reader of it gets MINOR (fold.c), and the pages it mapped from the
+ * layer are noted, so that replacing them unmaps them first.
+ */
+int cowmem__fresh_add(struct cowmem__region *r)
+{
+	if (fresh_count == fresh_capacity) {
+		size_t capacity = fresh_capacity ? fresh_capacity * 2 : 16;
+		void *grown = realloc(fresh, capacity * sizeof *fresh);
+		if (!grown)
+			return -ENOMEM;
+		fresh = grown;
+		fresh_capacity = capacity;
+	}
+	fresh[fresh_count++] = r;
+	r->fresh = true;
+	return 0;
+}
+
+void cowmem__fresh_remove(struct cowmem__region *r)
+{
+	if (!r->fresh)
+		return;
+	for (size_t i = 0; i < fresh_count; i++) {
+		if (fresh[i] == r) {
+			fresh[i] = fresh[--fresh_count];
+			break;
+		}
+	}
+	r->fresh = false;
+}
+
+static int note_mapped_run(size_t first, size_t end, void *ctx)
+{
+	cowmem__layer_note_mapped(ctx, first, end - first);
+	return 0;
+}
+
+/* A fresh reader stops being one (and stays a reader): MINOR, then the
+ * layer pages it mapped by itself are noted. Registered first: from then
+ * on nothing maps a layer page there without the server, which notes it. */
+int cowmem__fresh_leave(struct cowmem__region *r)
+{
+	int rc = cowmem__register(r, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR);
+
+	if (rc < 0 || !r->fresh)
+		return rc;
+	if ((rc = cowmem__scan_file_pages(r->data, r->pages, note_mapped_run, r->layer)) < 0)
+		return rc;
+	cowmem__fresh_remove(r);
+	return 0;
+}
+
+int cowmem__fresh_register_all(struct cowmem__layer *layer)
+{
+	for (size_t i = 0; i < fresh_count;) {
+		struct cowmem__region *r = fresh[i];
+		if (r->layer != layer) {
+			i++;
+			continue;
+		}
+		int rc = cowmem__fresh_leave(r); /* takes r out of the list */
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* ---- Mappings ----------------------------------------------------------- */
+
+/* Maps the layer's range at a 2 MiB-aligned address: reserve more, map over
+ * it, trim. MAP_NORESERVE: a private mapping larger than RAM must not be
+ * refused by the commit charge; pages are charged as they are written. */
+int cowmem__region_map(struct cowmem__layer *layer, size_t size, int share, char **data)
+{
+	size_t length = size + HUGE_ALIGN;
+	int flags = share | (share == MAP_PRIVATE ? MAP_NORESERVE : 0);
+
+	if (length < size)
+		return -ENOMEM;
+	char *area = mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			  -1, 0);
+	if (area == MAP_FAILED)
+		return -errno;
+	char *start = (char *)(((uintptr_t)area + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1));
+	char *mapped = mmap(start, size, PROT_READ | PROT_WRITE, flags | MAP_FIXED,
+			    cowmem__pagefile_fd(), cowmem__layer_offset(layer));
+	if (mapped == MAP_FAILED) {
+		int rc = -errno;
+		munmap(area, length);
+		return rc;
+	}
+	if (start > area)
+		munmap(area, (size_t)(start - area));
+	if (area + length > start + size)
+		munmap(start + size, (size_t)(area + length - (start + size)));
+	/* Children never inherit region memory: nobody would serve it there. */
+	(void)madvise(mapped, size, MADV_DONTFORK);
+	*data = mapped;
+	return 0;
+}
+
+/* ---- Create and destroy --------------------------------------------------- */
+
+static int region_alloc(struct cowmem__layer *layer, size_t size, enum cowmem__mode mode,
+		      struct cowmem__region **result)
+{
+	struct cowmem__region *r = calloc(1, sizeof *r);
+
+	if (!r)
+		return -ENOMEM;
+	int rc = cowmem__region_map(layer, size, mode == COWMEM__EXCLUSIVE ? MAP_SHARED : MAP_PRIVATE,
+				    &r->data);
+	if (rc < 0) {
+		free(r);
+		return rc;
+	}
+	r->size = size;
+	r->pages = size / engine.page_size;
+	r->layer = layer;
+	r->mode = mode;
+	*result = r;
+	return 0;
+}
+
+/* Makes a reader of `layer` at `gen` with `overlay` (lock held): mapped,
+ * registered, its generation held twice (its view and its origin). */
+int cowmem__reader_new(struct cowmem__layer *layer, size_t size, uint64_t gen,
+		       struct cowmem__overlay *overlay, struct cowmem__region **result)
+{
+	struct cowmem__region *r;
+	int rc = region_alloc(layer, size, COWMEM__READER, &r);
+
+	if (rc < 0)
+		return rc;
+	r->gen = r->origin_gen = gen;
+	r->origin = COWMEM__ORIGIN_VIEW;
+	bool current = gen == cowmem__layer_current(layer) && !overlay;
+	uint64_t modes = UFFDIO_REGISTER_MODE_MISSING |
+			 (current ? 0 : UFFDIO_REGISTER_MODE_MINOR);
+	if ((rc = cowmem__register(r, modes)) < 0)
+		goto err_unmap;
+	if ((rc = cowmem__layer_hold(layer, gen)) < 0)
+		goto err_unmap;
+	if ((rc = cowmem__layer_hold(layer, gen)) < 0)
+		goto err_drop;
+	if (current && (rc = cowmem__fresh_add(r)) < 0)
+		goto err_drop_both;
+	if ((rc = registry_add(r)) < 0)
+		goto err_fresh;
+	cowmem__layer_ref(layer);
+	cowmem__overlay_ref(overlay);
+	cowmem__overlay_ref(overlay);
+	r->overlay = r->origin_overlay = overlay;
+	*result = r;
+	return 0;
+
+err_fresh:
+	cowmem__fresh_remove(r);
+err_drop_both:
+	cowmem__layer_drop(layer, gen);
+err_drop:
+	cowmem__layer_drop(layer, gen);
+err_unmap:
+	munmap(r->data, r->size);
+	free(r);
+	return rc;
+}
+
+struct cowmem__region *cowmem__v2_create(size_t size)
+{
+	struct cowmem__layer *layer = NULL;
+	struct cowmem__region *r = NULL;
+	size_t page_size = engine.page_size;
+	int rc;
+
+	if (size == 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (size > (size_t)PTRDIFF_MAX - page_size) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	size = (size + page_size - 1) & ~(page_size - 1);
+	/* Under the lock from the first mapping on: fork() (whose prepare
+	 * handler takes it) must not copy a mapping not yet MADV_DONTFORK. */
+	pthread_mutex_lock(&engine.lock);
+	if ((rc = cowmem__layer_new(size / page_size, &layer)) < 0)
+		goto out;
+	if ((rc = region_alloc(layer, size, COWMEM__EXCLUSIVE, &r)) < 0)
+		goto err_layer;
+	if ((rc = registry_add(r)) < 0)
+		goto err_region;
+	r->origin = COWMEM__ORIGIN_ZERO;
+	pthread_mutex_unlock(&engine.lock);
+	return r;
+
+err_region:
+	munmap(r->data, r->size);
+	free(r);
+	r = NULL;
+err_layer:
+	cowmem__layer_unref(layer);
+out:
+	pthread_mutex_unlock(&engine.lock);
+	errno = rc < 0 ? -rc : ENOMEM;
+	return NULL;
+}
+
+/* Lets go of everything r holds in its layer (lock held). */
+void cowmem__region_release(struct cowmem__region *r)
+{
+	cowmem__fresh_remove(r);
+	if (r->mode == COWMEM__READER)
+		cowmem__layer_drop(r->layer, r->gen);
+	if (r->origin == COWMEM__ORIGIN_VIEW)
+		cowmem__layer_drop(r->layer, r->origin_gen);
+	if (r->mode == COWMEM__HEAD)
+		cowmem__layer_set_head(r->layer, NULL);
+	cowmem__overlay_unref(r->overlay);
+	cowmem__overlay_unref(r->origin_overlay);
+	r->overlay = r->origin_overlay = NULL;
+	page_map_free(&r->filled);
+	cowmem__layer_unref(r->layer);
+}
+
+int cowmem__v2_destroy(struct cowmem__region *r)
+{
+	pthread_t server;
+	bool join = false;
+
+	if (!r)
+		return 0;
+	pthread_mutex_lock(&engine.lock);
+	if (!is_live(r)) {
+		pthread_mutex_unlock(&engine.lock);
+		errno = EINVAL;
+		return -1;
+	}
+	registry_drop(r);
+	if (!r->orphan)
+		cowmem__region_release(r);
+	/* The last region is gone: the library's threads have nothing to do. */
+	if (region_count == 0)
+		join = server_stop_library_thread(&server);
+	pthread_mutex_unlock(&engine.lock);
+	if (!r->orphan)
+		munmap(r->data, r->size);
+	else
+		munmap(r->data, r->size); /* the PROT_NONE reservation */
+	free(r);
+	if (join)
+		server_join(server);
+	return 0;
+}
+
+struct cowmem__region *cowmem__v2_clone(struct cowmem__region *src)
+{
+	int error = 0;
+
+	if (!src) {
+		errno = EINVAL;
+		return NULL;
+	}
+	pthread_mutex_lock(&engine.lock);
+	struct cowmem__region *clone = NULL;
+	if (!usable(src))
+		error = EINVAL;
+	else if (engine.server == SERVER_NONE && server_start_library_thread() < 0)
+		error = errno;
+	else
+		clone = cowmem__clone_locked(src, &error);
+	pthread_mutex_unlock(&engine.lock);
+	if (!clone)
+		errno = error;
+	return clone;
+}
+
+int cowmem__v2_insert(struct cowmem__region *r)
+{
+	return registry_add(r);
+}
+
+bool cowmem__v2_usable(const struct cowmem__region *r)
+{
+	return usable(r);
+}
+
+size_t cowmem__v2_region_count(void)
+{
+	return region_count;
+}
+
+/* ---- fork() ------------------------------------------------------------- */
+
+/* In the child every handle is an orphan: its range stays reserved and
+ * inaccessible until cowmem_destroy() frees it (an old pointer faults
+ * instead of reading a region created later at the same place). Layers,
+ * the store and the page file belong to the parent. */
+void cowmem__v2_fork_child(void)
+{
+	for (size_t i = 0; i < region_count; i++) {
+		struct cowmem__region *r = regions[i];
+		(void)mmap(r->data, r->size, PROT_NONE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+		r->orphan = true;
+		/* Their layers and overlays are forgotten, not freed: their
+		 * memory was the parent's. */
+		page_map_free(&r->filled);
+	}
+	region_count = 0;
+	fresh_count = 0;
+	cowmem__layer_fork_child();
+	cowmem__store_fork_child();
+	cowmem__pagefile_fork_child();
+}

@@ -1,0 +1,136 @@
+/*
+ * Page table scans: which pages of a range are a mapping's own (anonymous:
+ * written, or filled by the server) and which map the page cache.
+ *
+ * PAGEMAP_SCAN (6.7+) walks the page tables in the kernel, skips empty ones
+ * and returns matching runs, so a scan costs the pages mapped, not the
+ * size. Without it, /proc/self/pagemap is read, 8 bytes per page.
+ */
+#include <errno.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "v2.h"
+
+#define SCAN_BATCH 4096 /* page_region entries / pagemap entries per call */
+
+static const uint64_t PM_PRESENT = 1ull << 63, PM_SWAPPED = 1ull << 62, PM_FILE = 1ull << 61,
+		      PM_EXCLUSIVE = 1ull << 56;
+
+/* Is this pagemap entry an anonymous page (not the shared zero page)? */
+static bool entry_is_own(uint64_t entry)
+{
+	if (!(entry & (PM_PRESENT | PM_SWAPPED)) || (entry & PM_FILE))
+		return false;
+	if (entry & PM_SWAPPED)
+		/* No swap here; a swapped entry on shmem-backed VMAs can be a
+		 * uffd-wp pte marker, which holds nothing. */
+		return (entry & (1ull << 57)) == 0;
+	uint64_t pfn = entry & ((1ull << 55) - 1);
+	if (pfn != 0 && engine.zero_pfn != 0)
+		return pfn != engine.zero_pfn;
+	return (entry & PM_EXCLUSIVE) != 0; /* the zero page is never exclusive */
+}
+
+static bool entry_is_file(uint64_t entry)
+{
+	return (entry & PM_PRESENT) && (entry & PM_FILE);
+}
+
+static int scan_file(char *start, size_t pages, bool want_file, cowmem__run_fn *fn, void *ctx)
+{
+	static uint64_t entries[SCAN_BATCH]; /* under engine.lock */
+	size_t run_start = SIZE_MAX;
+
+	for (size_t base = 0; base < pages; base += SCAN_BATCH) {
+		size_t n = pages - base < SCAN_BATCH ? pages - base : SCAN_BATCH;
+		off_t offset = (off_t)((uintptr_t)start / engine.page_size + base) *
+			       (off_t)sizeof(uint64_t);
+		if (pread(engine.pagemap, entries, n * sizeof(uint64_t), offset) !=
+		    (ssize_t)(n * sizeof(uint64_t)))
+			return errno ? -errno : -EIO;
+		for (size_t k = 0; k < n; k++) {
+			bool match = want_file ? entry_is_file(entries[k]) : entry_is_own(entries[k]);
+			if (match && run_start == SIZE_MAX)
+				run_start = base + k;
+			if (!match && run_start != SIZE_MAX) {
+				int rc = fn(run_start, base + k, ctx);
+				if (rc < 0)
+					return rc;
+				run_start = SIZE_MAX;
+			}
+		}
+	}
+	return run_start != SIZE_MAX ? fn(run_start, pages, ctx) : 0;
+}
+
+static int scan_ioctl(char *start_addr, size_t pages, bool want_file, cowmem__run_fn *fn,
+		      void *ctx)
+{
+	static struct page_region vec[SCAN_BATCH]; /* under engine.lock */
+	uintptr_t base = (uintptr_t)start_addr, start = base,
+		  end = base + pages * engine.page_size;
+
+	while (start < end) {
+		struct pm_scan_arg arg = {
+			.size = sizeof arg,
+			.start = start,
+			.end = end,
+			.vec = (uintptr_t)vec,
+			.vec_len = SCAN_BATCH,
+			.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE,
+		};
+		if (want_file) {
+			arg.category_mask = PAGE_IS_FILE | PAGE_IS_PRESENT;
+		} else {
+			/* not a page cache page, not the zero page, and there */
+			arg.category_mask = PAGE_IS_FILE | PAGE_IS_PFNZERO;
+			arg.category_inverted = PAGE_IS_FILE | PAGE_IS_PFNZERO;
+			arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+		}
+		int n = ioctl(engine.pagemap, PAGEMAP_SCAN, &arg);
+		if (n < 0)
+			return -errno;
+		/* A call that returns fewer runs than it had room for walked
+		 * the whole range. One that filled the vector may have stopped
+		 * inside its last run; 6.18 can also report a walk_end behind
+		 * runs it already returned (it is set only when an internal
+		 * chunk stops early), so go on from the later of the two. */
+		bool complete = (size_t)n < SCAN_BATCH;
+		uintptr_t next = arg.walk_end > start ? arg.walk_end : end;
+		if (n > 0 && vec[n - 1].end > next)
+			next = vec[n - 1].end;
+		uintptr_t walked = complete || next > end ? end : next;
+		for (int i = 0; i < n; i++) {
+			uintptr_t run_start = vec[i].start > start ? vec[i].start : start;
+			uintptr_t run_end = vec[i].end < walked ? vec[i].end : walked;
+			if (run_start >= run_end)
+				continue;
+			/* A swapped entry without a page is a uffd-wp marker. */
+			if (!want_file && !(vec[i].categories & PAGE_IS_PRESENT))
+				continue;
+			int rc = fn((run_start - base) / engine.page_size,
+				    (run_end - base) / engine.page_size, ctx);
+			if (rc < 0)
+				return rc;
+		}
+		if (complete || walked <= start)
+			break;
+		start = walked;
+	}
+	return 0;
+}
+
+int cowmem__scan_own(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
+{
+	if (engine.features & FEATURE_PAGEMAP_SCAN)
+		return scan_ioctl(start, pages, false, fn, ctx);
+	return scan_file(start, pages, false, fn, ctx);
+}
+
+int cowmem__scan_file_pages(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
+{
+	if (engine.features & FEATURE_PAGEMAP_SCAN)
+		return scan_ioctl(start, pages, true, fn, ctx);
+	return scan_file(start, pages, true, fn, ctx);
+}

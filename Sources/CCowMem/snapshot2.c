@@ -1,0 +1,128 @@
+/*
+ * Snapshots on disk for engine v2: cowmem_save() and cowmem_load(). The
+ * file format is the first engine's (snapshot.c).
+ *
+ * Saving reads the region without faulting anything in: its own pages
+ * through /proc/self/mem, the rest as its view has them (the layer's pages
+ * with pread, so holes allocate nothing; old versions from the store).
+ * Loading makes a fresh reader of a new layer whose first version is the
+ * file: a fault on a page not copied in yet copies it (resolve.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "v2.h"
+
+#define SAVE_CHUNK 64 /* pages read and written at once */
+
+static const uint64_t PM_PRESENT = 1ull << 63, PM_FILE = 1ull << 61;
+
+/* r's content of [page, page + count) into buf (lock held). */
+static int read_content(const struct cowmem__region *r, size_t page, size_t count, char *buf)
+{
+	uint64_t entries[SAVE_CHUNK];
+	int rc;
+
+	if (r->mode == COWMEM__EXCLUSIVE)
+		return cowmem__read_layer(r->layer, page, count, buf);
+	off_t at = (off_t)((uintptr_t)cowmem__page(r, page) / engine.page_size * sizeof(uint64_t));
+	if (pread(engine.pagemap, entries, count * sizeof *entries, at) !=
+	    (ssize_t)(count * sizeof *entries))
+		return errno ? -errno : -EIO;
+	for (size_t k = 0; k < count; k++) {
+		char *out = buf + k * engine.page_size;
+		uint64_t e = entries[k];
+		bool own = (e & PM_PRESENT) && !(e & PM_FILE) &&
+			   !(engine.zero_pfn && (e & ((1ull << 55) - 1)) == engine.zero_pfn);
+		if (own)
+			rc = cowmem__read_own(r, page + k, out);
+		else if (r->mode == COWMEM__HEAD)
+			rc = cowmem__read_layer(r->layer, page + k, 1, out);
+		else
+			rc = cowmem__read_view(r->layer, r->gen, r->overlay, page + k, out);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int cowmem__v2_save(const struct cowmem__region *r, int fd)
+{
+	pthread_mutex_lock(&engine.lock);
+	bool valid = cowmem__v2_usable(r);
+	size_t pages = valid ? r->pages : 0, size = valid ? r->size : 0;
+	pthread_mutex_unlock(&engine.lock);
+	if (!valid) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (cowmem__snapshot_begin(fd) < 0)
+		return -1;
+	off_t data_offset = (off_t)engine.page_size;
+	char *buf = malloc(SAVE_CHUNK * engine.page_size);
+	if (!buf) {
+		errno = ENOMEM;
+		return -1;
+	}
+	int rc = 0;
+	for (size_t page = 0; page < pages && rc == 0; page += SAVE_CHUNK) {
+		size_t count = pages - page < SAVE_CHUNK ? pages - page : SAVE_CHUNK;
+		pthread_mutex_lock(&engine.lock);
+		rc = cowmem__v2_usable(r) ? read_content(r, page, count, buf) : -EINVAL;
+		pthread_mutex_unlock(&engine.lock);
+		if (rc < 0)
+			errno = -rc;
+		else if (cowmem__snapshot_write_pages(fd, buf, page, count, data_offset) < 0)
+			rc = -1;
+	}
+	free(buf);
+	if (rc < 0)
+		return -1;
+	return cowmem__snapshot_finish(fd, size, data_offset);
+}
+
+struct cowmem__region *cowmem__v2_load(int fd)
+{
+	uint64_t size, data_offset;
+	struct cowmem__layer *layer = NULL;
+	struct cowmem__region *r = NULL;
+	int rc, source = -1;
+
+	if (cowmem__snapshot_open(fd, &size, &data_offset) < 0)
+		return NULL;
+	/* Under the lock from the first descriptor on: fork() must not copy
+	 * a descriptor the child's handler cannot see. */
+	pthread_mutex_lock(&engine.lock);
+	if (engine.server == SERVER_NONE && server_start_library_thread() < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if ((rc = cowmem__layer_new((size_t)size / engine.page_size, &layer)) < 0)
+		goto out;
+	if ((source = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if ((rc = cowmem__layer_set_source(layer, source, (off_t)data_offset)) < 0)
+		goto out;
+	source = -1; /* the layer's now */
+	rc = cowmem__reader_new(layer, (size_t)size, 0, NULL, &r);
+out:
+	if (source >= 0)
+		close(source);
+	if (layer)
+		cowmem__layer_unref(layer); /* the reader holds its own reference */
+	pthread_t server;
+	bool join = rc < 0 && cowmem__v2_region_count() == 0 && server_stop_library_thread(&server);
+	pthread_mutex_unlock(&engine.lock);
+	if (join)
+		server_join(server);
+	if (rc < 0) {
+		errno = -rc;
+		return NULL;
+	}
+	return r;
+}

@@ -1,0 +1,490 @@
+/*
+ * What changed, going back, and statistics for engine v2:
+ * cowmem_dirty_pages(), cowmem_reset() and cowmem_stats().
+ *
+ * A region's content is its own pages over its view (its layer at a
+ * generation, then an overlay); its origin is a view too (or zeros). So
+ * what differs from the origin is its own pages (written, or filled by
+ * the server with a version, which are compared) plus, for a region whose
+ * view moved away from its origin (a head that captured since, a region
+ * made from zeros), the pages whose versions differ between the two views.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "v2.h"
+
+#define READ_BATCH 64       /* pages read at once */
+#define DISCARD_BATCH 1024  /* UIO_MAXIOV */
+
+struct page_list {
+	size_t *pages;
+	size_t count, capacity;
+};
+
+static int list_add(struct page_list *list, size_t page)
+{
+	if (list->count == list->capacity) {
+		size_t capacity = list->capacity ? list->capacity * 2 : 256;
+		size_t *grown = realloc(list->pages, capacity * sizeof *grown);
+		if (!grown)
+			return -ENOMEM;
+		list->pages = grown;
+		list->capacity = capacity;
+	}
+	list->pages[list->count++] = page;
+	return 0;
+}
+
+static int compare_pages(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void list_sort_unique(struct page_list *list)
+{
+	size_t kept = 0;
+
+	qsort(list->pages, list->count, sizeof *list->pages, compare_pages);
+	for (size_t i = 0; i < list->count; i++)
+		if (kept == 0 || list->pages[kept - 1] != list->pages[i])
+			list->pages[kept++] = list->pages[i];
+	list->count = kept;
+}
+
+/* ---- Reading without faulting -------------------------------------------- */
+
+/* The layer's current pages [page, page + count): holes read as zeros. */
+int cowmem__read_layer(const struct cowmem__layer *layer, size_t page, size_t count, char *buf)
+{
+	int rc = cowmem__pread_all(cowmem__pagefile_fd(), buf, count * engine.page_size,
+			       cowmem__layer_offset(layer) + (off_t)(page * engine.page_size));
+
+	/* A loaded layer's pages not copied in yet are read from its file,
+	 * without copying them in (reading does not allocate). */
+	for (size_t k = 0; rc >= 0 && k < count; k++)
+		rc = cowmem__layer_read_first_version(layer, page + k, buf + k * engine.page_size);
+	return rc < 0 ? rc : 0;
+}
+
+/* One page as a view (layer at gen, then overlay) has it. */
+int cowmem__read_view(const struct cowmem__layer *layer, uint64_t gen,
+		      const struct cowmem__overlay *overlay, size_t page, char *buf)
+{
+	cowmem__slot slot;
+
+	if (!cowmem__overlay_find(overlay, page, &slot) &&
+	    cowmem__layer_lookup(layer, page, gen, &slot) == COWMEM__FROM_LAYER)
+		return cowmem__read_layer(layer, page, 1, buf);
+	if (slot == COWMEM__HOLE)
+		memset(buf, 0, engine.page_size);
+	else
+		memcpy(buf, cowmem__store_page(slot), engine.page_size);
+	return 0;
+}
+
+/* A page r holds itself, through /proc/self/mem: a page that is not there
+ * makes the read fail instead of faulting into the server. */
+int cowmem__read_own(const struct cowmem__region *r, size_t page, char *buf)
+{
+	return cowmem__pread_all(engine.self_mem, buf, engine.page_size,
+			     (off_t)(uintptr_t)cowmem__page(r, page));
+}
+
+static int origin_read(const struct cowmem__region *r, size_t page, char *buf)
+{
+	if (r->origin == COWMEM__ORIGIN_ZERO) {
+		memset(buf, 0, engine.page_size);
+		return 0;
+	}
+	return cowmem__read_view(r->layer, r->origin_gen, r->origin_overlay, page, buf);
+}
+
+/* ---- cowmem_dirty_pages -------------------------------------------------- */
+
+static uint64_t view_gen(const struct cowmem__region *r)
+{
+	return r->mode == COWMEM__READER ? r->gen : cowmem__layer_current(r->layer);
+}
+
+/* Does r's view have another version of `page` than its origin? */
+static bool view_differs(const struct cowmem__region *r, size_t page)
+{
+	cowmem__slot mine, theirs;
+	bool in_mine = cowmem__overlay_find(r->overlay, page, &mine);
+	bool in_theirs = r->origin == COWMEM__ORIGIN_VIEW &&
+			 cowmem__overlay_find(r->origin_overlay, page, &theirs);
+
+	if (in_mine || in_theirs)
+		return !(in_mine && in_theirs && mine == theirs);
+	uint64_t origin_gen = r->origin == COWMEM__ORIGIN_VIEW ? r->origin_gen : 0;
+	return cowmem__layer_birth_at(r->layer, page, view_gen(r)) !=
+	       cowmem__layer_birth_at(r->layer, page, origin_gen);
+}
+
+struct own_context {
+	const struct cowmem__region *r;
+	struct page_list *list;
+	char *mine, *theirs; /* one page each */
+};
+
+/* r's own pages are written, except pages the server filled with a version
+ * and nobody changed since: those are compared with the origin. */
+static int own_run(size_t first, size_t end, void *ctx)
+{
+	struct own_context *c = ctx;
+	int rc;
+
+	for (size_t page = first; page < end; page++) {
+		if (page_map_get(&c->r->filled, page)) {
+			if ((rc = cowmem__read_own(c->r, page, c->mine)) < 0 ||
+			    (rc = origin_read(c->r, page, c->theirs)) < 0)
+				return rc;
+			if (memcmp(c->mine, c->theirs, engine.page_size) == 0)
+				continue;
+		}
+		if ((rc = list_add(c->list, page)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Pages of the layer's range that hold anything but zeros. */
+static int nonzero_layer_pages(const struct cowmem__region *r, bool only_first_version,
+			       struct page_list *list)
+{
+	size_t page_size = engine.page_size;
+	off_t base = cowmem__layer_offset(r->layer), limit = base + (off_t)r->size, at = base;
+	char *buf = malloc(READ_BATCH * page_size);
+	int fd = cowmem__pagefile_fd(), rc = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	while (rc == 0 && at < limit) {
+		off_t data = lseek(fd, at, SEEK_DATA);
+		if (data < 0 || data >= limit)
+			break; /* ENXIO: nothing more */
+		off_t hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0 || hole > limit)
+			hole = limit;
+		size_t first = (size_t)(data - base) / page_size;
+		size_t end = (size_t)(hole - base + (off_t)page_size - 1) / page_size;
+		for (size_t page = first; rc == 0 && page < end; page += READ_BATCH) {
+			size_t count = end - page < READ_BATCH ? end - page : READ_BATCH;
+			if ((rc = cowmem__read_layer(r->layer, page, count, buf)) < 0)
+				break;
+			for (size_t k = 0; k < count && rc == 0; k++) {
+				char *content = buf + k * page_size;
+				if (only_first_version) {
+					if (cowmem__layer_birth_at(r->layer, page + k, view_gen(r)) != 0)
+						continue;
+					/* Replaced since: the view sees an old version. */
+					if (cowmem__layer_birth_at(r->layer, page + k, UINT64_MAX) != 0 &&
+					    (rc = cowmem__read_view(r->layer, view_gen(r), NULL, page + k,
+								    content)) < 0)
+						break;
+				}
+				if (!page_is_zero(content))
+					rc = list_add(list, page + k);
+			}
+		}
+		at = base + (off_t)(end * page_size);
+	}
+	free(buf);
+	return rc;
+}
+
+static int dirty_collect(const struct cowmem__region *r, struct page_list *list)
+{
+	if (r->mode == COWMEM__EXCLUSIVE)
+		return nonzero_layer_pages(r, false, list);
+
+	struct own_context c = { r, list, malloc(engine.page_size), malloc(engine.page_size) };
+	int rc = -ENOMEM;
+	if (!c.mine || !c.theirs)
+		goto out;
+	if ((rc = cowmem__scan_own(r->data, r->pages, own_run, &c)) < 0)
+		goto out;
+	bool moved = r->mode == COWMEM__HEAD || r->origin == COWMEM__ORIGIN_ZERO ||
+		     r->gen != r->origin_gen || r->overlay != r->origin_overlay;
+	if (moved) {
+		/* Versions newer than the older of the two views, then the
+		 * overlays' pages: those are where the views can differ. */
+		uint64_t origin_gen = r->origin == COWMEM__ORIGIN_VIEW ? r->origin_gen : 0;
+		uint64_t low = view_gen(r) < origin_gen ? view_gen(r) : origin_gen;
+		size_t n = cowmem__layer_changed_since(r->layer, low, NULL, 0);
+		size_t *changed = malloc((n ? n : 1) * sizeof *changed);
+		if (!changed) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		cowmem__layer_changed_since(r->layer, low, changed, n);
+		for (size_t i = 0; i < n && rc == 0; i++)
+			if (view_differs(r, changed[i]))
+				rc = list_add(list, changed[i]);
+		free(changed);
+		const struct cowmem__overlay *overlays[2] = { r->overlay, r->origin_overlay };
+		for (size_t o = 0; o < 2 && rc == 0; o++) {
+			for (size_t i = 0; i < cowmem__overlay_count(overlays[o]) && rc == 0; i++) {
+				size_t page;
+				cowmem__slot slot;
+				cowmem__overlay_entry(overlays[o], i, &page, &slot);
+				if (view_differs(r, page))
+					rc = list_add(list, page);
+			}
+		}
+		/* What a created region wrote before its first clone is in
+		 * the layer's first version. */
+		if (rc == 0 && r->origin == COWMEM__ORIGIN_ZERO)
+			rc = nonzero_layer_pages(r, true, list);
+	}
+out:
+	free(c.mine);
+	free(c.theirs);
+	return rc;
+}
+
+ssize_t cowmem__v2_dirty_pages(const struct cowmem__region *r, size_t *pages, size_t cap)
+{
+	struct page_list list = { 0 };
+	int entry_errno = errno, rc;
+
+	if (!pages && cap > 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	pthread_mutex_lock(&engine.lock);
+	rc = cowmem__v2_usable(r) ? dirty_collect(r, &list) : -EINVAL;
+	pthread_mutex_unlock(&engine.lock);
+	if (rc < 0) {
+		free(list.pages);
+		errno = -rc;
+		return -1;
+	}
+	list_sort_unique(&list);
+	size_t stored = list.count < cap ? list.count : cap;
+	if (stored > 0)
+		memcpy(pages, list.pages, stored * sizeof *pages);
+	free(list.pages);
+	errno = entry_errno; /* lseek(SEEK_DATA) ends with ENXIO */
+	return (ssize_t)list.count;
+}
+
+/* ---- cowmem_reset ---------------------------------------------------------- */
+
+/*
+ * Dropping runs of pages: written pages are usually scattered, one run
+ * each, so they go to the kernel in batches through process_madvise(2) on
+ * our own process (about 3x faster than one madvise per run here); where
+ * the kernel refuses that (before 6.13, or a seccomp filter), madvise(2).
+ */
+struct discard {
+	struct iovec iov[DISCARD_BATCH];
+	size_t count;
+	int pidfd;
+	const struct cowmem__region *r;
+};
+
+static int discard_flush(struct discard *d)
+{
+	size_t total = 0;
+
+	for (size_t i = 0; i < d->count; i++)
+		total += d->iov[i].iov_len;
+	if (d->count > 1 && d->pidfd >= 0) {
+		ssize_t done = sys_process_madvise(d->pidfd, d->iov, d->count, MADV_DONTNEED, 0);
+		if (done >= 0 && (size_t)done == total) {
+			d->count = 0;
+			return 0;
+		}
+		close(d->pidfd); /* refused or stopped part way: one by one */
+		d->pidfd = -1;
+	}
+	for (size_t i = 0; i < d->count; i++)
+		if (madvise(d->iov[i].iov_base, d->iov[i].iov_len, MADV_DONTNEED) < 0)
+			return -errno;
+	d->count = 0;
+	return 0;
+}
+
+static int discard_run(size_t first, size_t end, void *ctx)
+{
+	struct discard *d = ctx;
+	int rc;
+
+	if (d->count == DISCARD_BATCH && (rc = discard_flush(d)) < 0)
+		return rc;
+	d->iov[d->count].iov_base = cowmem__page(d->r, first);
+	d->iov[d->count].iov_len = (end - first) * engine.page_size;
+	d->count++;
+	return 0;
+}
+
+static int discard_own_pages(struct cowmem__region *r)
+{
+	struct discard *d = malloc(sizeof *d);
+
+	if (!d)
+		return -ENOMEM;
+	d->count = 0;
+	d->r = r;
+	d->pidfd = sys_pidfd_open(getpid(), 0); /* -1 is fine: madvise then */
+	int rc = cowmem__scan_own(r->data, r->pages, discard_run, d);
+	if (rc == 0)
+		rc = discard_flush(d);
+	if (d->pidfd >= 0)
+		close(d->pidfd);
+	free(d);
+	return rc;
+}
+
+/* Made from zeros: a new empty layer, mapped shared at the same address,
+ * makes it what cowmem_create() returns again (its next clone is free). */
+static int reset_to_zero(struct cowmem__region *r)
+{
+	struct cowmem__layer *layer;
+	int rc = cowmem__layer_new(r->pages, &layer);
+
+	if (rc < 0)
+		return rc;
+	char *data = mmap(r->data, r->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+			  cowmem__pagefile_fd(), cowmem__layer_offset(layer));
+	if (data == MAP_FAILED) {
+		rc = -errno;
+		cowmem__layer_unref(layer);
+		return rc;
+	}
+	(void)madvise(data, r->size, MADV_DONTFORK);
+	cowmem__region_release(r);
+	r->layer = layer;
+	r->mode = COWMEM__EXCLUSIVE;
+	r->origin = COWMEM__ORIGIN_ZERO;
+	r->uffd_modes = 0; /* a new mapping is not registered */
+	return 0;
+}
+
+static int reset_locked(struct cowmem__region *r)
+{
+	int rc;
+
+	if (r->mode == COWMEM__EXCLUSIVE) {
+		/* Never cloned: the layer is its content; punching it also
+		 * unmaps the pages. */
+		if (fallocate(cowmem__pagefile_fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      cowmem__layer_offset(r->layer), (off_t)r->size) < 0)
+			return -errno;
+		return 0;
+	}
+	if (r->origin == COWMEM__ORIGIN_ZERO)
+		return reset_to_zero(r);
+	struct cowmem__layer *layer = r->layer;
+	bool keeps_view = r->mode == COWMEM__READER && r->gen == r->origin_gen;
+	if (r->mode == COWMEM__HEAD && r->origin_gen == cowmem__layer_current(layer) &&
+	    !r->origin_overlay) {
+		/* Nothing captured since the origin: the layer is the origin. */
+		if ((rc = discard_own_pages(r)) < 0)
+			return rc;
+		page_map_free(&r->filled);
+		return 0;
+	}
+	/* Back to an older view: MINOR first, so that no access in between
+	 * maps a layer page the origin does not have. */
+	if ((rc = cowmem__fresh_leave(r)) < 0)
+		return rc;
+	if (!keeps_view && (rc = cowmem__layer_hold(layer, r->origin_gen)) < 0)
+		return rc;
+	if (keeps_view)
+		rc = discard_own_pages(r);
+	else if (madvise(r->data, r->size, MADV_DONTNEED) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		if (!keeps_view)
+			cowmem__layer_drop(layer, r->origin_gen);
+		return rc;
+	}
+	if (r->mode == COWMEM__HEAD)
+		cowmem__layer_set_head(layer, NULL);
+	else if (!keeps_view)
+		cowmem__layer_drop(layer, r->gen);
+	r->mode = COWMEM__READER;
+	r->gen = r->origin_gen;
+	cowmem__overlay_ref(r->origin_overlay);
+	cowmem__overlay_unref(r->overlay);
+	r->overlay = r->origin_overlay;
+	page_map_free(&r->filled);
+	return 0;
+}
+
+int cowmem__v2_reset(struct cowmem__region *r)
+{
+	pthread_mutex_lock(&engine.lock);
+	int rc = cowmem__v2_usable(r) ? reset_locked(r) : -EINVAL;
+	pthread_mutex_unlock(&engine.lock);
+	if (rc < 0) {
+		errno = -rc;
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- cowmem_stats ---------------------------------------------------------- */
+
+struct count_context {
+	size_t resident, shared;
+	bool file_is_shared;
+};
+
+static int count_own(size_t first, size_t end, void *ctx)
+{
+	((struct count_context *)ctx)->resident += end - first;
+	return 0;
+}
+
+static int count_file(size_t first, size_t end, void *ctx)
+{
+	struct count_context *c = ctx;
+	c->resident += end - first;
+	if (c->file_is_shared)
+		c->shared += end - first;
+	return 0;
+}
+
+int cowmem__v2_stats(const struct cowmem__region *r, struct cowmem_stats *stats)
+{
+	if (!stats) {
+		errno = EINVAL;
+		return -1;
+	}
+	ssize_t written = cowmem__v2_dirty_pages(r, NULL, 0);
+	if (written < 0)
+		return -1;
+	struct cowmem_stats s = { .written = (size_t)written };
+	struct count_context c = { 0, 0, false };
+	int rc = 0;
+	pthread_mutex_lock(&engine.lock);
+	if (!cowmem__v2_usable(r)) {
+		rc = -EINVAL;
+	} else {
+		s.pages = r->pages;
+		s.faults = r->faults;
+		s.blocked_ns = r->blocked_ns;
+		c.file_is_shared = r->mode != COWMEM__EXCLUSIVE;
+		if ((rc = cowmem__scan_own(r->data, r->pages, count_own, &c)) == 0)
+			rc = cowmem__scan_file_pages(r->data, r->pages, count_file, &c);
+		s.resident = c.resident;
+		s.shared = c.shared;
+	}
+	pthread_mutex_unlock(&engine.lock);
+	if (rc < 0) {
+		errno = -rc;
+		return -1;
+	}
+	*stats = s;
+	return 0;
+}

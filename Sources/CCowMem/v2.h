@@ -1,0 +1,205 @@
+/*
+ * Engine v2 (ARCHITECTURE.md, "Engine v2"): private declarations.
+ *
+ * While v2 is built beside the first engine, it is selected with
+ * COWMEM_ENGINE=v2 and shares the first engine's process-wide state (the
+ * userfaultfd, the lock, the fault server, the janitor); everything of its
+ * own is here, every symbol prefixed cowmem__. Internal functions return 0
+ * or a negative errno; only the public entry points set errno.
+ */
+#ifndef COWMEM_V2_H
+#define COWMEM_V2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+struct cowmem__layer;
+struct cowmem__region;
+struct cowmem__overlay;
+
+/* ---- store.c: immutable page versions in recycled anonymous memory ----- */
+
+/* A slot holds one page version. COWMEM__HOLE stands for a page that reads
+ * as zero and needs no memory. */
+typedef uint32_t cowmem__slot;
+#define COWMEM__HOLE ((cowmem__slot)UINT32_MAX)
+
+int cowmem__store_alloc(cowmem__slot *slot);          /* refs = 1 */
+void cowmem__store_ref(cowmem__slot slot);
+void cowmem__store_unref(cowmem__slot slot);
+char *cowmem__store_page(cowmem__slot slot);          /* stable address */
+void cowmem__store_trim(void); /* gives back memory of free slots beyond a slack */
+void cowmem__store_release(void); /* unmaps everything if no slot is used */
+size_t cowmem__store_used(void);
+void cowmem__store_fork_child(void);
+
+/* ---- pagefile.c: one memfd holding every layer's pages ----------------- */
+
+int cowmem__pagefile_fd(void);                 /* -1 until the first range */
+int cowmem__pagefile_reserve(size_t size, off_t *offset);
+void cowmem__pagefile_release(off_t offset, size_t size);
+void cowmem__pagefile_fork_child(void);
+
+/* ---- layer.c: a family's pages, their generations and old versions ------ */
+
+/* What a region at generation `gen` reads at one page. */
+enum cowmem__source {
+	COWMEM__FROM_LAYER, /* the layer's current page (or its hole) */
+	COWMEM__FROM_STORE, /* an old version: *slot (COWMEM__HOLE: zeros) */
+};
+
+int cowmem__layer_new(size_t pages, struct cowmem__layer **layer);
+void cowmem__layer_ref(struct cowmem__layer *layer);
+void cowmem__layer_fork_child(void);
+void cowmem__layer_unref(struct cowmem__layer *layer);
+char *cowmem__layer_shared(const struct cowmem__layer *layer); /* unregistered map */
+off_t cowmem__layer_offset(const struct cowmem__layer *layer);
+size_t cowmem__layer_pages(const struct cowmem__layer *layer);
+uint64_t cowmem__layer_current(const struct cowmem__layer *layer);
+enum cowmem__source cowmem__layer_lookup(const struct cowmem__layer *layer, size_t page,
+					 uint64_t gen, cowmem__slot *slot);
+/* The generation in which the version seen at `gen` was written (0: the
+ * layer's first content). */
+uint64_t cowmem__layer_birth_at(const struct cowmem__layer *layer, size_t page, uint64_t gen);
+/* The pages whose current version is newer than `gen`, ascending: stores up
+ * to cap, returns how many. Reads 8 bytes per page of the layer. */
+size_t cowmem__layer_changed_since(const struct cowmem__layer *layer, uint64_t gen,
+				   size_t *pages, size_t cap);
+/* Pages from `page` on (at most `limit`) that a region at `gen` reads from
+ * the layer's current pages. */
+size_t cowmem__layer_current_run(const struct cowmem__layer *layer, size_t page,
+				 size_t limit, uint64_t gen);
+/* Generations in use: a region's view or origin holds one reference. */
+int cowmem__layer_hold(struct cowmem__layer *layer, uint64_t gen);
+void cowmem__layer_drop(struct cowmem__layer *layer, uint64_t gen);
+/* A capture: the head's new content replaces the layer's pages. Between
+ * begin and end, cowmem__layer_replace() keeps the old version of each page
+ * for the generations that still see it and writes the new one. */
+int cowmem__layer_capture_begin(struct cowmem__layer *layer, size_t count);
+int cowmem__layer_replace(struct cowmem__layer *layer, size_t page, const char *content);
+uint64_t cowmem__layer_capture_end(struct cowmem__layer *layer); /* the new generation */
+void cowmem__layer_capture_abort(struct cowmem__layer *layer); /* before any replace */
+struct cowmem__region *cowmem__layer_head(const struct cowmem__layer *layer);
+void cowmem__layer_set_head(struct cowmem__layer *layer, struct cowmem__region *head);
+/* A reader may map the layer's current page: replacing it must unmap it
+ * from every mapping first (a hole punch), not write it in place. */
+void cowmem__layer_note_mapped(struct cowmem__layer *layer, size_t page, size_t count);
+bool cowmem__layer_has_data(const struct cowmem__layer *layer, size_t page);
+
+/* Loaded layers (cowmem_load): the layer's first version comes from a file,
+ * which it keeps (fd); cowmem__layer_load() copies pages in on demand. */
+int cowmem__layer_set_source(struct cowmem__layer *layer, int fd, off_t offset);
+int cowmem__layer_load(struct cowmem__layer *layer, size_t page, size_t end);
+size_t cowmem__layer_loaded_run(const struct cowmem__layer *layer, size_t page, size_t limit);
+/* 1 if the page file holds the page already; else 0 with the file's page
+ * read into buf; or a negative errno. */
+int cowmem__layer_read_first_version(const struct cowmem__layer *layer, size_t page,
+				     char *buf);
+
+/* ---- overlay.c: page versions of a region beyond its layer's ----------- */
+
+/* Immutable once shared; a capture makes a new one. */
+int cowmem__overlay_with(const struct cowmem__overlay *base, const size_t *pages,
+			 const cowmem__slot *slots, size_t count,
+			 struct cowmem__overlay **result);
+void cowmem__overlay_ref(struct cowmem__overlay *overlay);
+void cowmem__overlay_unref(struct cowmem__overlay *overlay);
+bool cowmem__overlay_find(const struct cowmem__overlay *overlay, size_t page,
+			  cowmem__slot *slot);
+size_t cowmem__overlay_count(const struct cowmem__overlay *overlay);
+/* The i-th entry, in page order. */
+void cowmem__overlay_entry(const struct cowmem__overlay *overlay, size_t i, size_t *page,
+			   cowmem__slot *slot);
+
+/* ---- scan.c: what a mapping has in its page tables ---------------------- */
+
+/* Called for each run [first, end) of matching pages (indices from start);
+ * a negative return stops the scan and is returned. */
+typedef int cowmem__run_fn(size_t first, size_t end, void *ctx);
+/* The mapping's own (anonymous) pages, the shared zero page excluded. */
+int cowmem__scan_own(char *start, size_t pages, cowmem__run_fn *fn, void *ctx);
+/* Pages that map the page cache. */
+int cowmem__scan_file_pages(char *start, size_t pages, cowmem__run_fn *fn, void *ctx);
+
+/* ---- Regions (regions.c; fold.c and resolve.c work on them) ------------ */
+
+enum cowmem__mode {
+	COWMEM__EXCLUSIVE, /* MAP_SHARED of its layer: never cloned, writes land there */
+	COWMEM__HEAD,      /* MAP_PRIVATE: its layer holds its content as of the
+			      last capture, its own pages what it wrote since */
+	COWMEM__READER,    /* MAP_PRIVATE: sees the layer at `gen`, then `overlay`,
+			      then its own pages */
+};
+
+/* What cowmem_reset() returns a region to. */
+enum cowmem__origin {
+	COWMEM__ORIGIN_ZERO, /* cowmem_create(): zeros */
+	COWMEM__ORIGIN_VIEW, /* the layer at origin_gen, then origin_overlay */
+};
+
+/* Shared by regions.c, fold.c, resolve.c and tracking2.c: the region is the
+ * object they all work on. */
+struct cowmem__region {
+	char *data;
+	size_t size, pages;
+	struct cowmem__layer *layer;
+	enum cowmem__mode mode;
+	uint64_t gen;                     /* READER: held */
+	struct cowmem__overlay *overlay;  /* READER: NULL if none */
+	enum cowmem__origin origin;
+	uint64_t origin_gen;              /* ORIGIN_VIEW: held */
+	struct cowmem__overlay *origin_overlay;
+	uint64_t uffd_modes;              /* UFFDIO_REGISTER_MODE_* in effect */
+	bool fresh;                       /* a READER without MINOR (see fold.c) */
+	bool orphan;                      /* inherited through fork() */
+	struct page_map filled;           /* pages the server filled with a version */
+	uint64_t faults, blocked_ns;
+};
+
+extern bool cowmem__v2; /* COWMEM_ENGINE=v2 chose this engine */
+
+int cowmem__register(struct cowmem__region *r, uint64_t modes); /* adds modes */
+int cowmem__register_exactly(struct cowmem__region *r, uint64_t modes);
+struct cowmem__region *cowmem__find(const void *addr);
+char *cowmem__page(const struct cowmem__region *r, size_t page);
+/* Readers at the layer's current generation that do not have MINOR yet. */
+int cowmem__fresh_add(struct cowmem__region *r);
+void cowmem__fresh_remove(struct cowmem__region *r);
+int cowmem__fresh_leave(struct cowmem__region *r);
+int cowmem__fresh_register_all(struct cowmem__layer *layer);
+int cowmem__region_map(struct cowmem__layer *layer, size_t size, int share, char **data);
+int cowmem__reader_new(struct cowmem__layer *layer, size_t size, uint64_t gen,
+		       struct cowmem__overlay *overlay, struct cowmem__region **result);
+void cowmem__region_release(struct cowmem__region *r);
+
+/* The public operations of engine v2 (dispatch.c calls them). */
+struct cowmem__region *cowmem__v2_create(size_t size);
+struct cowmem__region *cowmem__v2_clone(struct cowmem__region *src);
+int cowmem__v2_destroy(struct cowmem__region *r);
+bool cowmem__v2_usable(const struct cowmem__region *r);
+size_t cowmem__v2_region_count(void);
+void cowmem__v2_fork_child(void);
+
+/* tracking2.c: reading content without faulting anything in (lock held) */
+int cowmem__read_layer(const struct cowmem__layer *layer, size_t page, size_t count, char *buf);
+int cowmem__read_view(const struct cowmem__layer *layer, uint64_t gen,
+		      const struct cowmem__overlay *overlay, size_t page, char *buf);
+int cowmem__read_own(const struct cowmem__region *r, size_t page, char *buf);
+ssize_t cowmem__v2_dirty_pages(const struct cowmem__region *r, size_t *pages, size_t cap);
+int cowmem__v2_reset(struct cowmem__region *r);
+int cowmem__v2_stats(const struct cowmem__region *r, struct cowmem_stats *stats);
+/* snapshot2.c */
+int cowmem__v2_save(const struct cowmem__region *r, int fd);
+struct cowmem__region *cowmem__v2_load(int fd);
+
+/* fold.c */
+struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *error);
+
+/* resolve.c: one userfaultfd message (lock held). */
+void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns);
+void cowmem__fail_page(const struct cowmem__region *r, size_t page, int error);
+
+#endif /* COWMEM_V2_H */

@@ -1,0 +1,246 @@
+/*
+ * engine_v2.c - the loops engine v2 exists for, against memcpy models.
+ *
+ *   ring        change a few pages, clone, keep the last 8 clones, destroy
+ *               the oldest; hundreds of iterations, every clone checked in
+ *               full against its model now and then and at the end;
+ *   newest      the same, but the newest clone becomes the working copy;
+ *   chain       clones of clones, each writing one page, 300 deep; every
+ *               level checked, then destroyed root first;
+ *   old-reads   snapshots read, written and reset after the head moved on
+ *               many generations (their pages come from the store);
+ *   reclaim     the store holds only what live snapshots still see: after
+ *               the ring it holds at most keep x pages-per-iteration
+ *               versions, and nothing once every region is gone;
+ *   threads     two threads run the ring at once on their own regions.
+ *
+ * Runs only where engine v2 is in use (COWMEM_ENGINE=v2 and a kernel with
+ * userfaultfd MINOR faults on shmem); elsewhere it skips and says why.
+ * Options: --seed=N (COWMEM_TEST_SEED), --iterations=N (COWMEM_TEST_OPS,
+ * default 240).
+ */
+#include "test_util.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "v2.h"
+
+#define KEEP 8
+
+static size_t page_size;
+static uint64_t iterations = 240;
+
+/* A region and the bytes it must hold. */
+struct modelled {
+	cowmem_region *region;
+	unsigned char *model;
+};
+
+static void modelled_check(const struct modelled *m, size_t size, const char *what)
+{
+	CHECK_BYTES(cowmem_data(m->region), m->model, size, what);
+}
+
+static void modelled_free(struct modelled *m)
+{
+	if (!m->region)
+		return;
+	CHECK(cowmem_destroy(m->region) == 0, "destroy: %s", strerror(errno));
+	free(m->model);
+	m->region = NULL;
+	m->model = NULL;
+}
+
+static struct modelled modelled_clone(const struct modelled *src, size_t size)
+{
+	struct modelled m = { cowmem_clone(src->region), malloc(size) };
+	CHECK(m.region && m.model, "clone: %s", strerror(errno));
+	memcpy(m.model, src->model, size);
+	return m;
+}
+
+/* Writes a few random bytes into k random pages of m (and its model). */
+static void change_pages(test_rng *rng, struct modelled *m, size_t pages, size_t k)
+{
+	unsigned char *data = cowmem_data(m->region);
+	for (size_t i = 0; i < k; i++) {
+		size_t page = test_rng_below(rng, pages);
+		size_t offset = test_rng_below(rng, page_size - 8);
+		test_rng_fill(rng, data + page * page_size + offset, 8);
+		memcpy(m->model + page * page_size + offset, data + page * page_size + offset, 8);
+	}
+}
+
+/* The change-a-little, snapshot, repeat loop; `newest` makes the newest
+ * clone the working copy. Returns the most store slots in use at the end
+ * of an iteration. */
+static size_t loop(test_rng *rng, size_t pages, size_t k, bool newest)
+{
+	size_t size = pages * page_size, most_used = 0;
+	struct modelled work = { cowmem_create(size), malloc(size) };
+	struct modelled ring[KEEP] = { { 0 } };
+
+	CHECK(work.region && work.model, "create: %s", strerror(errno));
+	test_rng_fill(rng, work.model, size);
+	memcpy(cowmem_data(work.region), work.model, size);
+	for (uint64_t i = 0; i < iterations; i++) {
+		change_pages(rng, &work, pages, k);
+		struct modelled snapshot = modelled_clone(&work, size);
+		if (newest) {
+			struct modelled old = work;
+			work = snapshot;
+			snapshot = old;
+		}
+		modelled_free(&ring[i % KEEP]);
+		ring[i % KEEP] = snapshot;
+		if (i % 16 == 15) {
+			for (size_t j = 0; j < KEEP; j++)
+				if (ring[j].region)
+					modelled_check(&ring[j], size, "a kept snapshot");
+			modelled_check(&work, size, "the working copy");
+		}
+		pthread_mutex_lock(&engine.lock);
+		size_t used = cowmem__store_used();
+		pthread_mutex_unlock(&engine.lock);
+		if (used > most_used)
+			most_used = used;
+	}
+	for (size_t j = 0; j < KEEP; j++) {
+		modelled_check(&ring[j], size, "a kept snapshot at the end");
+		modelled_free(&ring[j]);
+	}
+	modelled_check(&work, size, "the working copy at the end");
+	modelled_free(&work);
+	return most_used;
+}
+
+static void test_ring(test_rng *rng, bool newest)
+{
+	const size_t pages = 512, k = 12;
+	size_t most = loop(rng, pages, k, newest);
+	/* Each kept snapshot needs at most the versions the k writes of the
+	 * iterations after it replaced: KEEP x k at most (plus the ones the
+	 * working copy's own origin still sees, in the newest-clone loop). */
+	size_t bound = (KEEP + 1) * k + (newest ? k : 0);
+	CHECK(most <= bound, "%s: the store held %zu versions, more than %zu", newest ? "newest" : "ring",
+	      most, bound);
+	pthread_mutex_lock(&engine.lock);
+	size_t left = cowmem__store_used();
+	pthread_mutex_unlock(&engine.lock);
+	CHECK(left == 0, "%zu store versions left once every region is gone", left);
+	printf("ok   %s: %" PRIu64 " iterations of %zu pages changed in %zu, store at most %zu "
+	       "versions\n", newest ? "newest clone as working copy" : "ring of clones", iterations,
+	       k, pages, most);
+}
+
+static void test_chain(test_rng *rng)
+{
+	enum { DEPTH = 300 };
+	const size_t pages = 64, size = pages * page_size;
+	struct modelled *level = calloc(DEPTH, sizeof *level);
+
+	CHECK(level, "out of memory");
+	level[0].region = cowmem_create(size);
+	level[0].model = calloc(1, size);
+	CHECK(level[0].region && level[0].model, "create: %s", strerror(errno));
+	for (size_t d = 1; d < DEPTH; d++) {
+		level[d] = modelled_clone(&level[d - 1], size);
+		change_pages(rng, &level[d], pages, 1);
+	}
+	for (size_t d = 0; d < DEPTH; d++)
+		modelled_check(&level[d], size, "a level of the chain");
+	for (size_t d = 0; d < DEPTH; d++) {
+		modelled_free(&level[d]);
+		if (d % 50 == 0)
+			for (size_t e = d + 1; e < DEPTH; e++)
+				modelled_check(&level[e], size, "a level after the ones before it went");
+	}
+	free(level);
+	printf("ok   chain of %d clones of clones, each writing a page, destroyed root first\n",
+	       DEPTH);
+}
+
+/* Old snapshots are read, written, reset and listed after the working
+ * region moved on: their pages come from old versions. */
+static void test_old_reads(test_rng *rng)
+{
+	const size_t pages = 128, size = pages * page_size;
+	struct modelled work = { cowmem_create(size), malloc(size) };
+	struct modelled old[4];
+
+	CHECK(work.region && work.model, "create: %s", strerror(errno));
+	test_rng_fill(rng, work.model, size);
+	memcpy(cowmem_data(work.region), work.model, size);
+	for (size_t i = 0; i < 4; i++) {
+		old[i] = modelled_clone(&work, size);
+		for (size_t j = 0; j < 20; j++) {
+			change_pages(rng, &work, pages, 8);
+			struct modelled t = modelled_clone(&work, size);
+			modelled_free(&t);
+		}
+	}
+	for (size_t i = 0; i < 4; i++) {
+		modelled_check(&old[i], size, "an old snapshot");
+		unsigned char *origin = malloc(size);
+		CHECK(origin, "out of memory");
+		memcpy(origin, old[i].model, size);
+		change_pages(rng, &old[i], pages, 5);
+		ssize_t n = cowmem_dirty_pages(old[i].region, NULL, 0);
+		CHECK(n >= 1 && n <= 5, "an old snapshot that wrote 5 pages lists %zd", n);
+		CHECK(cowmem_reset(old[i].region) == 0, "reset: %s", strerror(errno));
+		memcpy(old[i].model, origin, size);
+		modelled_check(&old[i], size, "an old snapshot after reset");
+		free(origin);
+	}
+	modelled_check(&work, size, "the working region");
+	ssize_t n = cowmem_dirty_pages(work.region, NULL, 0);
+	CHECK(n > 0, "the working region lists no change: %zd", n);
+	for (size_t i = 0; i < 4; i++)
+		modelled_free(&old[i]);
+	modelled_free(&work);
+	printf("ok   old snapshots read, written, listed and reset after 80 captures\n");
+}
+
+static void *ring_thread(void *arg)
+{
+	test_rng *rng = arg;
+	(void)loop(rng, 256, 8, test_rng_below(rng, 2) == 0);
+	return NULL;
+}
+
+static void test_threads(uint64_t seed)
+{
+	pthread_t ids[2];
+	test_rng rngs[2];
+
+	for (int t = 0; t < 2; t++) {
+		rngs[t].state = test_substream(seed, 100 + (uint64_t)t);
+		CHECK(pthread_create(&ids[t], NULL, ring_thread, &rngs[t]) == 0, "pthread_create");
+	}
+	for (int t = 0; t < 2; t++)
+		pthread_join(ids[t], NULL);
+	printf("ok   two threads, each running the loop on its own regions\n");
+}
+
+int main(int argc, char **argv)
+{
+	uint64_t seed = test_seed_init(argc, argv);
+	test_option(argc, argv, "iterations", "COWMEM_TEST_OPS", &iterations);
+
+	page_size = test_page_size();
+	const char *features = cowmem_features();
+	if (!features || !strstr(features, "engine-v2"))
+		test_skip("engine v2 is not in use (it needs COWMEM_ENGINE=v2 and userfaultfd "
+			  "with MINOR faults on shmem); features: %s",
+			  features ? features : "none");
+	printf("backend %s, features %s\n", test_backend(), features);
+	test_rng rng = { test_substream(seed, 1) };
+	test_ring(&rng, false);
+	test_ring(&rng, true);
+	test_chain(&rng);
+	test_old_reads(&rng);
+	test_threads(seed);
+	printf("engine_v2: no mismatch\n");
+	return TEST_EXIT_PASS;
+}
