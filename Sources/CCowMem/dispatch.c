@@ -1,10 +1,11 @@
 /*
- * The public functions that differ between the engines, while engine v2 is
- * built beside the first one: COWMEM_ENGINE=v2 selects v2 where the kernel
- * has what it needs (userfaultfd with MINOR faults on shmem, and
- * MREMAP_DONTUNMAP), and everything else runs the first engine. A handle
- * belongs to the engine that made it; the choice is made once, at the
- * library's first use. Delete this file with the first engine.
+ * The public functions that differ between the engines, while the first
+ * engine still runs where engine v2 cannot: v2 wherever the kernel has what
+ * it needs (userfaultfd with MINOR faults on shmem, MREMAP_DONTUNMAP and
+ * /proc/self/pagemap), the first engine elsewhere (no userfaultfd: the memfd
+ * backend) and when COWMEM_ENGINE=v1 asks for it. A handle belongs to the
+ * engine that made it; the choice is made once, at the library's first use.
+ * Delete this file with the first engine.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -31,14 +32,16 @@ int cowmem__engine_select(void)
 {
 	const char *wanted = getenv("COWMEM_ENGINE");
 
-	if (!wanted || !*wanted || strcmp(wanted, "v1") == 0)
-		return 0;
-	if (strcmp(wanted, "v2") != 0) {
-		fprintf(stderr, "cowmem: COWMEM_ENGINE=%s is not an engine (expected v1 or v2)\n",
-			wanted);
+	if (wanted && *wanted && strcmp(wanted, "v1") != 0 && strcmp(wanted, "v2") != 0 &&
+	    strcmp(wanted, "auto") != 0) {
+		fprintf(stderr, "cowmem: COWMEM_ENGINE=%s is not an engine (expected auto, v1 "
+			"or v2)\n", wanted);
 		errno = EINVAL;
 		return -1;
 	}
+	if (wanted && strcmp(wanted, "v1") == 0)
+		return 0;
+	/* v2 is not refused where it cannot run: the first engine serves. */
 	cowmem__v2 = engine.uffd >= 0 && engine.pagemap >= 0 &&
 		     (engine.features & FEATURE_MINOR) && (engine.features & FEATURE_DONTUNMAP);
 	return 0;
@@ -153,6 +156,32 @@ int cowmem_save(const cowmem_region *r, int fd)
 	if (cowmem__v2)
 		return cowmem__v2_save((const struct cowmem__region *)r, fd);
 	return cowmem__v1_save(r, fd);
+}
+
+/* The first engine has nothing to share a copy's pages through: copy the
+ * bytes (outside the lock: touching region memory may need the server). */
+static int v1_copy(cowmem_region *dst, cowmem_region *src)
+{
+	pthread_mutex_lock(&engine.lock);
+	bool valid = region_usable(dst) && region_usable(src) &&
+		     cowmem__v1_size(dst) == cowmem__v1_size(src);
+	pthread_mutex_unlock(&engine.lock);
+	if (!valid) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (dst != src)
+		memmove(cowmem__v1_data(dst), cowmem__v1_data(src), cowmem__v1_size(src));
+	return 0;
+}
+
+int cowmem_copy(cowmem_region *dst, cowmem_region *src)
+{
+	if (engine_init() < 0)
+		return -1;
+	if (cowmem__v2)
+		return cowmem__v2_copy((struct cowmem__region *)dst, (struct cowmem__region *)src);
+	return v1_copy(dst, src);
 }
 
 cowmem_region *cowmem_load(int fd)

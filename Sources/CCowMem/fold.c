@@ -143,7 +143,8 @@ static int fold(struct cowmem__region *head)
 		abort_fold("finding the pages written", rc);
 	cowmem__layer_capture_end(layer);
 	janitor_resume();
-	janitor_unmap(area, length);
+	/* Staging holds what the head touched since the previous clone. */
+	janitor_unmap_sparse(area, length);
 	/* The head reads its layer again: faults are the kernel's. Dropping
 	 * MINOR wakes the threads that waited meanwhile. */
 	(void)cowmem__register_exactly(head, UFFDIO_REGISTER_MODE_MISSING);
@@ -276,9 +277,8 @@ static int branch(struct cowmem__region *r)
 
 /* ---- clone ---------------------------------------------------------------- */
 
-struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *error)
+int cowmem__capture(struct cowmem__region *src, uint64_t *gen, struct cowmem__overlay **overlay)
 {
-	struct cowmem__region *clone = NULL;
 	int rc = 0;
 
 	switch (src->mode) {
@@ -295,15 +295,104 @@ struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *err
 			rc = branch(src);
 		break;
 	}
-	if (rc == 0) {
-		uint64_t gen = src->mode == COWMEM__READER ? src->gen
-							 : cowmem__layer_current(src->layer);
-		struct cowmem__overlay *overlay = src->mode == COWMEM__READER ? src->overlay : NULL;
+	if (rc < 0)
+		return rc;
+	*gen = src->mode == COWMEM__READER ? src->gen : cowmem__layer_current(src->layer);
+	*overlay = src->mode == COWMEM__READER ? src->overlay : NULL;
+	return 0;
+}
+
+struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *error)
+{
+	struct cowmem__region *clone = NULL;
+	struct cowmem__overlay *overlay;
+	uint64_t gen;
+	int rc = cowmem__capture(src, &gen, &overlay);
+
+	if (rc == 0)
 		rc = cowmem__reader_new(src->layer, src->size, gen, overlay, &clone);
-	}
 	if (rc < 0) {
 		*error = -rc;
 		return NULL;
 	}
 	return clone;
+}
+
+/* ---- copy ---------------------------------------------------------------- */
+
+int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint64_t gen,
+		     struct cowmem__overlay *overlay)
+{
+	int rc = cowmem__layer_hold(layer, gen);
+
+	if (rc < 0)
+		return rc;
+	if (layer != r->layer) {
+		/* Another family: map its layer over the same address, which
+		 * drops every page the region had at once. */
+		char *data = mmap(r->data, r->size, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, cowmem__pagefile_fd(),
+				  cowmem__layer_offset(layer));
+		if (data == MAP_FAILED) {
+			rc = -errno;
+			cowmem__layer_drop(layer, gen);
+			return rc;
+		}
+		(void)madvise(data, r->size, MADV_DONTFORK);
+		r->uffd_modes = 0; /* a new mapping is not registered */
+	} else if ((rc = cowmem__fresh_leave(r)) < 0 ||
+		   (madvise(r->data, r->size, MADV_DONTNEED) < 0 && (rc = -errno))) {
+		cowmem__layer_drop(layer, gen);
+		return rc;
+	}
+	/* Let go of the old view. */
+	cowmem__fresh_remove(r);
+	if (r->mode == COWMEM__HEAD)
+		cowmem__layer_set_head(r->layer, NULL);
+	else if (r->mode == COWMEM__READER)
+		cowmem__layer_drop(r->layer, r->gen);
+	if (layer != r->layer) {
+		cowmem__layer_ref(layer);
+		cowmem__layer_unref(r->layer);
+		r->layer = layer;
+	}
+	cowmem__overlay_ref(overlay);
+	cowmem__overlay_unref(r->overlay);
+	r->overlay = overlay;
+	r->mode = COWMEM__READER;
+	r->gen = gen;
+	r->copied = true;
+	page_map_free(&r->filled);
+	/* A fresh reader again if it sees the current generation as it is;
+	 * registration failing only leaves it slower (MINOR, or none). */
+	if (gen == cowmem__layer_current(layer) && !overlay) {
+		if (cowmem__register_exactly(r, UFFDIO_REGISTER_MODE_MISSING) == 0)
+			(void)cowmem__fresh_add(r);
+	} else {
+		rc = cowmem__register(r, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR);
+		if (rc < 0)
+			abort_fold("registering a copied region", rc);
+	}
+	return 0;
+}
+
+int cowmem__v2_copy(struct cowmem__region *dst, struct cowmem__region *src)
+{
+	struct cowmem__overlay *overlay;
+	uint64_t gen;
+	int rc = 0;
+
+	pthread_mutex_lock(&engine.lock);
+	if (!cowmem__v2_usable(dst) || !cowmem__v2_usable(src) || dst->size != src->size)
+		rc = -EINVAL;
+	else if (dst != src && engine.server == SERVER_NONE && server_start_library_thread() < 0)
+		rc = -errno;
+	else if (dst != src && (rc = cowmem__capture(src, &gen, &overlay)) == 0)
+		rc = cowmem__set_view(dst, src->layer, gen, overlay);
+	pthread_mutex_unlock(&engine.lock);
+	if (rc < 0) {
+		errno = -rc;
+		return -1;
+	}
+	return 0;
 }

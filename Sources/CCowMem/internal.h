@@ -114,6 +114,7 @@ struct page_map {
 void *page_map_get(const struct page_map *m, size_t page);
 int page_map_put(struct page_map *m, size_t page, void *value); /* -1 ENOMEM */
 void *page_map_remove(struct page_map *m, size_t page);
+void page_map_replace(struct page_map *m, size_t page, void *value); /* an existing key */
 void page_map_free(struct page_map *m);
 /* Makes dst (freed first) a copy of src: one memcpy, no rehashing.
  * 0, or -1 with errno ENOMEM and dst unchanged. */
@@ -312,6 +313,7 @@ void resolve_write_protect(struct cowmem_region *r, size_t page);
 
 /* ---- janitor.c: unmaps retired page tables off the caller's path -------- */
 void janitor_unmap(void *addr, size_t len);
+void janitor_unmap_sparse(void *addr, size_t len); /* few pages mapped: no steps */
 /* Around many page-table changes in a row (write-protecting, zapping): the
  * janitor sleeps meanwhile, so their TLB flushes interrupt no other CPU. */
 void janitor_pause(void);

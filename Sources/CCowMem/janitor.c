@@ -16,6 +16,7 @@
 struct retired {
 	char *addr;
 	size_t len;
+	bool in_steps; /* zap in ZAP_CHUNK steps first */
 	struct retired *next;
 };
 
@@ -74,7 +75,7 @@ static void *janitor(void *unused)
 		/* MADV_DONTNEED zaps under the mmap lock held for reading, in
 		 * small steps, so faults and mmap calls elsewhere wait at most
 		 * one step; the final munmap then has nothing left to zap. */
-		for (size_t done = 0; done < job->len; done += ZAP_CHUNK) {
+		for (size_t done = 0; job->in_steps && done < job->len; done += ZAP_CHUNK) {
 			size_t len = job->len - done < ZAP_CHUNK ? job->len - done : ZAP_CHUNK;
 			wait_while_paused();
 			madvise(job->addr + done, len, MADV_DONTNEED);
@@ -88,7 +89,22 @@ static void *janitor(void *unused)
 	return NULL;
 }
 
+static void retire(void *addr, size_t len, bool in_steps);
+
 void janitor_unmap(void *addr, size_t len)
+{
+	retire(addr, len, true);
+}
+
+/* For ranges with few pages mapped (a fold's staging range): one munmap,
+ * one TLB flush, where 4 MiB steps would interrupt the other CPU once per
+ * step. */
+void janitor_unmap_sparse(void *addr, size_t len)
+{
+	retire(addr, len, false);
+}
+
+static void retire(void *addr, size_t len, bool in_steps)
 {
 	struct retired *job = malloc(sizeof *job);
 
@@ -101,7 +117,7 @@ void janitor_unmap(void *addr, size_t len)
 		munmap(addr, len); /* no thread to spare: do it here */
 		return;
 	}
-	*job = (struct retired){ addr, len, queue };
+	*job = (struct retired){ addr, len, in_steps, queue };
 	queue = job;
 	pthread_mutex_unlock(&janitor_lock);
 }

@@ -29,24 +29,19 @@
 
 #include "v2.h"
 
+/* An old version of one page, seen by the generations [birth, death).
+ * Versions live in one pool per layer; those of a page form a chain, newest
+ * first, from the `old` map. */
 struct old_version {
 	uint64_t birth, death;
-	cowmem__slot slot;
-};
-
-struct version_list { /* the old versions of one page, oldest first */
-	size_t count, capacity;
-	struct old_version *versions;
-};
-
-struct dead_entry {
 	size_t page;
-	uint64_t birth;
+	cowmem__slot slot;
+	uint32_t older; /* pool index + 1 of the next older version, 0: none */
 };
 
-struct deadlist {
+struct deadlist { /* the versions a capture replaced: pool indices */
 	size_t count, capacity;
-	struct dead_entry *entries;
+	uint32_t *versions;
 };
 
 struct held_generation {
@@ -61,7 +56,13 @@ struct cowmem__layer {
 	uint64_t *birth;         /* per page */
 	unsigned char *mapped;   /* per page: a reader may map the current page */
 	uint64_t current;        /* the newest generation */
-	struct page_map old;     /* page -> struct version_list * */
+	struct page_map old;     /* page -> pool index + 1 of its newest old version */
+	struct old_version *pool;
+	size_t pool_count, pool_capacity;
+	uint32_t *pool_free;     /* freed pool indices */
+	size_t pool_free_count;
+	unsigned char *data;     /* per page: the page file has it (NULL: not
+				    known yet; made from SEEK_DATA at first use) */
 	struct page_map dead;    /* generation -> struct deadlist * */
 	struct held_generation *held; /* ascending */
 	size_t held_count, held_capacity;
@@ -132,23 +133,12 @@ void cowmem__layer_ref(struct cowmem__layer *layer)
 	layer->refs++;
 }
 
-static void free_versions(size_t page, void *value, void *ctx)
-{
-	struct version_list *list = value;
-	(void)page;
-	(void)ctx;
-	for (size_t i = 0; i < list->count; i++)
-		cowmem__store_unref(list->versions[i].slot);
-	free(list->versions);
-	free(list);
-}
-
 static void free_deadlist(size_t gen, void *value, void *ctx)
 {
 	struct deadlist *list = value;
 	(void)gen;
 	(void)ctx;
-	free(list->entries);
+	free(list->versions);
 	free(list);
 }
 
@@ -157,7 +147,12 @@ void cowmem__layer_unref(struct cowmem__layer *layer)
 	if (--layer->refs > 0)
 		return;
 	size_t size = layer->pages * page_size();
-	page_map_each(&layer->old, free_versions, NULL);
+	for (size_t i = 0; i < layer->pool_count; i++)
+		if (layer->pool[i].death != 0) /* in use */
+			cowmem__store_unref(layer->pool[i].slot);
+	free(layer->pool);
+	free(layer->pool_free);
+	free(layer->data);
 	page_map_free(&layer->old);
 	page_map_each(&layer->dead, free_deadlist, NULL);
 	page_map_free(&layer->dead);
@@ -211,11 +206,14 @@ void cowmem__layer_set_head(struct cowmem__layer *layer, struct cowmem__region *
 static const struct old_version *find_version(const struct cowmem__layer *layer, size_t page,
 					      uint64_t gen)
 {
-	const struct version_list *list = page_map_get(&layer->old, page);
+	uintptr_t next = (uintptr_t)page_map_get(&layer->old, page);
 
-	for (size_t i = 0; list && i < list->count; i++)
-		if (list->versions[i].birth <= gen && gen < list->versions[i].death)
-			return &list->versions[i];
+	while (next) {
+		const struct old_version *v = &layer->pool[next - 1];
+		if (v->birth <= gen && gen < v->death)
+			return v;
+		next = v->older;
+	}
 	return NULL;
 }
 
@@ -265,15 +263,56 @@ size_t cowmem__layer_current_run(const struct cowmem__layer *layer, size_t page,
 	return n;
 }
 
+static void set_bit(unsigned char *bits, size_t page)
+{
+	bits[page / 8] |= (unsigned char)(1u << (page % 8));
+}
+
+/* The pages the page file holds for this layer, from its data extents:
+ * made once, when the layer is first read after its first clone (until
+ * then its exclusive region writes it directly); kept up to date by every
+ * write the library makes into the layer afterwards. */
+static bool make_data_map(struct cowmem__layer *layer)
+{
+	int fd = cowmem__pagefile_fd();
+	off_t base = layer->offset, limit = base + (off_t)(layer->pages * page_size()), at = base;
+
+	if (!(layer->data = calloc((layer->pages + 7) / 8, 1)))
+		return false;
+	while (at < limit) {
+		off_t data = lseek(fd, at, SEEK_DATA);
+		if (data < 0 || data >= limit)
+			break; /* ENXIO: nothing more */
+		off_t hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0 || hole > limit)
+			hole = limit;
+		for (size_t p = (size_t)(data - base) / page_size();
+		     p < (size_t)(hole - base + (off_t)page_size() - 1) / page_size(); p++)
+			set_bit(layer->data, p);
+		at = hole;
+	}
+	return true;
+}
+
 bool cowmem__layer_has_data(const struct cowmem__layer *layer, size_t page)
 {
-	unsigned char resident = 0;
+	struct cowmem__layer *l = (struct cowmem__layer *)layer; /* the map is a cache */
 
-	/* mincore() on a shared mapping of shmem asks the page cache, mapped
-	 * or not: a hole is not resident. */
-	if (mincore(layer->shared + page * page_size(), page_size(), &resident) < 0)
-		return true;
-	return resident & 1;
+	if (!l->data && !make_data_map(l)) {
+		/* Out of memory: ask the page cache. mincore() on a shared
+		 * mapping of shmem answers for the page cache, mapped or not. */
+		unsigned char resident = 0;
+		if (mincore(layer->shared + page * page_size(), page_size(), &resident) < 0)
+			return true;
+		return resident & 1;
+	}
+	return l->data[page / 8] & (1u << (page % 8));
+}
+
+static void note_data(struct cowmem__layer *layer, size_t page)
+{
+	if (layer->data)
+		set_bit(layer->data, page);
 }
 
 void cowmem__layer_note_mapped(struct cowmem__layer *layer, size_t page, size_t count)
@@ -321,23 +360,28 @@ int cowmem__layer_hold(struct cowmem__layer *layer, uint64_t gen)
 	return 0;
 }
 
-static void version_forget(struct cowmem__layer *layer, size_t page, uint64_t birth)
+static void version_forget(struct cowmem__layer *layer, uint32_t index)
 {
-	struct version_list *list = page_map_get(&layer->old, page);
+	struct old_version *v = &layer->pool[index];
+	uintptr_t head = (uintptr_t)page_map_get(&layer->old, v->page);
 
-	for (size_t i = 0; list && i < list->count; i++) {
-		if (list->versions[i].birth != birth)
-			continue;
-		cowmem__store_unref(list->versions[i].slot);
-		memmove(&list->versions[i], &list->versions[i + 1],
-			(list->count - i - 1) * sizeof *list->versions);
-		if (--list->count == 0) {
-			page_map_remove(&layer->old, page);
-			free(list->versions);
-			free(list);
+	if (head == index + 1u) {
+		if (v->older)
+			page_map_replace(&layer->old, v->page, (void *)(uintptr_t)v->older);
+		else
+			page_map_remove(&layer->old, v->page);
+	} else {
+		for (uintptr_t at = head; at; at = layer->pool[at - 1].older) {
+			if (layer->pool[at - 1].older == index + 1u) {
+				layer->pool[at - 1].older = v->older;
+				break;
+			}
 		}
-		return;
 	}
+	cowmem__store_unref(v->slot);
+	v->death = 0; /* free */
+	/* Room for every index was made when it was handed out. */
+	layer->pool_free[layer->pool_free_count++] = index;
 }
 
 /* Frees the versions of deadlist `gen` that no held generation sees any
@@ -352,11 +396,11 @@ static void sweep_deadlist(struct cowmem__layer *layer, uint64_t gen, bool keep_
 	if (!list)
 		return;
 	for (size_t i = 0; i < list->count; i++) {
-		struct dead_entry e = list->entries[i];
-		if (keep_any && e.birth <= keep_through)
-			list->entries[kept++] = e;
+		uint32_t index = list->versions[i];
+		if (keep_any && layer->pool[index].birth <= keep_through)
+			list->versions[kept++] = index;
 		else
-			version_forget(layer, e.page, e.birth);
+			version_forget(layer, index);
 	}
 	list->count = kept;
 	if (kept == 0) {
@@ -426,9 +470,9 @@ int cowmem__layer_capture_begin(struct cowmem__layer *layer, size_t count)
 
 	if (!list)
 		return -ENOMEM;
-	list->capacity = count ? count : 1;
-	list->entries = malloc(list->capacity * sizeof *list->entries);
-	if (!list->entries) {
+	list->capacity = count ? count : 64;
+	list->versions = malloc(list->capacity * sizeof *list->versions);
+	if (!list->versions) {
 		free(list);
 		return -ENOMEM;
 	}
@@ -436,31 +480,43 @@ int cowmem__layer_capture_begin(struct cowmem__layer *layer, size_t count)
 	return 0;
 }
 
-static int list_append(struct version_list *list, struct old_version v)
+static int deadlist_append(struct deadlist *list, uint32_t index)
 {
 	if (list->count == list->capacity) {
-		size_t capacity = list->capacity ? list->capacity * 2 : 2;
-		struct old_version *grown = realloc(list->versions, capacity * sizeof *grown);
+		size_t capacity = list->capacity * 2;
+		uint32_t *grown = realloc(list->versions, capacity * sizeof *grown);
 		if (!grown)
 			return -ENOMEM;
 		list->versions = grown;
 		list->capacity = capacity;
 	}
-	list->versions[list->count++] = v;
+	list->versions[list->count++] = index;
 	return 0;
 }
 
-static int deadlist_append(struct deadlist *list, struct dead_entry e)
+/* A pool index for a new version; the pool and its free list grow
+ * together, so that freeing one never needs memory. */
+static int pool_take(struct cowmem__layer *layer, uint32_t *index)
 {
-	if (list->count == list->capacity) {
-		size_t capacity = list->capacity * 2;
-		struct dead_entry *grown = realloc(list->entries, capacity * sizeof *grown);
-		if (!grown)
-			return -ENOMEM;
-		list->entries = grown;
-		list->capacity = capacity;
+	if (layer->pool_free_count > 0) {
+		*index = layer->pool_free[--layer->pool_free_count];
+		return 0;
 	}
-	list->entries[list->count++] = e;
+	if (layer->pool_count == layer->pool_capacity) {
+		size_t capacity = layer->pool_capacity ? layer->pool_capacity * 2 : 256;
+		if (capacity > UINT32_MAX)
+			return -ENOMEM;
+		struct old_version *pool = realloc(layer->pool, capacity * sizeof *pool);
+		if (!pool)
+			return -ENOMEM;
+		layer->pool = pool;
+		uint32_t *free_list = realloc(layer->pool_free, capacity * sizeof *free_list);
+		if (!free_list)
+			return -ENOMEM;
+		layer->pool_free = free_list;
+		layer->pool_capacity = capacity;
+	}
+	*index = (uint32_t)layer->pool_count++;
 	return 0;
 }
 
@@ -468,8 +524,9 @@ static int deadlist_append(struct deadlist *list, struct dead_entry e)
  * it: [birth, the capture's generation). */
 static int keep_old_version(struct cowmem__layer *layer, size_t page)
 {
-	uint64_t birth = layer->birth[page], death = layer->current + 1;
+	uint64_t birth = layer->birth[page];
 	cowmem__slot slot = COWMEM__HOLE;
+	uint32_t index;
 	int rc;
 
 	/* A generation at or after birth is held: it still sees the page.
@@ -478,29 +535,30 @@ static int keep_old_version(struct cowmem__layer *layer, size_t page)
 		return 0;
 	if ((rc = cowmem__layer_load(layer, page, page + 1)) < 0)
 		return rc;
-	if (birth > 0 || cowmem__layer_has_data(layer, page)) {
-		if ((rc = cowmem__store_alloc(&slot)) < 0)
-			return rc;
+	if ((rc = pool_take(layer, &index)) < 0)
+		return rc;
+	if ((rc = deadlist_append(layer->capture, index)) < 0)
+		goto err_index;
+	if (cowmem__layer_has_data(layer, page)) {
+		if ((rc = cowmem__store_alloc(&slot)) < 0) {
+			layer->capture->count--;
+			goto err_index;
+		}
 		memcpy(cowmem__store_page(slot), layer->shared + page * page_size(), page_size());
 	}
-	struct version_list *list = page_map_get(&layer->old, page);
-	if (!list) {
-		if (!(list = calloc(1, sizeof *list)) ||
-		    page_map_put(&layer->old, page, list) < 0) {
-			free(list);
-			rc = -ENOMEM;
-			goto err_unref;
-		}
-	}
-	if ((rc = list_append(list, (struct old_version){ birth, death, slot })) < 0)
-		goto err_unref;
-	if ((rc = deadlist_append(layer->capture, (struct dead_entry){ page, birth })) < 0) {
-		list->count--;
-		goto err_unref;
+	uintptr_t newest = (uintptr_t)page_map_get(&layer->old, page);
+	layer->pool[index] = (struct old_version){ birth, layer->current + 1, page, slot,
+						   (uint32_t)newest };
+	if (page_map_put(&layer->old, page, (void *)(uintptr_t)(index + 1u)) < 0) {
+		layer->pool[index].death = 0;
+		cowmem__store_unref(slot);
+		layer->capture->count--;
+		rc = -ENOMEM;
+		goto err_index;
 	}
 	return 0;
-err_unref:
-	cowmem__store_unref(slot);
+err_index:
+	layer->pool_free[layer->pool_free_count++] = index;
 	return rc;
 }
 
@@ -522,6 +580,7 @@ int cowmem__layer_replace(struct cowmem__layer *layer, size_t page, const char *
 		layer->mapped[page / 8] &= (unsigned char)~bit;
 	}
 	memcpy(target, content, page_size());
+	note_data(layer, page);
 	layer->birth[page] = layer->current + 1;
 	return 0;
 }
@@ -602,10 +661,12 @@ int cowmem__layer_load(struct cowmem__layer *layer, size_t page, size_t end)
 			return rc;
 		for (size_t k = 0; k < n; k++) {
 			const char *data = buffer + k * ps;
-			if (!page_is_zero(data) &&
-			    pwrite(cowmem__pagefile_fd(), data, ps,
-				   layer->offset + (off_t)((p + k) * ps)) != (ssize_t)ps)
-				return errno ? -errno : -EIO;
+			if (!page_is_zero(data)) {
+				if (pwrite(cowmem__pagefile_fd(), data, ps,
+					   layer->offset + (off_t)((p + k) * ps)) != (ssize_t)ps)
+					return errno ? -errno : -EIO;
+				note_data(layer, p + k);
+			}
 			layer->loaded[(p + k) / 8] |= (unsigned char)(1u << ((p + k) % 8));
 		}
 		p += n;

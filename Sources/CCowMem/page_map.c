@@ -71,6 +71,21 @@ int page_map_put(struct page_map *m, size_t page, void *value)
 	return 0;
 }
 
+/* Changes the value of a key that is there; never allocates. */
+void page_map_replace(struct page_map *m, size_t page, void *value)
+{
+	if (m->capacity == 0)
+		return;
+	size_t i = slot_of(page, m->capacity);
+	while (m->keys[i] != 0) {
+		if (m->keys[i] == page + 1) {
+			m->values[i] = value;
+			return;
+		}
+		i = (i + 1) & (m->capacity - 1);
+	}
+}
+
 void *page_map_remove(struct page_map *m, size_t page)
 {
 	if (m->count == 0)

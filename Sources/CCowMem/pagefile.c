@@ -34,7 +34,7 @@ int cowmem__pagefile_fd(void)
 
 static int open_pagefile(void)
 {
-	const unsigned flags = MFD_CLOEXEC;
+	const unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
 
 	/* MFD_NOEXEC_SEAL (6.3+) makes the memfd non-executable for good. */
 	int new_fd = sys_memfd_create("cowmem", flags | MFD_NOEXEC_SEAL);
@@ -42,6 +42,11 @@ static int open_pagefile(void)
 		new_fd = sys_memfd_create("cowmem", flags);
 	if (new_fd < 0)
 		return -errno;
+	/* It only ever grows: whoever else holds the descriptor cannot
+	 * truncate pages out from under a mapping (SIGBUS). Unlike the first
+	 * engine's frozen layers it cannot be write-sealed: every clone of a
+	 * head writes its pages into its layer. */
+	(void)fcntl(new_fd, F_ADD_SEALS, F_SEAL_SHRINK);
 	fd = new_fd;
 	next_offset = 0;
 	return 0;

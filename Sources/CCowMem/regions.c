@@ -279,6 +279,8 @@ int cowmem__reader_new(struct cowmem__layer *layer, size_t size, uint64_t gen,
 	if ((rc = registry_add(r)) < 0)
 		goto err_fresh;
 	cowmem__layer_ref(layer);
+	cowmem__layer_ref(layer); /* as its origin's */
+	r->origin_layer = layer;
 	cowmem__overlay_ref(overlay);
 	cowmem__overlay_ref(overlay);
 	r->overlay = r->origin_overlay = overlay;
@@ -344,8 +346,11 @@ void cowmem__region_release(struct cowmem__region *r)
 	cowmem__fresh_remove(r);
 	if (r->mode == COWMEM__READER)
 		cowmem__layer_drop(r->layer, r->gen);
-	if (r->origin == COWMEM__ORIGIN_VIEW)
-		cowmem__layer_drop(r->layer, r->origin_gen);
+	if (r->origin == COWMEM__ORIGIN_VIEW) {
+		cowmem__layer_drop(r->origin_layer, r->origin_gen);
+		cowmem__layer_unref(r->origin_layer);
+		r->origin_layer = NULL;
+	}
 	if (r->mode == COWMEM__HEAD)
 		cowmem__layer_set_head(r->layer, NULL);
 	cowmem__overlay_unref(r->overlay);

@@ -16,38 +16,7 @@
 
 #include "v2.h"
 
-#define SAVE_CHUNK 64 /* pages read and written at once */
-
-static const uint64_t PM_PRESENT = 1ull << 63, PM_FILE = 1ull << 61;
-
-/* r's content of [page, page + count) into buf (lock held). */
-static int read_content(const struct cowmem__region *r, size_t page, size_t count, char *buf)
-{
-	uint64_t entries[SAVE_CHUNK];
-	int rc;
-
-	if (r->mode == COWMEM__EXCLUSIVE)
-		return cowmem__read_layer(r->layer, page, count, buf);
-	off_t at = (off_t)((uintptr_t)cowmem__page(r, page) / engine.page_size * sizeof(uint64_t));
-	if (pread(engine.pagemap, entries, count * sizeof *entries, at) !=
-	    (ssize_t)(count * sizeof *entries))
-		return errno ? -errno : -EIO;
-	for (size_t k = 0; k < count; k++) {
-		char *out = buf + k * engine.page_size;
-		uint64_t e = entries[k];
-		bool own = (e & PM_PRESENT) && !(e & PM_FILE) &&
-			   !(engine.zero_pfn && (e & ((1ull << 55) - 1)) == engine.zero_pfn);
-		if (own)
-			rc = cowmem__read_own(r, page + k, out);
-		else if (r->mode == COWMEM__HEAD)
-			rc = cowmem__read_layer(r->layer, page + k, 1, out);
-		else
-			rc = cowmem__read_view(r->layer, r->gen, r->overlay, page + k, out);
-		if (rc < 0)
-			return rc;
-	}
-	return 0;
-}
+#define SAVE_CHUNK COWMEM__READ_MAX /* pages read and written at once */
 
 int cowmem__v2_save(const struct cowmem__region *r, int fd)
 {
@@ -71,7 +40,7 @@ int cowmem__v2_save(const struct cowmem__region *r, int fd)
 	for (size_t page = 0; page < pages && rc == 0; page += SAVE_CHUNK) {
 		size_t count = pages - page < SAVE_CHUNK ? pages - page : SAVE_CHUNK;
 		pthread_mutex_lock(&engine.lock);
-		rc = cowmem__v2_usable(r) ? read_content(r, page, count, buf) : -EINVAL;
+		rc = cowmem__v2_usable(r) ? cowmem__read_content(r, page, count, buf) : -EINVAL;
 		pthread_mutex_unlock(&engine.lock);
 		if (rc < 0)
 			errno = -rc;

@@ -19,7 +19,7 @@
 
 #include "v2.h"
 
-#define READ_BATCH 64       /* pages read at once */
+#define READ_BATCH COWMEM__READ_MAX /* pages read at once */
 #define DISCARD_BATCH 1024  /* UIO_MAXIOV */
 
 struct page_list {
@@ -97,13 +97,68 @@ int cowmem__read_own(const struct cowmem__region *r, size_t page, char *buf)
 			     (off_t)(uintptr_t)cowmem__page(r, page));
 }
 
+static const uint64_t PM_PRESENT = 1ull << 63, PM_FILE = 1ull << 61;
+
+/* r's content of [page, page + count) into buf, count at most
+ * COWMEM__READ_MAX: its own pages, else what its view has. */
+int cowmem__read_content(const struct cowmem__region *r, size_t page, size_t count, char *buf)
+{
+	uint64_t entries[COWMEM__READ_MAX];
+	int rc;
+
+	if (r->mode == COWMEM__EXCLUSIVE)
+		return cowmem__read_layer(r->layer, page, count, buf);
+	off_t at = (off_t)((uintptr_t)cowmem__page(r, page) / engine.page_size * sizeof(uint64_t));
+	if (pread(engine.pagemap, entries, count * sizeof *entries, at) !=
+	    (ssize_t)(count * sizeof *entries))
+		return errno ? -errno : -EIO;
+	for (size_t k = 0; k < count; k++) {
+		char *out = buf + k * engine.page_size;
+		uint64_t e = entries[k];
+		bool own = (e & PM_PRESENT) && !(e & PM_FILE) &&
+			   !(engine.zero_pfn && (e & ((1ull << 55) - 1)) == engine.zero_pfn);
+		if (own)
+			rc = cowmem__read_own(r, page + k, out);
+		else if (r->mode == COWMEM__HEAD)
+			rc = cowmem__read_layer(r->layer, page + k, 1, out);
+		else
+			rc = cowmem__read_view(r->layer, r->gen, r->overlay, page + k, out);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 static int origin_read(const struct cowmem__region *r, size_t page, char *buf)
 {
 	if (r->origin == COWMEM__ORIGIN_ZERO) {
 		memset(buf, 0, engine.page_size);
 		return 0;
 	}
-	return cowmem__read_view(r->layer, r->origin_gen, r->origin_overlay, page, buf);
+	return cowmem__read_view(r->origin_layer, r->origin_gen, r->origin_overlay, page, buf);
+}
+
+/* After cowmem_copy() from another family the two views share no
+ * generations to compare: every page is compared, 8 bytes of pagemap and
+ * two page reads each. */
+static int compare_all(const struct cowmem__region *r, struct page_list *list)
+{
+	size_t ps = engine.page_size;
+	char *mine = malloc(COWMEM__READ_MAX * ps), *theirs = malloc(ps);
+	int rc = mine && theirs ? 0 : -ENOMEM;
+
+	for (size_t page = 0; rc == 0 && page < r->pages; page += COWMEM__READ_MAX) {
+		size_t count = r->pages - page < COWMEM__READ_MAX ? r->pages - page : COWMEM__READ_MAX;
+		if ((rc = cowmem__read_content(r, page, count, mine)) < 0)
+			break;
+		for (size_t k = 0; rc == 0 && k < count; k++)
+			if ((rc = origin_read(r, page + k, theirs)) == 0 &&
+			    memcmp(mine + k * ps, theirs, ps) != 0)
+				rc = list_add(list, page + k);
+	}
+	free(mine);
+	free(theirs);
+	return rc;
 }
 
 /* ---- cowmem_dirty_pages -------------------------------------------------- */
@@ -204,6 +259,8 @@ static int dirty_collect(const struct cowmem__region *r, struct page_list *list)
 {
 	if (r->mode == COWMEM__EXCLUSIVE)
 		return nonzero_layer_pages(r, false, list);
+	if (r->origin == COWMEM__ORIGIN_VIEW && r->origin_layer != r->layer)
+		return compare_all(r, list);
 
 	struct own_context c = { r, list, malloc(engine.page_size), malloc(engine.page_size) };
 	int rc = -ENOMEM;
@@ -383,8 +440,18 @@ static int reset_locked(struct cowmem__region *r)
 	}
 	if (r->origin == COWMEM__ORIGIN_ZERO)
 		return reset_to_zero(r);
+	if (r->origin_layer != r->layer) { /* cowmem_copy() brought another family's */
+		if ((rc = cowmem__set_view(r, r->origin_layer, r->origin_gen, r->origin_overlay)) < 0)
+			return rc;
+		r->copied = false; /* remapped: it sees exactly its origin */
+		return 0;
+	}
 	struct cowmem__layer *layer = r->layer;
-	bool keeps_view = r->mode == COWMEM__READER && r->gen == r->origin_gen;
+	/* A reader that still sees its origin's generation keeps the layer
+	 * pages it mapped: its overlay only ever grew from its origin's (a
+	 * branch adds its own pages), and what the overlay adds is its own
+	 * copies, dropped below. Not after a copy brought another view. */
+	bool keeps_view = r->mode == COWMEM__READER && r->gen == r->origin_gen && !r->copied;
 	if (r->mode == COWMEM__HEAD && r->origin_gen == cowmem__layer_current(layer) &&
 	    !r->origin_overlay) {
 		/* Nothing captured since the origin: the layer is the origin. */
@@ -414,6 +481,7 @@ static int reset_locked(struct cowmem__region *r)
 		cowmem__layer_drop(layer, r->gen);
 	r->mode = COWMEM__READER;
 	r->gen = r->origin_gen;
+	r->copied = false;
 	cowmem__overlay_ref(r->origin_overlay);
 	cowmem__overlay_unref(r->overlay);
 	r->overlay = r->origin_overlay;

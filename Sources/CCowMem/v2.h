@@ -150,10 +150,16 @@ struct cowmem__region {
 	uint64_t gen;                     /* READER: held */
 	struct cowmem__overlay *overlay;  /* READER: NULL if none */
 	enum cowmem__origin origin;
-	uint64_t origin_gen;              /* ORIGIN_VIEW: held */
+	struct cowmem__layer *origin_layer; /* ORIGIN_VIEW: referenced; the
+					       region's layer unless cowmem_copy()
+					       brought it another family's */
+	uint64_t origin_gen;              /* ORIGIN_VIEW: held in origin_layer */
 	struct cowmem__overlay *origin_overlay;
 	uint64_t uffd_modes;              /* UFFDIO_REGISTER_MODE_* in effect */
 	bool fresh;                       /* a READER without MINOR (see fold.c) */
+	bool copied;                      /* its view came from cowmem_copy(): it
+					     may map layer pages its origin's
+					     overlay replaces */
 	bool orphan;                      /* inherited through fork() */
 	struct page_map filled;           /* pages the server filled with a version */
 	uint64_t faults, blocked_ns;
@@ -184,6 +190,8 @@ size_t cowmem__v2_region_count(void);
 void cowmem__v2_fork_child(void);
 
 /* tracking2.c: reading content without faulting anything in (lock held) */
+#define COWMEM__READ_MAX 64 /* pages cowmem__read_content() reads at once */
+int cowmem__read_content(const struct cowmem__region *r, size_t page, size_t count, char *buf);
 int cowmem__read_layer(const struct cowmem__layer *layer, size_t page, size_t count, char *buf);
 int cowmem__read_view(const struct cowmem__layer *layer, uint64_t gen,
 		      const struct cowmem__overlay *overlay, size_t page, char *buf);
@@ -196,7 +204,15 @@ int cowmem__v2_save(const struct cowmem__region *r, int fd);
 struct cowmem__region *cowmem__v2_load(int fd);
 
 /* fold.c */
+/* Makes src's content shareable and says where it is: its layer, at *gen,
+ * with *overlay (not referenced). 0 or a negative errno. */
+int cowmem__capture(struct cowmem__region *src, uint64_t *gen, struct cowmem__overlay **overlay);
 struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *error);
+/* Makes r (which no other thread accesses) a reader of `layer` at `gen`
+ * with `overlay`, dropping every page it has. 0 or a negative errno. */
+int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint64_t gen,
+		     struct cowmem__overlay *overlay);
+int cowmem__v2_copy(struct cowmem__region *dst, struct cowmem__region *src);
 
 /* resolve.c: one userfaultfd message (lock held). */
 void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns);

@@ -6,8 +6,10 @@
  * same random operations to both: create, clone of a random live region (so
  * clones of clones form deep trees), small and page-crossing writes, memset
  * of whole pages, reads, write(2) of region memory into a pipe, read(2) from
- * a pipe into region memory, pread/read from and pwrite to a temp file, and
- * destroy of random regions in random order (parents while children live).
+ * a pipe into region memory, pread/read from and pwrite to a temp file,
+ * cowmem_copy of one live region into another (sizes equal; or refused with
+ * EINVAL and nothing changed when they differ), and destroy of random
+ * regions in random order (parents while children live).
  * Every read is compared with the model, every live region is compared in
  * full now and then, and at the end before each of the final destroys.
  * All threads share the library's one fault server.
@@ -62,13 +64,14 @@ enum operation {
 	OP_FILE_IN,
 	OP_FILE_OUT,
 	OP_COMPARE_REGION,
+	OP_COPY,
 	OP_COUNT
 };
 
 static const char *const operation_names[OP_COUNT] = {
 	"create", "clone", "destroy", "write-small", "write-crossing",
 	"memset-pages", "read", "pipe-out", "pipe-in", "file-in", "file-out",
-	"compare-region",
+	"compare-region", "copy",
 };
 
 /* Relative frequencies. */
@@ -77,7 +80,7 @@ static const unsigned operation_weights[OP_COUNT] = {
 	[OP_WRITE_SMALL] = 15, [OP_WRITE_CROSSING] = 14,
 	[OP_MEMSET_PAGES] = 6, [OP_READ] = 14, [OP_PIPE_OUT] = 6,
 	[OP_PIPE_IN] = 6, [OP_FILE_IN] = 6, [OP_FILE_OUT] = 3,
-	[OP_COMPARE_REGION] = 2,
+	[OP_COMPARE_REGION] = 2, [OP_COPY] = 5,
 };
 
 struct live_region {
@@ -325,6 +328,35 @@ static void do_destroy(struct worker *w)
 	w->stats.destroyed++;
 }
 
+/* cowmem_copy into a random region from another: mostly one of the same
+ * size (a relative, so the pages can be shared), now and then any, which
+ * must be refused with EINVAL, changing nothing, when the sizes differ. */
+static void do_copy(struct worker *w)
+{
+	struct live_region *dst = random_live(w), *src = random_live(w);
+	if (test_rng_below(&w->rng, 4) != 0)
+		for (unsigned i = 0, start = (unsigned)test_rng_below(&w->rng, w->live_count);
+		     i < w->live_count; i++) {
+			struct live_region *other = &w->live[(start + i) % w->live_count];
+			if (other != dst && other->size == dst->size) {
+				src = other;
+				break;
+			}
+		}
+	char extra[64];
+	snprintf(extra, sizeof extra, " (from #%u)", src->id);
+	trace(w, dst, 0, dst->size, extra);
+	int rc = cowmem_copy(dst->region, src->region);
+	if (dst->size != src->size) {
+		CHECK(rc == -1 && errno == EINVAL,
+		      "cowmem_copy of #%u (%zu bytes) into #%u (%zu bytes): %d, %s", src->id,
+		      src->size, dst->id, dst->size, rc, strerror(errno));
+		return;
+	}
+	CHECK(rc == 0, "cowmem_copy of #%u into #%u: %s", src->id, dst->id, strerror(errno));
+	memcpy(dst->model, src->model, dst->size);
+}
+
 /* Random bytes, written with plain memcpy into the region and the model. */
 static void write_random(struct worker *w, struct live_region *r, size_t offset,
 			 size_t length)
@@ -557,6 +589,7 @@ static void *worker_run(void *argument)
 		switch (w->current) {
 		case OP_CREATE: do_create(w); break;
 		case OP_CLONE: do_clone(w); break;
+		case OP_COPY: do_copy(w); break;
 		case OP_DESTROY: do_destroy(w); break;
 		case OP_WRITE_SMALL: do_write_small(w); break;
 		case OP_WRITE_CROSSING: do_write_crossing(w); break;

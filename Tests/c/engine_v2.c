@@ -14,8 +14,9 @@
  *               versions, and nothing once every region is gone;
  *   threads     two threads run the ring at once on their own regions.
  *
- * Runs only where engine v2 is in use (COWMEM_ENGINE=v2 and a kernel with
- * userfaultfd MINOR faults on shmem); elsewhere it skips and says why.
+ * Runs only where engine v2 is in use (a kernel with userfaultfd MINOR
+ * faults on shmem and MREMAP_DONTUNMAP, and not COWMEM_ENGINE=v1);
+ * elsewhere it skips and says why.
  * Options: --seed=N (COWMEM_TEST_SEED), --iterations=N (COWMEM_TEST_OPS,
  * default 240).
  */
@@ -231,8 +232,8 @@ int main(int argc, char **argv)
 	page_size = test_page_size();
 	const char *features = cowmem_features();
 	if (!features || !strstr(features, "engine-v2"))
-		test_skip("engine v2 is not in use (it needs COWMEM_ENGINE=v2 and userfaultfd "
-			  "with MINOR faults on shmem); features: %s",
+		test_skip("engine v2 is not in use (COWMEM_ENGINE=v1, or no userfaultfd with "
+			  "MINOR faults on shmem and MREMAP_DONTUNMAP); features: %s",
 			  features ? features : "none");
 	printf("backend %s, features %s\n", test_backend(), features);
 	test_rng rng = { test_substream(seed, 1) };

@@ -511,6 +511,19 @@ static void worker_run(struct worker *w)
 			slot_new(w, loaded, s->model);
 		} else if (choice < 93) {
 			check_stats(s->region, "randomized");
+		} else if (choice < 95 && w->live > 1) {
+			/* cowmem_copy from another region of the same size, if
+			 * any; the origin stays, and any page may now differ
+			 * from it. */
+			struct slot *src = &w->slots[test_rng_below(&w->rng, (uint64_t)w->live)];
+			if (src != s && src->pages == s->pages) {
+				CHECK(cowmem_copy(s->region, src->region) == 0, "copy: %s",
+				      strerror(errno));
+				memcpy(s->model, src->model, size);
+				for (size_t p = 0; p < s->pages; p++)
+					s->written[p] = true;
+				CHECK_BYTES(cowmem_data(s->region), s->model, size, "after copy");
+			}
 		} else {
 			CHECK_BYTES(cowmem_data(s->region), s->model, size, "before destroy");
 			slot_free(s);

@@ -27,7 +27,7 @@ extern "C" {
 #endif
 
 #define COWMEM_VERSION_MAJOR 0
-#define COWMEM_VERSION_MINOR 2
+#define COWMEM_VERSION_MINOR 3
 #define COWMEM_VERSION_PATCH 0
 
 /** An opaque copy-on-write region. */
@@ -124,6 +124,21 @@ COWMEM_API int cowmem_save(const cowmem_region *r, int fd);
  * socket), ENOMEM, EMFILE, EIO.
  */
 COWMEM_API cowmem_region *cowmem_load(int fd);
+
+/**
+ * The copy-on-write memcpy: makes `dst`'s content equal to `src`'s at the
+ * moment of the call, at `dst`'s address, and the two stay isolated
+ * snapshots of each other afterwards, as a clone and its source do. With
+ * engine v2 (cowmem_features() lists "engine-v2") the cost grows with the
+ * pages either region changed, not with the size; the first engine copies
+ * every page. `dst`'s origin does not change, so cowmem_reset() of `dst`
+ * still goes back to it (and resetting is copying from the origin).
+ * cowmem_copy(r, r) does nothing. No other thread may access `dst` during
+ * the call; `src` may be written meanwhile as for cowmem_clone(). Returns 0,
+ * or -1 and sets errno: EINVAL (a NULL or destroyed region, or the sizes
+ * differ; nothing changes), ENOMEM.
+ */
+COWMEM_API int cowmem_copy(cowmem_region *dst, cowmem_region *src);
 
 /** Statistics of one region (cowmem_stats()). */
 struct cowmem_stats {
