@@ -1,20 +1,23 @@
 /*
- * bench_util.h - what the two benchmark programs share: failing, the clock,
- * buffers, medians, a seeded generator, number formatting and the load
- * average. Header-only, like Tests/c/test_util.h; include after <cowmem.h>
+ * bench_util.h - what the benchmark programs share: failing, the clock,
+ * buffers, medians, a seeded generator, number formatting, the load
+ * average and reading memory figures from /proc. Header-only, like Tests/c/test_util.h; include after <cowmem.h>
  * with _GNU_SOURCE defined.
  */
 #ifndef COWMEM_BENCH_UTIL_H
 #define COWMEM_BENCH_UTIL_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -123,6 +126,55 @@ static void load_average(char *out, size_t size)
 		fields += *p == ' ';
 	if (*p)
 		p[-1] = 0;
+}
+
+/* ---- Memory ------------------------------------------------------------ */
+
+/* "Key:  N kB" from a /proc file, in bytes; -1 if absent. */
+static __attribute__((unused)) long long proc_kib_field(const char *path, const char *key)
+{
+	char line[256];
+	size_t length = strlen(key);
+	long long bytes = -1;
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (bytes < 0 && fgets(line, sizeof line, f))
+		if (!strncmp(line, key, length) && line[length] == ':')
+			bytes = 1024 * strtoll(line + length + 1, NULL, 10);
+	fclose(f);
+	return bytes;
+}
+
+/* Allocated bytes of every memfd this process has open, each counted once:
+ * a region's pages live there whether or not a mapping shows them. */
+static __attribute__((unused)) long long own_memfd_bytes(void)
+{
+	enum { MAX_FILES = 4096 };
+	static ino_t seen[MAX_FILES];
+	int files = 0;
+	long long total = 0;
+	DIR *dir = opendir("/proc/self/fd");
+	if (!dir)
+		return -1;
+	for (struct dirent *e; (e = readdir(dir));) {
+		char path[300], target[64];
+		snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+		ssize_t length = readlink(path, target, sizeof target - 1);
+		struct stat st;
+		if (length < 7 || strncmp(target, "/memfd:", 7) || stat(path, &st) < 0)
+			continue;
+		bool counted = false;
+		for (int i = 0; i < files && !counted; i++)
+			counted = seen[i] == st.st_ino;
+		if (counted)
+			continue;
+		if (files < MAX_FILES)
+			seen[files++] = st.st_ino;
+		total += (long long)st.st_blocks * 512;
+	}
+	closedir(dir);
+	return total;
 }
 
 #endif /* COWMEM_BENCH_UTIL_H */

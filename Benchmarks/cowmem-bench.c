@@ -165,52 +165,6 @@ struct memory {
 	long long own, system;
 };
 
-/* "Key:  N kB" from a /proc file, in bytes; -1 if absent. */
-static long long proc_kib_field(const char *path, const char *key)
-{
-	char line[256];
-	size_t length = strlen(key);
-	long long bytes = -1;
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (bytes < 0 && fgets(line, sizeof line, f))
-		if (!strncmp(line, key, length) && line[length] == ':')
-			bytes = 1024 * strtoll(line + length + 1, NULL, 10);
-	fclose(f);
-	return bytes;
-}
-
-/* Allocated bytes of every memfd this process has open, each counted once. */
-static long long own_memfd_bytes(void)
-{
-	enum { MAX_FILES = 1024 };
-	static ino_t seen[MAX_FILES];
-	int files = 0;
-	long long total = 0;
-	DIR *dir = opendir("/proc/self/fd");
-	if (!dir)
-		return -1;
-	for (struct dirent *e; (e = readdir(dir));) {
-		char path[300], target[64];
-		snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
-		ssize_t length = readlink(path, target, sizeof target - 1);
-		struct stat st;
-		if (length < 7 || strncmp(target, "/memfd:", 7) || stat(path, &st) < 0)
-			continue;
-		bool counted = false;
-		for (int i = 0; i < files && !counted; i++)
-			counted = seen[i] == st.st_ino;
-		if (counted)
-			continue;
-		if (files < MAX_FILES)
-			seen[files++] = st.st_ino;
-		total += (long long)st.st_blocks * 512;
-	}
-	closedir(dir);
-	return total;
-}
-
 static struct memory memory_sample(void)
 {
 	long long anonymous = proc_kib_field("/proc/self/status", "RssAnon");
