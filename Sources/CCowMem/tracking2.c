@@ -51,6 +51,8 @@ static void list_sort_unique(struct page_list *list)
 {
 	size_t kept = 0;
 
+	if (list->count == 0)
+		return; /* and list->pages may be NULL, which qsort may not get */
 	qsort(list->pages, list->count, sizeof *list->pages, compare_pages);
 	for (size_t i = 0; i < list->count; i++)
 		if (kept == 0 || list->pages[kept - 1] != list->pages[i])
