@@ -79,6 +79,13 @@ internal enum Engine {
         }
     }
 
+    /// `cowmem_copy`. On failure neither region changed.
+    static func copy(into destination: OpaquePointer, from source: OpaquePointer) throws(Errno) {
+        _ = try retryingInterrupts("cowmem_copy") { () -> OpaquePointer? in
+            cowmem_copy(destination, source) == 0 ? destination : nil
+        }
+    }
+
     /// `cowmem_save`. `descriptor` is the caller's: `EBADF` is their mistake, not ours.
     static func save(_ region: OpaquePointer, to descriptor: CInt) throws(Errno) {
         // The snapshot is written from offset 0 and the length set at the end, so a call

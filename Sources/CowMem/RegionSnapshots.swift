@@ -64,6 +64,41 @@ extension Region {
         }
     }
 
+    /// Makes this region's content equal to `source`'s, in place: the copy-on-write
+    /// `memcpy`.
+    ///
+    /// Afterwards the region holds the bytes `source` holds now, at its own address, and the
+    /// two are isolated snapshots of each other, as a clone and its source are. The call
+    /// costs the pages either region changed, not the size (with engine v2; see
+    /// ``Backend``). The region's origin does not change: ``reset()`` still brings back the
+    /// content it was made with. This rolls a live buffer back to any snapshot kept with
+    /// ``clone()``:
+    ///
+    /// ```swift
+    /// let saved = try world.clone()
+    /// simulate(&world)                 // changes a few pages
+    /// try world.assign(from: saved)    // back, in place
+    /// ```
+    ///
+    /// It is `mutating` because no other thread may read or write the region meanwhile.
+    ///
+    /// - Parameter source: a region of the same size.
+    /// - Throws: ``CowMemError`` with code ``CowMemError/Code/invalidSize`` if the sizes
+    ///   differ (nothing changes), or ``CowMemError/Code/outOfMemory``.
+    ///
+    /// The C function is `cowmem_copy`.
+    public mutating func assign(from source: borrowing Region) throws(CowMemError) {
+        guard source.size == size else {
+            throw CowMemError(
+                code: .invalidSize, underlyingError: .invalidArgument, function: "cowmem_copy")
+        }
+        do {
+            try Engine.copy(into: handle, from: source.handle)
+        } catch {
+            throw CowMemError(error, from: "cowmem_copy")
+        }
+    }
+
     /// Writes the region's content to `file` as a CowMem snapshot, which
     /// ``init(loading:)`` opens again.
     ///

@@ -102,6 +102,36 @@ struct RegionSnapshotTests {
         }
     }
 
+    // MARK: Copy
+
+    @Test("assign(from:) rolls a region back to a snapshot in place; the origin stays; sizes must match")
+    func assignFromSnapshot() throws {
+        let size = 16 * pageSize
+        var world = try Region(size: size)
+        world.withUnsafeMutableBytes { $0.copyBytes(from: pattern(count: size, tag: 7)) }
+        let saved = try world.clone()
+        world.withUnsafeMutableBytes { bytes in
+            for offset in stride(from: 0, to: size, by: 3 * pageSize) { bytes[offset] ^= 0xff }
+        }
+        let base = world.withUnsafeBytes { $0.baseAddress }
+        try world.assign(from: saved)
+        #expect(world.withUnsafeBytes { $0.baseAddress } == base)
+        #expect(world.withUnsafeBytes { Array($0) } == pattern(count: size, tag: 7))
+        // Isolated afterwards, both ways.
+        world.withUnsafeMutableBytes { $0[5] = 0x11 }
+        #expect(saved.withUnsafeBytes { $0[5] } == pattern(count: size, tag: 7)[5])
+        // The origin is still zeros: assign is no new origin.
+        try world.reset()
+        #expect(world.withUnsafeBytes { Array($0) } == [UInt8](repeating: 0, count: size))
+
+        let other = try Region(size: 2 * size)
+        #expect {
+            try world.assign(from: other)
+        } throws: { error in
+            (error as? CowMemError)?.code == .invalidSize
+        }
+    }
+
     // MARK: Reset
 
     @Test("reset() brings back zeros, a clone's source content, and a clone of a clone's, in place")
