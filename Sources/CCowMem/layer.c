@@ -39,9 +39,18 @@ struct old_version {
 	uint32_t older; /* pool index + 1 of the next older version, 0: none */
 };
 
-struct deadlist { /* the versions a capture replaced: pool indices */
+/* The versions a capture replaced, as pool indices with their births,
+ * sorted by birth when the capture ends: the versions a release frees are
+ * the ones born after a given generation, a suffix, so a sweep costs what
+ * it frees. */
+struct dead_entry {
+	uint64_t birth;
+	uint32_t version;
+};
+
+struct deadlist {
 	size_t count, capacity;
-	uint32_t *versions;
+	struct dead_entry *entries;
 };
 
 struct held_generation {
@@ -63,7 +72,15 @@ struct cowmem__layer {
 	size_t pool_free_count;
 	unsigned char *data;     /* per page: the page file has it (NULL: not
 				    known yet; made from SEEK_DATA at first use) */
-	struct page_map dead;    /* generation -> struct deadlist * */
+	/* The deadlists by generation, ascending (captures append them);
+	 * a swept one leaves a NULL until the array is compacted. */
+	struct dead_ref {
+		uint64_t gen;
+		uint64_t newest_birth; /* of its entries: a sweep that keeps
+					  everything up to it skips the list */
+		struct deadlist *list;
+	} *dead;
+	size_t dead_count, dead_live, dead_capacity;
 	struct held_generation *held; /* ascending */
 	size_t held_count, held_capacity;
 	unsigned refs;
@@ -138,7 +155,7 @@ static void free_deadlist(size_t gen, void *value, void *ctx)
 	struct deadlist *list = value;
 	(void)gen;
 	(void)ctx;
-	free(list->versions);
+	free(list->entries);
 	free(list);
 }
 
@@ -154,8 +171,10 @@ void cowmem__layer_unref(struct cowmem__layer *layer)
 	free(layer->pool_free);
 	free(layer->data);
 	page_map_free(&layer->old);
-	page_map_each(&layer->dead, free_deadlist, NULL);
-	page_map_free(&layer->dead);
+	for (size_t i = 0; i < layer->dead_count; i++)
+		if (layer->dead[i].list)
+			free_deadlist(layer->dead[i].gen, layer->dead[i].list, NULL);
+	free(layer->dead);
 	munmap(layer->shared, size);
 	cowmem__pagefile_release(layer->offset, size);
 	free(layer->birth);
@@ -384,46 +403,56 @@ static void version_forget(struct cowmem__layer *layer, uint32_t index)
 	layer->pool_free[layer->pool_free_count++] = index;
 }
 
-/* Frees the versions of deadlist `gen` that no held generation sees any
+/* The first deadlist of a generation after `gen`. */
+static size_t dead_after(const struct cowmem__layer *layer, uint64_t gen)
+{
+	size_t lo = 0, hi = layer->dead_count;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (layer->dead[mid].gen <= gen)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Frees the versions of one deadlist that no held generation sees any
  * more: those born after `keep_through` (the newest held generation before
  * the one released; versions born at or before it are still seen by it). */
-static void sweep_deadlist(struct cowmem__layer *layer, uint64_t gen, bool keep_any,
+static void sweep_deadlist(struct cowmem__layer *layer, struct dead_ref *ref, bool keep_any,
 			   uint64_t keep_through)
 {
-	struct deadlist *list = page_map_get(&layer->dead, gen);
-	size_t kept = 0;
+	struct deadlist *list = ref->list;
 
-	if (!list)
-		return;
-	for (size_t i = 0; i < list->count; i++) {
-		uint32_t index = list->versions[i];
-		if (keep_any && layer->pool[index].birth <= keep_through)
-			list->versions[kept++] = index;
-		else
-			version_forget(layer, index);
-	}
-	list->count = kept;
-	if (kept == 0) {
-		page_map_remove(&layer->dead, gen);
-		free_deadlist(gen, list, NULL);
+	while (list->count > 0 &&
+	       (!keep_any || list->entries[list->count - 1].birth > keep_through))
+		version_forget(layer, list->entries[--list->count].version);
+	if (list->count > 0)
+		ref->newest_birth = list->entries[list->count - 1].birth;
+	if (list->count == 0) {
+		free_deadlist(ref->gen, list, NULL);
+		ref->list = NULL;
+		layer->dead_live--;
 	}
 }
 
-struct sweep_range {
-	struct cowmem__layer *layer;
-	uint64_t after, through;
-	bool keep_any;
-	uint64_t keep_through;
-	uint64_t *gens;
-	size_t count;
-};
-
-static void collect_gen(size_t gen, void *value, void *ctx)
+/* Drops the swept entries once they are half the array: amortized O(1). */
+static void dead_compact(struct cowmem__layer *layer)
 {
-	struct sweep_range *s = ctx;
-	(void)value;
-	if (gen > s->after && gen <= s->through)
-		s->gens[s->count++] = gen;
+	size_t kept = 0;
+
+	/* Releasing the newest generations sweeps the newest deadlists
+	 * (undoing, most often): those go at once. */
+	while (layer->dead_count > 0 && !layer->dead[layer->dead_count - 1].list)
+		layer->dead_count--;
+	if (layer->dead_live * 2 >= layer->dead_count)
+		return;
+	for (size_t i = 0; i < layer->dead_count; i++)
+		if (layer->dead[i].list)
+			layer->dead[kept++] = layer->dead[i];
+	layer->dead_count = kept;
 }
 
 void cowmem__layer_drop(struct cowmem__layer *layer, uint64_t gen)
@@ -441,24 +470,16 @@ void cowmem__layer_drop(struct cowmem__layer *layer, uint64_t gen)
 	/* A version replaced at d and born at b is seen by [b, d). With gen
 	 * gone, the versions that only gen saw died in (gen, next] (next: the
 	 * next held generation; the head sees none) and were born after prev
-	 * (the previous held generation). */
+	 * (the previous held generation). Only the deadlists in that span are
+	 * looked at, found by binary search. */
 	bool keep_any = pos > 0;
 	uint64_t prev = keep_any ? layer->held[pos - 1].gen : 0;
 	uint64_t through = pos < layer->held_count ? layer->held[pos].gen : layer->current;
-	if (through - gen <= layer->dead.count) {
-		for (uint64_t d = gen + 1; d <= through; d++)
-			sweep_deadlist(layer, d, keep_any, prev);
-	} else {
-		/* Many generations, few deadlists: look at those only. */
-		struct sweep_range s = { layer, gen, through, keep_any, prev, NULL, 0 };
-		s.gens = malloc(layer->dead.count * sizeof *s.gens);
-		if (!s.gens)
-			return; /* keeps versions longer, loses nothing */
-		page_map_each(&layer->dead, collect_gen, &s);
-		for (size_t i = 0; i < s.count; i++)
-			sweep_deadlist(layer, s.gens[i], keep_any, prev);
-		free(s.gens);
-	}
+	for (size_t i = dead_after(layer, gen); i < layer->dead_count && layer->dead[i].gen <= through;
+	     i++)
+		if (layer->dead[i].list && (!keep_any || layer->dead[i].newest_birth > prev))
+			sweep_deadlist(layer, &layer->dead[i], keep_any, prev);
+	dead_compact(layer);
 	cowmem__store_trim();
 }
 
@@ -471,8 +492,8 @@ int cowmem__layer_capture_begin(struct cowmem__layer *layer, size_t count)
 	if (!list)
 		return -ENOMEM;
 	list->capacity = count ? count : 64;
-	list->versions = malloc(list->capacity * sizeof *list->versions);
-	if (!list->versions) {
+	list->entries = malloc(list->capacity * sizeof *list->entries);
+	if (!list->entries) {
 		free(list);
 		return -ENOMEM;
 	}
@@ -480,18 +501,24 @@ int cowmem__layer_capture_begin(struct cowmem__layer *layer, size_t count)
 	return 0;
 }
 
-static int deadlist_append(struct deadlist *list, uint32_t index)
+static int deadlist_append(struct deadlist *list, uint32_t index, uint64_t birth)
 {
 	if (list->count == list->capacity) {
 		size_t capacity = list->capacity * 2;
-		uint32_t *grown = realloc(list->versions, capacity * sizeof *grown);
+		struct dead_entry *grown = realloc(list->entries, capacity * sizeof *grown);
 		if (!grown)
 			return -ENOMEM;
-		list->versions = grown;
+		list->entries = grown;
 		list->capacity = capacity;
 	}
-	list->versions[list->count++] = index;
+	list->entries[list->count++] = (struct dead_entry){ birth, index };
 	return 0;
+}
+
+static int by_birth(const void *a, const void *b)
+{
+	uint64_t x = ((const struct dead_entry *)a)->birth, y = ((const struct dead_entry *)b)->birth;
+	return x < y ? -1 : x > y;
 }
 
 /* A pool index for a new version; the pool and its free list grow
@@ -537,7 +564,7 @@ static int keep_old_version(struct cowmem__layer *layer, size_t page)
 		return rc;
 	if ((rc = pool_take(layer, &index)) < 0)
 		return rc;
-	if ((rc = deadlist_append(layer->capture, index)) < 0)
+	if ((rc = deadlist_append(layer->capture, index, birth)) < 0)
 		goto err_index;
 	if (cowmem__layer_has_data(layer, page)) {
 		if ((rc = cowmem__store_alloc(&slot)) < 0) {
@@ -597,11 +624,25 @@ uint64_t cowmem__layer_capture_end(struct cowmem__layer *layer)
 	uint64_t gen = ++layer->current;
 
 	layer->capture = NULL;
-	if (list->count == 0 || page_map_put(&layer->dead, gen, list) < 0) {
-		/* Out of memory for the map entry: the versions stay in the
-		 * page lists, freed with the layer (kept longer, never lost). */
-		free_deadlist(gen, list, NULL);
+	if (list->count > 1)
+		qsort(list->entries, list->count, sizeof *list->entries, by_birth);
+	if (list->count > 0 && layer->dead_count == layer->dead_capacity) {
+		size_t capacity = layer->dead_capacity ? layer->dead_capacity * 2 : 16;
+		struct dead_ref *grown = realloc(layer->dead, capacity * sizeof *grown);
+		if (grown) {
+			layer->dead = grown;
+			layer->dead_capacity = capacity;
+		}
 	}
+	if (list->count == 0 || layer->dead_count == layer->dead_capacity) {
+		/* Out of memory for the entry: the versions stay in the pool,
+		 * freed with the layer (kept longer, never lost). */
+		free_deadlist(gen, list, NULL);
+		return gen;
+	}
+	layer->dead[layer->dead_count++] =
+		(struct dead_ref){ gen, list->entries[list->count - 1].birth, list };
+	layer->dead_live++;
 	return gen;
 }
 
