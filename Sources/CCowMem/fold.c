@@ -114,12 +114,23 @@ static int replace_run(size_t first, size_t end, void *ctx)
 	return 0;
 }
 
+static int count_run(size_t first, size_t end, void *ctx);
+
 static int fold(struct cowmem__region *head)
 {
 	struct cowmem__layer *layer = head->layer;
 	char *area, *staging;
-	size_t length;
+	size_t length, own = 0;
 	int rc;
+
+	/* Nothing written since the last capture: the layer is the head's
+	 * content already, and the clone shares the current generation. No
+	 * new generation, so the fresh readers stay fresh (clones that were
+	 * only read, or sources cloned again, keep kernel-speed faults). */
+	if ((rc = cowmem__scan_own(head->data, head->pages, count_run, &own)) < 0)
+		return rc;
+	if (own == 0)
+		return 0;
 
 	/* Until the layer holds the head's new pages, an access to the head
 	 * must wait: MINOR sends it to the server, which waits for the lock. */
