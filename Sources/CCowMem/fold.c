@@ -114,22 +114,21 @@ static int replace_run(size_t first, size_t end, void *ctx)
 	return 0;
 }
 
-static int count_run(size_t first, size_t end, void *ctx);
-
 static int fold(struct cowmem__region *head)
 {
 	struct cowmem__layer *layer = head->layer;
 	char *area, *staging;
-	size_t length, own = 0;
+	size_t length;
 	int rc;
 
 	/* Nothing written since the last capture: the layer is the head's
 	 * content already, and the clone shares the current generation. No
 	 * new generation, so the fresh readers stay fresh (clones that were
 	 * only read, or sources cloned again, keep kernel-speed faults). */
-	if ((rc = cowmem__scan_own(head->data, head->pages, count_run, &own)) < 0)
+	bool wrote;
+	if ((rc = cowmem__scan_has_own(head->data, head->pages, &wrote)) < 0)
 		return rc;
-	if (own == 0)
+	if (!wrote)
 		return 0;
 
 	/* Until the layer holds the head's new pages, an access to the head
@@ -168,11 +167,6 @@ err_head:
 
 /* ---- Taking over as head -------------------------------------------------- */
 
-static int count_run(size_t first, size_t end, void *ctx)
-{
-	*(size_t *)ctx += end - first;
-	return 0;
-}
 
 /* A fresh reader (the layer's current generation, nothing beyond it) may
  * take over from a head that has written nothing since the last capture:
@@ -182,12 +176,12 @@ static bool take_over(struct cowmem__region *reader)
 {
 	struct cowmem__layer *layer = reader->layer;
 	struct cowmem__region *head = cowmem__layer_head(layer);
-	size_t own = 0;
 
 	if (!reader->fresh)
 		return false;
 	if (head) {
-		if (cowmem__scan_own(head->data, head->pages, count_run, &own) < 0 || own > 0)
+		bool wrote;
+		if (cowmem__scan_has_own(head->data, head->pages, &wrote) < 0 || wrote)
 			return false;
 		uint64_t gen = cowmem__layer_current(layer);
 		if (cowmem__layer_hold(layer, gen) < 0)

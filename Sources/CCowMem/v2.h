@@ -121,6 +121,8 @@ void cowmem__overlay_entry(const struct cowmem__overlay *overlay, size_t i, size
 typedef int cowmem__run_fn(size_t first, size_t end, void *ctx);
 /* The mapping's own (anonymous) pages, the shared zero page excluded. */
 int cowmem__scan_own(char *start, size_t pages, cowmem__run_fn *fn, void *ctx);
+/* Whether it has any such page (stops at the first). */
+int cowmem__scan_has_own(char *start, size_t pages, bool *found);
 /* Pages that map the page cache. */
 int cowmem__scan_file_pages(char *start, size_t pages, cowmem__run_fn *fn, void *ctx);
 
