@@ -175,3 +175,63 @@ for mebibytesOfBuffer in bufferSizes {
           + "| \(fixed(arrayResult.nanoseconds / bufferResult.nanoseconds, 0))× "
           + "| \(mebibytes(arrayResult.bytes)) | \(mebibytes(bufferResult.bytes)) |")
 }
+
+// The undo history of the README: keep every state, edit, undo everything. Each edit writes one
+// byte into a page no edit wrote before, so the history holds one new page per edit. The cost
+// per edit and per undo must stay the same from the first to the last (a cost that grows with
+// the history is a bug), and memory must stay near one copy of each page version.
+
+let undoMiB = option("--undo-mib", default: 256)
+let edits = option("--undo-edits", default: 10_000)
+let undoCount = undoMiB << 20, pageBytes = Region.pageSize
+
+func undoHistory() throws {
+    let before = residentBytes()
+    var image = try CowBuffer(repeating: 0xFF, count: undoCount)
+    var history: [CowBuffer] = []
+    history.reserveCapacity(edits)
+    var editTimes: [UInt64] = [], undoTimes: [UInt64] = []
+    let pages = undoCount / pageBytes
+    for edit in 0..<edits {
+        let page = (edit &* 7919) % pages  // distinct pages while edits <= pages
+        let start = monotonicNanoseconds()
+        history.append(image)              // keeps this state: no copy
+        image[page * pageBytes] = UInt8(truncatingIfNeeded: edit)   // clones the region, one page copied
+        editTimes.append(monotonicNanoseconds() - start)
+    }
+    let afterEdits = residentBytes()
+    var checked = 0
+    for edit in stride(from: edits - 1, through: 0, by: -1) {
+        let page = (edit &* 7919) % pages
+        let start = monotonicNanoseconds()
+        image = history.removeLast()       // undo
+        let byte = image[page * pageBytes]
+        undoTimes.append(monotonicNanoseconds() - start)
+        precondition(byte == 0xFF, "undo \(edit) shows the edit it undid")
+        checked += 1
+    }
+    precondition(image[0] == 0xFF && checked == edits, "the history lost a state")
+    let tenth = max(1, edits / 10)
+    func meanMicroseconds(_ samples: ArraySlice<UInt64>) -> Double {
+        Double(samples.reduce(0, +)) / Double(samples.count) / 1e3
+    }
+    let firstEdits = meanMicroseconds(editTimes.prefix(tenth)), lastEdits = meanMicroseconds(editTimes.suffix(tenth))
+    let firstUndos = meanMicroseconds(undoTimes.prefix(tenth)), lastUndos = meanMicroseconds(undoTimes.suffix(tenth))
+    let written = Double(edits * pageBytes)
+    print()
+    print("# Undo history with CowBuffer: \(undoMiB) MiB, \(edits) edits of one new page each, then undo all")
+    print()
+    print("| | first \(tenth) | last \(tenth) | last ÷ first |")
+    print("| --- | ---: | ---: | ---: |")
+    print("| edit: `history.append(image); image[i] = x` | \(fixed(firstEdits, 1)) µs | \(fixed(lastEdits, 1)) µs | \(fixed(lastEdits / firstEdits, 2))× |")
+    print("| undo: `image = history.removeLast()`, read a byte | \(fixed(firstUndos, 1)) µs | \(fixed(lastUndos, 1)) µs | \(fixed(lastUndos / firstUndos, 2))× |")
+    print()
+    print("Memory held after the edits: \(mebibytes(Double(afterEdits - before))) (the image is "
+          + "\(undoMiB) MiB; \(mebibytes(written)) of pages written).")
+}
+
+/// nanoseconds(), under a name nothing shadows inside a function (Duration has a
+/// nanoseconds initialiser).
+func monotonicNanoseconds() -> UInt64 { nanoseconds() }
+
+try undoHistory()
