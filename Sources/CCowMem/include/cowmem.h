@@ -202,7 +202,8 @@ COWMEM_API const char *cowmem_backend(void);
 
 /**
  * The optional features in effect, comma-separated (for example
- * "minor,wp,poison,dontunmap,zero-pfn"); COWMEM_DISABLE=name,... masks
+ * "minor,wp,poison,dontunmap,zero-pfn,engine-v2"; "engine-v2" says which
+ * engine serves the regions); COWMEM_DISABLE=name,... masks
  * them. NULL and errno as for cowmem_backend().
  */
 COWMEM_API const char *cowmem_features(void);
