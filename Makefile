@@ -279,7 +279,7 @@ TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:die_after_fork=
 # a race the contract allows (it behaves as memcpy would) and the test
 # checks; ThreadSanitizer reports every store of that writer, and even
 # suppressed, the reports make the run crawl.
-TSAN_TESTS := differential leaks bad_input hosted_server tracking
+TSAN_TESTS := differential leaks bad_input hosted_server tracking engine_v2
 TSAN_STRESS_SECONDS ?= 20
 
 # `make valgrind` runs a few C tests under memcheck with fewer operations.

@@ -17,8 +17,8 @@
  * Runs only where engine v2 is in use (a kernel with userfaultfd MINOR
  * faults on shmem and MREMAP_DONTUNMAP, and not COWMEM_ENGINE=v1);
  * elsewhere it skips and says why.
- * Options: --seed=N (COWMEM_TEST_SEED), --iterations=N (COWMEM_TEST_OPS,
- * default 240).
+ * Options: --seed=N (COWMEM_TEST_SEED), --iterations=N
+ * (COWMEM_TEST_ITERATIONS, default 240).
  */
 #include "test_util.h"
 
@@ -227,7 +227,7 @@ static void test_threads(uint64_t seed)
 int main(int argc, char **argv)
 {
 	uint64_t seed = test_seed_init(argc, argv);
-	test_option(argc, argv, "iterations", "COWMEM_TEST_OPS", &iterations);
+	test_option(argc, argv, "iterations", "COWMEM_TEST_ITERATIONS", &iterations);
 
 	page_size = test_page_size();
 	const char *features = cowmem_features();
