@@ -128,6 +128,24 @@ static void load_average(char *out, size_t size)
 		p[-1] = 0;
 }
 
+/* The CPU's model name from /proc/cpuinfo, or "?". */
+static __attribute__((unused)) void cpu_model(char *cpu, size_t size)
+{
+	char line[256];
+	FILE *f = fopen("/proc/cpuinfo", "r");
+
+	snprintf(cpu, size, "?");
+	while (f && fgets(line, sizeof line, f)) {
+		if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+			snprintf(cpu, size, "%s", strchr(line, ':') + 2);
+			cpu[strcspn(cpu, "\n")] = 0;
+			break;
+		}
+	}
+	if (f)
+		fclose(f);
+}
+
 /* ---- Memory ------------------------------------------------------------ */
 
 /* "Key:  N kB" from a /proc file, in bytes; -1 if absent. */

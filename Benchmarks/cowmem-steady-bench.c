@@ -1198,17 +1198,8 @@ static void print_machine(const struct options *o)
 {
 	struct utsname u;
 	uname(&u);
-	char cpu[256] = "?", line[256];
-	FILE *f = fopen("/proc/cpuinfo", "r");
-	while (f && fgets(line, sizeof line, f)) {
-		if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
-			snprintf(cpu, sizeof cpu, "%s", strchr(line, ':') + 2);
-			cpu[strcspn(cpu, "\n")] = 0;
-			break;
-		}
-	}
-	if (f)
-		fclose(f);
+	char cpu[256];
+	cpu_model(cpu, sizeof cpu);
 	char thp[256], uffd[64], load[128], backend[256];
 	first_line_of("/sys/kernel/mm/transparent_hugepage/enabled", thp, sizeof thp);
 	first_line_of("/proc/sys/vm/unprivileged_userfaultfd", uffd, sizeof uffd);
