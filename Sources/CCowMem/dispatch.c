@@ -19,7 +19,6 @@ cowmem_region *cowmem__v1_clone(cowmem_region *src);
 void *cowmem__v1_data(const cowmem_region *r);
 size_t cowmem__v1_size(const cowmem_region *r);
 int cowmem__v1_destroy(cowmem_region *r);
-int cowmem__v1_prefault(cowmem_region *r, size_t offset, size_t length, int for_write);
 ssize_t cowmem__v1_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap);
 int cowmem__v1_reset(cowmem_region *r);
 int cowmem__v1_stats(const cowmem_region *r, struct cowmem_stats *stats);
@@ -86,40 +85,41 @@ int cowmem_destroy(cowmem_region *r)
 	return cowmem__v1_destroy(r);
 }
 
-/* Faults each page in from user mode. A compare-and-swap of a byte with
- * itself is a write access that cannot lose a concurrent store, and unlike
- * an idempotent atomic add no compiler turns it into a plain load. */
-static int v2_prefault(struct cowmem__region *r, size_t offset, size_t length, int for_write)
+/* Faults the pages of [offset, offset + length) of the region at data in
+ * from user mode. A compare-and-swap of a byte with itself is a write
+ * access that cannot lose a concurrent store, and unlike an idempotent
+ * atomic add (which clang lowers to a plain load) no compiler drops it. */
+static void touch_pages(char *data, size_t offset, size_t length, int for_write)
 {
-	pthread_mutex_lock(&engine.lock);
-	bool valid = cowmem__v2_usable(r) && offset <= r->size && length <= r->size - offset;
-	pthread_mutex_unlock(&engine.lock);
-	if (!valid) {
-		errno = EINVAL;
-		return -1;
-	}
-	if (length == 0)
-		return 0;
 	size_t first = offset / engine.page_size;
 	size_t end = (offset + length + engine.page_size - 1) / engine.page_size;
+
 	for (size_t page = first; page < end; page++) {
-		char *p = cowmem__page(r, page);
+		char *p = data + page * engine.page_size;
 		char seen = *(volatile char *)p;
 		if (for_write)
 			while (!__atomic_compare_exchange_n(p, &seen, seen, false, __ATOMIC_RELAXED,
 							    __ATOMIC_RELAXED))
 				;
 	}
-	return 0;
 }
 
 int cowmem_prefault(cowmem_region *r, size_t offset, size_t length, int for_write)
 {
 	if (engine_init() < 0)
 		return -1;
-	if (cowmem__v2)
-		return v2_prefault((struct cowmem__region *)r, offset, length, for_write);
-	return cowmem__v1_prefault(r, offset, length, for_write);
+	pthread_mutex_lock(&engine.lock);
+	bool live = cowmem__v2 ? cowmem__v2_usable((struct cowmem__region *)r) : region_usable(r);
+	size_t size = live ? cowmem_size(r) : 0;
+	char *data = live ? cowmem_data(r) : NULL;
+	pthread_mutex_unlock(&engine.lock);
+	if (!live || offset > size || length > size - offset) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (length > 0)
+		touch_pages(data, offset, length, for_write);
+	return 0;
 }
 
 ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap)

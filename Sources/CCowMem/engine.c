@@ -1392,29 +1392,3 @@ int cowmem_destroy(cowmem_region *r)
 	return 0;
 }
 
-int cowmem_prefault(cowmem_region *r, size_t offset, size_t length, int for_write)
-{
-	pthread_mutex_lock(&engine.lock);
-	bool valid = region_usable(r) && offset <= r->size &&
-		     length <= r->size - offset;
-	pthread_mutex_unlock(&engine.lock);
-	if (!valid) {
-		errno = EINVAL;
-		return -1;
-	}
-	if (length == 0)
-		return 0;
-	size_t first = offset / engine.page_size;
-	size_t end = (offset + length + engine.page_size - 1) / engine.page_size;
-	for (size_t page = first; page < end; page++) {
-		char *p = page_address(r, page);
-		/* Adding zero atomically is a write access that cannot lose a
-		 * concurrent write to the same byte. */
-		if (for_write)
-			__atomic_fetch_add(p, 0, __ATOMIC_RELAXED);
-		else
-			(void)*(volatile char *)p;
-	}
-	return 0;
-}
-

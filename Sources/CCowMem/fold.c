@@ -25,24 +25,11 @@
 
 #include "v2.h"
 
-#define HUGE_ALIGN ((size_t)2 << 20)
-
-/* A place for `size` bytes at a 2 MiB boundary (reserved PROT_NONE), where
- * page tables can be moved whole; *area and *length are what to unmap later. */
-static char *reserve_staging(size_t size, char **area, size_t *length)
-{
-	*length = size + HUGE_ALIGN;
-	*area = mmap(NULL, *length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (*area == MAP_FAILED)
-		return NULL;
-	return (char *)(((uintptr_t)*area + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1));
-}
-
 /* Moves r's page tables to a staging range; r keeps its mapping, empty.
  * MREMAP_DONTUNMAP on file mappings is 5.13+. */
 static int move_page_tables(struct cowmem__region *r, char **area, size_t *length, char **moved)
 {
-	char *staging = reserve_staging(r->size, area, length);
+	char *staging = cowmem__reserve_aligned(r->size, area, length);
 
 	if (!staging)
 		return -errno;

@@ -200,11 +200,6 @@ off_t cowmem__layer_offset(const struct cowmem__layer *layer)
 	return layer->offset;
 }
 
-size_t cowmem__layer_pages(const struct cowmem__layer *layer)
-{
-	return layer->pages;
-}
-
 uint64_t cowmem__layer_current(const struct cowmem__layer *layer)
 {
 	return layer->current;

@@ -207,16 +207,12 @@ int cowmem__fresh_register_all(struct cowmem__layer *layer)
  * refused by the commit charge; pages are charged as they are written. */
 int cowmem__region_map(struct cowmem__layer *layer, size_t size, int share, char **data)
 {
-	size_t length = size + HUGE_ALIGN;
 	int flags = share | (share == MAP_PRIVATE ? MAP_NORESERVE : 0);
+	size_t length;
+	char *area, *start = cowmem__reserve_aligned(size, &area, &length);
 
-	if (length < size)
-		return -ENOMEM;
-	char *area = mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-			  -1, 0);
-	if (area == MAP_FAILED)
+	if (!start)
 		return -errno;
-	char *start = (char *)(((uintptr_t)area + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1));
 	char *mapped = mmap(start, size, PROT_READ | PROT_WRITE, flags | MAP_FIXED,
 			    cowmem__pagefile_fd(), cowmem__layer_offset(layer));
 	if (mapped == MAP_FAILED) {
@@ -232,6 +228,22 @@ int cowmem__region_map(struct cowmem__layer *layer, size_t size, int share, char
 	(void)madvise(mapped, size, MADV_DONTFORK);
 	*data = mapped;
 	return 0;
+}
+
+/* A place for `size` bytes at a 2 MiB boundary, reserved PROT_NONE inside
+ * [*area, *area + *length), which the caller maps over or unmaps; NULL and
+ * errno if there is no room. Page tables move cheapest at PMD alignment. */
+char *cowmem__reserve_aligned(size_t size, char **area, size_t *length)
+{
+	*length = size + HUGE_ALIGN;
+	if (*length < size) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	*area = mmap(NULL, *length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (*area == MAP_FAILED)
+		return NULL;
+	return (char *)(((uintptr_t)*area + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1));
 }
 
 /* ---- Create and destroy --------------------------------------------------- */
@@ -384,10 +396,7 @@ int cowmem__v2_destroy(struct cowmem__region *r)
 	if (region_count == 0)
 		join = server_stop_library_thread(&server);
 	pthread_mutex_unlock(&engine.lock);
-	if (!r->orphan)
-		munmap(r->data, r->size);
-	else
-		munmap(r->data, r->size); /* the PROT_NONE reservation */
+	munmap(r->data, r->size); /* an orphan's: its PROT_NONE reservation */
 	free(r);
 	if (join)
 		server_join(server);
@@ -414,11 +423,6 @@ struct cowmem__region *cowmem__v2_clone(struct cowmem__region *src)
 	if (!clone)
 		errno = error;
 	return clone;
-}
-
-int cowmem__v2_insert(struct cowmem__region *r)
-{
-	return registry_add(r);
 }
 
 bool cowmem__v2_usable(const struct cowmem__region *r)

@@ -13,7 +13,6 @@
 #define cowmem_data cowmem__v1_data
 #define cowmem_size cowmem__v1_size
 #define cowmem_destroy cowmem__v1_destroy
-#define cowmem_prefault cowmem__v1_prefault
 #define cowmem_dirty_pages cowmem__v1_dirty_pages
 #define cowmem_reset cowmem__v1_reset
 /* function-like: struct cowmem_stats keeps its name */

@@ -57,7 +57,6 @@ void cowmem__layer_fork_child(void);
 void cowmem__layer_unref(struct cowmem__layer *layer);
 char *cowmem__layer_shared(const struct cowmem__layer *layer); /* unregistered map */
 off_t cowmem__layer_offset(const struct cowmem__layer *layer);
-size_t cowmem__layer_pages(const struct cowmem__layer *layer);
 uint64_t cowmem__layer_current(const struct cowmem__layer *layer);
 enum cowmem__source cowmem__layer_lookup(const struct cowmem__layer *layer, size_t page,
 					 uint64_t gen, cowmem__slot *slot);
@@ -178,6 +177,7 @@ int cowmem__fresh_add(struct cowmem__region *r);
 void cowmem__fresh_remove(struct cowmem__region *r);
 int cowmem__fresh_leave(struct cowmem__region *r);
 int cowmem__fresh_register_all(struct cowmem__layer *layer);
+char *cowmem__reserve_aligned(size_t size, char **area, size_t *length);
 int cowmem__region_map(struct cowmem__layer *layer, size_t size, int share, char **data);
 int cowmem__reader_new(struct cowmem__layer *layer, size_t size, uint64_t gen,
 		       struct cowmem__overlay *overlay, struct cowmem__region **result);
