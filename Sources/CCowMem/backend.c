@@ -46,6 +46,7 @@ static const struct {
 	{ "dontunmap", FEATURE_DONTUNMAP, 0, true },
 	{ "zero-pfn", FEATURE_ZERO_PFN, 0, true },
 	{ "pagemap-scan", FEATURE_PAGEMAP_SCAN, 0, true },
+	{ "event-remap", FEATURE_EVENT_REMAP, UFFD_FEATURE_EVENT_REMAP, false },
 };
 #define FEATURE_COUNT (sizeof feature_table / sizeof feature_table[0])
 
@@ -80,7 +81,7 @@ static int parse_disabled(const char *list, unsigned *disabled)
 unknown:
 	fprintf(stderr, "cowmem: COWMEM_DISABLE=%s names an unknown feature (known: "
 		"minor, wp, poison, wp-unpopulated, wp-async, move, dontunmap, zero-pfn, "
-		"pagemap-scan)\n",
+		"pagemap-scan, event-remap)\n",
 		list);
 	errno = EINVAL;
 	return -1;
@@ -225,7 +226,8 @@ int backend_select(void)
 		uint64_t f = feature_table[i].uffd_feature;
 		if (f && (engine.granted & f) && engine.uffd >= 0)
 			engine.features |= feature_table[i].bit;
-		else if (f && (engine.offered & f) && !feature_table[i].used)
+		else if (f && (engine.offered & f) && !feature_table[i].used &&
+			 !(disabled & feature_table[i].bit))
 			engine.features |= feature_table[i].bit; /* offered, unused */
 	}
 	if (!(disabled & FEATURE_DONTUNMAP))
@@ -243,6 +245,27 @@ int backend_select(void)
 		engine.zero_pfn = 0;
 	describe(from_device);
 	return 0;
+}
+
+int backend_open_another(uint64_t features)
+{
+	bool from_device;
+	uint64_t reported;
+
+	if (engine.uffd < 0) {
+		errno = ENOTSUP;
+		return -1;
+	}
+	int uffd = open_mode(engine.backend, &from_device);
+	if (uffd < 0)
+		return -1;
+	if (uffd_api(uffd, features, &reported) < 0) {
+		int saved = errno;
+		close(uffd);
+		errno = saved;
+		return -1;
+	}
+	return uffd;
 }
 
 /* In a forked child the inherited descriptor still names the parent's

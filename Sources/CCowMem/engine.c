@@ -66,10 +66,12 @@ static void fork_prepare(void)
 {
 	pthread_mutex_lock(&engine.lock);
 	janitor_fork_prepare();
+	cowmem__copier_fork_prepare();
 }
 
 static void fork_parent(void)
 {
+	cowmem__copier_fork_parent();
 	janitor_fork_parent();
 	pthread_mutex_unlock(&engine.lock);
 }
@@ -93,6 +95,7 @@ static void free_lent(size_t page, void *value, void *ctx)
  */
 static void fork_child(void)
 {
+	cowmem__copier_fork_child();
 	janitor_fork_child();
 	for (size_t i = 0; i < engine.region_count; i++) {
 		struct cowmem_region *r = engine.regions[i];

@@ -85,7 +85,7 @@ static int freeze(struct cowmem__region *r)
 struct fold_context {
 	struct cowmem__layer *layer;
 	char *staging;
-	size_t replaced;
+	struct cowmem__copy_batch *copies;
 };
 
 static int replace_run(size_t first, size_t end, void *ctx)
@@ -93,12 +93,22 @@ static int replace_run(size_t first, size_t end, void *ctx)
 	struct fold_context *c = ctx;
 
 	for (size_t page = first; page < end; page++) {
-		int rc = cowmem__layer_replace(c->layer, page, c->staging + page * engine.page_size);
+		struct cowmem__page_job job;
+		int rc = cowmem__layer_replace(c->layer, page, c->staging + page * engine.page_size,
+					       &job);
 		if (rc < 0)
 			abort_fold("keeping an old page version", rc);
-		c->replaced++;
+		cowmem__copier_add(c->copies, &job);
 	}
 	return 0;
+}
+
+static void release_head(struct cowmem__region *head, bool fenced)
+{
+	if (fenced)
+		cowmem__fence_lower(head);
+	else
+		(void)cowmem__register_exactly(head, UFFDIO_REGISTER_MODE_MISSING);
 }
 
 static int fold(struct cowmem__region *head)
@@ -119,9 +129,12 @@ static int fold(struct cowmem__region *head)
 		return 0;
 
 	/* Until the layer holds the head's new pages, an access to the head
-	 * must wait: MINOR sends it to the server, which waits for the lock. */
-	if ((rc = cowmem__register(head, UFFDIO_REGISTER_MODE_MISSING |
-						 UFFDIO_REGISTER_MODE_MINOR)) < 0)
+	 * must wait: the fence holds it (fence.c), or else MINOR on the
+	 * library's descriptor sends it to the server, which waits for the
+	 * lock. */
+	bool fenced = cowmem__fence_raise(head) == 0;
+	if (!fenced && (rc = cowmem__register(head, UFFDIO_REGISTER_MODE_MISSING |
+							UFFDIO_REGISTER_MODE_MINOR)) < 0)
 		return rc;
 	/* Readers that saw the current generation must stop reading the
 	 * layer directly before it changes. */
@@ -135,20 +148,21 @@ static int fold(struct cowmem__region *head)
 		cowmem__layer_capture_abort(layer);
 		goto err_head;
 	}
-	struct fold_context c = { layer, staging, 0 };
+	struct fold_context c = { layer, staging, cowmem__copier_begin() };
 	if ((rc = cowmem__scan_own(staging, head->pages, replace_run, &c)) < 0)
 		abort_fold("finding the pages written", rc);
+	cowmem__copier_finish(c.copies);
 	cowmem__layer_capture_end(layer);
 	janitor_resume();
 	/* Staging holds what the head touched since the previous clone. */
 	janitor_unmap_sparse(area, length);
 	/* The head reads its layer again: faults are the kernel's. Dropping
 	 * MINOR wakes the threads that waited meanwhile. */
-	(void)cowmem__register_exactly(head, UFFDIO_REGISTER_MODE_MISSING);
+	release_head(head, fenced);
 	return 0;
 
 err_head:
-	(void)cowmem__register_exactly(head, UFFDIO_REGISTER_MODE_MISSING);
+	release_head(head, fenced);
 	return rc;
 }
 

@@ -205,6 +205,7 @@ enum {
 	FEATURE_DONTUNMAP = 1 << 6,      /* MREMAP_DONTUNMAP: microsecond freeze */
 	FEATURE_ZERO_PFN = 1 << 7,       /* pagemap PFNs tell the zero page apart */
 	FEATURE_PAGEMAP_SCAN = 1 << 8,   /* PAGEMAP_SCAN: find written pages fast */
+	FEATURE_EVENT_REMAP = 1 << 9,    /* offered; engine v2's fold fence uses it */
 };
 
 /* Global engine state; every field is guarded by `lock` unless noted. */
@@ -239,6 +240,9 @@ struct uffd_msg;
 void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns);
 int backend_select(void); /* backend.c, from engine_init: 0 or -1 + errno */
 int backend_reopen(void); /* in a forked child: a userfaultfd of its own */
+/* Another userfaultfd of the backend in use, with these features; -1 and
+ * errno if it cannot be had. */
+int backend_open_another(uint64_t features);
 struct cowmem_region *engine_find(const void *addr); /* lock held */
 
 /* ---- Engine pieces shared by tracking.c and snapshot.c (lock held) ----- */
@@ -321,5 +325,9 @@ void janitor_resume(void);
 void janitor_fork_prepare(void);
 void janitor_fork_parent(void);
 void janitor_fork_child(void); /* forgets work: retired ranges are not inherited */
+/* copier.c (engine v2): its helper thread is not inherited either. */
+void cowmem__copier_fork_prepare(void);
+void cowmem__copier_fork_parent(void);
+void cowmem__copier_fork_child(void);
 
 #endif /* COWMEM_INTERNAL_H */

@@ -378,6 +378,7 @@ void cowmem__region_release(struct cowmem__region *r)
 
 int cowmem__v2_destroy(struct cowmem__region *r)
 {
+	struct cowmem__fence *fence = NULL;
 	pthread_t server;
 	bool join = false;
 
@@ -393,13 +394,17 @@ int cowmem__v2_destroy(struct cowmem__region *r)
 	if (!r->orphan)
 		cowmem__region_release(r);
 	/* The last region is gone: the library's threads have nothing to do. */
-	if (region_count == 0)
+	if (region_count == 0) {
 		join = server_stop_library_thread(&server);
+		fence = cowmem__fence_close();
+		cowmem__copier_quit();
+	}
 	pthread_mutex_unlock(&engine.lock);
 	munmap(r->data, r->size); /* an orphan's: its PROT_NONE reservation */
 	free(r);
 	if (join)
 		server_join(server);
+	cowmem__fence_join(fence);
 	return 0;
 }
 
@@ -455,6 +460,7 @@ void cowmem__v2_fork_child(void)
 	region_count = 0;
 	fresh_count = 0;
 	cowmem__layer_fork_child();
+	cowmem__fence_fork_child();
 	cowmem__store_fork_child();
 	cowmem__pagefile_fork_child();
 }

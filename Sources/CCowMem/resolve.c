@@ -81,15 +81,8 @@ static struct source source_of(const struct cowmem__region *r, size_t page)
  * with data (want_data) or all holes, up to FILL_WINDOW. */
 static size_t layer_window(const struct cowmem__region *r, size_t page, bool want_data)
 {
-	off_t base = cowmem__layer_offset(r->layer);
-	off_t at = base + (off_t)(page * engine.page_size);
-	off_t edge = lseek(cowmem__pagefile_fd(), at, want_data ? SEEK_HOLE : SEEK_DATA);
-	size_t limit = FILL_WINDOW;
+	size_t limit = cowmem__layer_data_run(r->layer, page, FILL_WINDOW, want_data);
 
-	if (edge >= at && (size_t)(edge - at) / engine.page_size < limit)
-		limit = (size_t)(edge - at) / engine.page_size;
-	if (limit > r->pages - page)
-		limit = r->pages - page;
 	/* A loaded layer's pages not copied in yet are no holes. */
 	limit = cowmem__layer_loaded_run(r->layer, page, limit);
 	if (r->mode != COWMEM__READER)

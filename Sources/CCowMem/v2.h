@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "internal.h"
 
@@ -76,9 +77,12 @@ int cowmem__layer_hold(struct cowmem__layer *layer, uint64_t gen);
 void cowmem__layer_drop(struct cowmem__layer *layer, uint64_t gen);
 /* A capture: the head's new content replaces the layer's pages. Between
  * begin and end, cowmem__layer_replace() keeps the old version of each page
- * for the generations that still see it and writes the new one. */
+ * for the generations that still see it and records the new one; *job says
+ * what to copy, and must run (cowmem__copier_add) before the capture ends. */
 int cowmem__layer_capture_begin(struct cowmem__layer *layer, size_t count);
-int cowmem__layer_replace(struct cowmem__layer *layer, size_t page, const char *content);
+struct cowmem__page_job;
+int cowmem__layer_replace(struct cowmem__layer *layer, size_t page, const char *content,
+			  struct cowmem__page_job *job);
 uint64_t cowmem__layer_capture_end(struct cowmem__layer *layer); /* the new generation */
 void cowmem__layer_capture_abort(struct cowmem__layer *layer); /* before any replace */
 struct cowmem__region *cowmem__layer_head(const struct cowmem__layer *layer);
@@ -87,6 +91,10 @@ void cowmem__layer_set_head(struct cowmem__layer *layer, struct cowmem__region *
  * from every mapping first (a hole punch), not write it in place. */
 void cowmem__layer_note_mapped(struct cowmem__layer *layer, size_t page, size_t count);
 bool cowmem__layer_has_data(const struct cowmem__layer *layer, size_t page);
+/* How many pages from `page` on (at most `limit`) all hold data
+ * (want_data) or are all holes in the page file. */
+size_t cowmem__layer_data_run(const struct cowmem__layer *layer, size_t page, size_t limit,
+			      bool want_data);
 
 /* Loaded layers (cowmem_load): the layer's first version comes from a file,
  * which it keeps (fd); cowmem__layer_load() copies pages in on demand. */
@@ -219,5 +227,39 @@ int cowmem__v2_copy(struct cowmem__region *dst, struct cowmem__region *src);
 /* resolve.c: one userfaultfd message (lock held). */
 void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns);
 void cowmem__fail_page(const struct cowmem__region *r, size_t page, int error);
+
+/* ---- copier.c: a fold's page copies, shared with a helper thread ----- */
+
+/* One page of a capture, in order: keep the old content (keep != NULL),
+ * punch the page from every mapping (punch >= 0, its page file offset),
+ * write the new content. */
+struct cowmem__page_job {
+	char *keep;
+	off_t punch;
+	char *target;
+	const char *content;
+};
+/* A capture's jobs, independent of each other (distinct pages and slots),
+ * run on a second CPU while they are added; finish runs the rest and
+ * returns when all are done. A NULL batch (no memory) runs each job as it
+ * is added. */
+struct cowmem__copy_batch;
+struct cowmem__copy_batch *cowmem__copier_begin(void);
+void cowmem__copier_add(struct cowmem__copy_batch *batch, const struct cowmem__page_job *job);
+void cowmem__copier_finish(struct cowmem__copy_batch *batch);
+void cowmem__copier_quit(void); /* the last region is gone: the helper exits */
+
+/* ---- fence.c: holds a head's accesses while a fold moves its tables ---- */
+
+/* Registers the head on the fence instead of the library's descriptor
+ * (MISSING and MINOR): accesses wait, and its page tables move whole. A
+ * negative errno: no fence here, and the head is as it was. */
+int cowmem__fence_raise(struct cowmem__region *head);
+/* Back on the library's descriptor (MISSING); the waiting accesses retry. */
+void cowmem__fence_lower(struct cowmem__region *head);
+/* With the last region gone (lock held): the fence to join after unlocking. */
+struct cowmem__fence *cowmem__fence_close(void);
+void cowmem__fence_join(struct cowmem__fence *fence);
+void cowmem__fence_fork_child(void);
 
 #endif /* COWMEM_V2_H */

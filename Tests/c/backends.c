@@ -123,6 +123,7 @@ static struct run runs[] = {
 	RUN(AS_IS, NULL, "pagemap-scan", DIFFERENTIAL),
 	RUN(AS_IS, NULL, ALL_FEATURES, DIFFERENTIAL),
 	RUN(AS_IS, NULL, "wp-unpopulated,wp-async,move", DIFFERENTIAL),
+	RUN(AS_IS, NULL, "event-remap", DIFFERENTIAL), /* engine v2 folds without its fence */
 	RUN(AS_IS, "userfaultfd-user", ALL_FEATURES, DIFFERENTIAL),
 	RUN(AS_IS, "memfd", "dontunmap,zero-pfn,pagemap-scan", DIFFERENTIAL),
 	RUN(AS_NOBODY, "auto", NULL, DIFFERENTIAL),
