@@ -38,6 +38,9 @@ struct cowmem__copy_batch {
 	size_t count, capacity;
 	struct block *filling; /* the caller's, not handed over yet */
 	bool ended;            /* under copier_lock: no more blocks come */
+	void (*task)(void *);  /* run once before the copies, by either thread */
+	void *task_arg;
+	enum { TASK_WAITING, TASK_RUNNING, TASK_DONE } task_state; /* under copier_lock */
 };
 
 static pthread_mutex_t copier_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -73,11 +76,26 @@ static void work_through(struct block *b)
 	}
 }
 
-/* Copies the blocks of one batch as they come, until it ends. */
+/* Runs the batch's task unless the other thread has taken it (lock held). */
+static void take_task(struct cowmem__copy_batch *batch)
+{
+	if (batch->task_state != TASK_WAITING)
+		return;
+	batch->task_state = TASK_RUNNING;
+	pthread_mutex_unlock(&copier_lock);
+	batch->task(batch->task_arg);
+	pthread_mutex_lock(&copier_lock);
+	batch->task_state = TASK_DONE;
+	pthread_cond_broadcast(&helper_done);
+}
+
+/* Runs the task, then copies the blocks of one batch as they come, until
+ * it ends. */
 static void help(struct cowmem__copy_batch *batch)
 {
 	size_t done = 0;
 
+	take_task(batch);
 	while (!batch->ended || done < batch->count) {
 		if (done == batch->count) {
 			pthread_cond_wait(&work_posted, &copier_lock);
@@ -101,7 +119,7 @@ static void *helper(void *unused)
 			helping = true;
 			help(batch);
 			helping = false;
-			pthread_cond_signal(&helper_done);
+			pthread_cond_broadcast(&helper_done);
 			continue;
 		}
 		if (quit)
@@ -129,12 +147,20 @@ static bool have_second_cpu(void)
 	return cpus > 1;
 }
 
-struct cowmem__copy_batch *cowmem__copier_begin(void)
+struct cowmem__copy_batch *cowmem__copier_begin(void (*task)(void *), void *arg)
 {
 	struct cowmem__copy_batch *batch = calloc(1, sizeof *batch);
 
-	if (!batch || !have_second_cpu())
-		return batch; /* NULL: every job runs as it is added */
+	if (!batch) {
+		if (task)
+			task(arg);
+		return NULL; /* every job runs as it is added */
+	}
+	batch->task = task;
+	batch->task_arg = arg;
+	batch->task_state = task ? TASK_WAITING : TASK_DONE;
+	if (!have_second_cpu())
+		return batch;
 	pthread_mutex_lock(&copier_lock);
 	quit = false;
 	if (!running)
@@ -185,10 +211,22 @@ void cowmem__copier_add(struct cowmem__copy_batch *batch, const struct cowmem__p
 		hand_over(batch);
 }
 
+void cowmem__copier_task_done(struct cowmem__copy_batch *batch)
+{
+	if (!batch)
+		return; /* begin ran it */
+	pthread_mutex_lock(&copier_lock);
+	take_task(batch);
+	while (batch->task_state != TASK_DONE)
+		pthread_cond_wait(&helper_done, &copier_lock);
+	pthread_mutex_unlock(&copier_lock);
+}
+
 void cowmem__copier_finish(struct cowmem__copy_batch *batch)
 {
 	if (!batch)
 		return;
+	cowmem__copier_task_done(batch);
 	if (batch->filling)
 		hand_over(batch);
 	pthread_mutex_lock(&copier_lock);

@@ -86,13 +86,53 @@ struct fold_context {
 	struct cowmem__layer *layer;
 	char *staging;
 	struct cowmem__copy_batch *copies;
+	size_t offset; /* of the pages a scan reports */
 };
+
+/* The upper part of a large staging range is scanned on the copier's
+ * thread while this one scans the lower part and keeps the books: the
+ * walk of 1 GiB of page tables costs about 1.4 ms. Runs are collected
+ * here and folded afterwards, on this thread. */
+#define SIDE_SCAN_MIN_PAGES 4096
+
+struct side_scan {
+	char *start;
+	size_t first, pages; /* the part: page indices of staging */
+	size_t (*runs)[2];
+	size_t count, capacity;
+	int rc;
+};
+
+static int note_side_run(size_t first, size_t end, void *ctx)
+{
+	struct side_scan *s = ctx;
+
+	if (s->count == s->capacity) {
+		size_t capacity = s->capacity ? s->capacity * 2 : 256;
+		size_t (*grown)[2] = realloc(s->runs, capacity * sizeof *grown);
+		if (!grown)
+			return -ENOMEM;
+		s->runs = grown;
+		s->capacity = capacity;
+	}
+	s->runs[s->count][0] = s->first + first;
+	s->runs[s->count++][1] = s->first + end;
+	return 0;
+}
+
+static void run_side_scan(void *arg)
+{
+	struct side_scan *s = arg;
+
+	s->rc = cowmem__scan_own_unlocked(s->start + s->first * engine.page_size, s->pages,
+					  note_side_run, s);
+}
 
 static int replace_run(size_t first, size_t end, void *ctx)
 {
 	struct fold_context *c = ctx;
 
-	for (size_t page = first; page < end; page++) {
+	for (size_t page = c->offset + first; page < c->offset + end; page++) {
 		struct cowmem__page_job job;
 		int rc = cowmem__layer_replace(c->layer, page, c->staging + page * engine.page_size,
 					       &job);
@@ -148,9 +188,29 @@ static int fold(struct cowmem__region *head)
 		cowmem__layer_capture_abort(layer);
 		goto err_head;
 	}
-	struct fold_context c = { layer, staging, cowmem__copier_begin() };
-	if ((rc = cowmem__scan_own(staging, head->pages, replace_run, &c)) < 0)
+	/* The split is 2 MiB aligned, where page tables are. */
+	size_t lower = head->pages >= SIDE_SCAN_MIN_PAGES && (engine.features & FEATURE_PAGEMAP_SCAN)
+			       ? head->pages / 2 & ~(size_t)511
+			       : head->pages;
+	struct side_scan side = { staging, lower, head->pages - lower, NULL, 0, 0, 0 };
+	struct fold_context c = { layer, staging,
+				  cowmem__copier_begin(side.pages ? run_side_scan : NULL, &side), 0 };
+	if ((rc = cowmem__scan_own(staging, lower, replace_run, &c)) < 0)
 		abort_fold("finding the pages written", rc);
+	if (side.pages) {
+		cowmem__copier_task_done(c.copies);
+		if (side.rc < 0) { /* out of memory there: scan it here */
+			c.offset = lower;
+			rc = cowmem__scan_own(staging + lower * engine.page_size, side.pages,
+					      replace_run, &c);
+			c.offset = 0;
+		}
+		for (size_t i = 0; side.rc == 0 && i < side.count && rc == 0; i++)
+			rc = replace_run(side.runs[i][0], side.runs[i][1], &c);
+		free(side.runs);
+		if (rc < 0)
+			abort_fold("finding the pages written", rc);
+	}
 	cowmem__copier_finish(c.copies);
 	cowmem__layer_capture_end(layer);
 	janitor_resume();

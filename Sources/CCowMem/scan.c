@@ -7,6 +7,7 @@
  * size. Without it, /proc/self/pagemap is read, 8 bytes per page.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -64,10 +65,11 @@ static int scan_file(char *start, size_t pages, bool want_file, cowmem__run_fn *
 	return run_start != SIZE_MAX ? fn(run_start, pages, ctx) : 0;
 }
 
+static struct page_region shared_vec[SCAN_BATCH]; /* under engine.lock */
+
 static int scan_ioctl(char *start_addr, size_t pages, bool want_file, cowmem__run_fn *fn,
-		      void *ctx, size_t max_pages)
+		      void *ctx, size_t max_pages, struct page_region *vec)
 {
-	static struct page_region vec[SCAN_BATCH]; /* under engine.lock */
 	uintptr_t base = (uintptr_t)start_addr, start = base,
 		  end = base + pages * engine.page_size;
 
@@ -125,8 +127,20 @@ static int scan_ioctl(char *start_addr, size_t pages, bool want_file, cowmem__ru
 int cowmem__scan_own(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
 {
 	if (engine.features & FEATURE_PAGEMAP_SCAN)
-		return scan_ioctl(start, pages, false, fn, ctx, 0);
+		return scan_ioctl(start, pages, false, fn, ctx, 0, shared_vec);
 	return scan_file(start, pages, false, fn, ctx);
+}
+
+int cowmem__scan_own_unlocked(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
+{
+	if (!(engine.features & FEATURE_PAGEMAP_SCAN))
+		return -ENOTSUP;
+	struct page_region *vec = malloc(SCAN_BATCH * sizeof *vec);
+	if (!vec)
+		return -ENOMEM;
+	int rc = scan_ioctl(start, pages, false, fn, ctx, 0, vec);
+	free(vec);
+	return rc;
 }
 
 static int stop_at_first(size_t first, size_t end, void *ctx)
@@ -144,7 +158,7 @@ int cowmem__scan_has_own(char *start, size_t pages, bool *found)
 {
 	*found = false;
 	int rc = engine.features & FEATURE_PAGEMAP_SCAN
-			 ? scan_ioctl(start, pages, false, stop_at_first, found, 1)
+			 ? scan_ioctl(start, pages, false, stop_at_first, found, 1, shared_vec)
 			 : scan_file(start, pages, false, stop_at_first, found);
 	return rc == -ECANCELED ? 0 : rc;
 }
@@ -152,6 +166,6 @@ int cowmem__scan_has_own(char *start, size_t pages, bool *found)
 int cowmem__scan_file_pages(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
 {
 	if (engine.features & FEATURE_PAGEMAP_SCAN)
-		return scan_ioctl(start, pages, true, fn, ctx, 0);
+		return scan_ioctl(start, pages, true, fn, ctx, 0, shared_vec);
 	return scan_file(start, pages, true, fn, ctx);
 }

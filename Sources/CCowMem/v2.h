@@ -128,6 +128,9 @@ void cowmem__overlay_entry(const struct cowmem__overlay *overlay, size_t i, size
 typedef int cowmem__run_fn(size_t first, size_t end, void *ctx);
 /* The mapping's own (anonymous) pages, the shared zero page excluded. */
 int cowmem__scan_own(char *start, size_t pages, cowmem__run_fn *fn, void *ctx);
+/* The same without the engine lock, from any thread; PAGEMAP_SCAN only
+ * (-ENOTSUP without it). */
+int cowmem__scan_own_unlocked(char *start, size_t pages, cowmem__run_fn *fn, void *ctx);
 /* Whether it has any such page (stops at the first). */
 int cowmem__scan_has_own(char *start, size_t pages, bool *found);
 /* Pages that map the page cache. */
@@ -242,9 +245,12 @@ struct cowmem__page_job {
 /* A capture's jobs, independent of each other (distinct pages and slots),
  * run on a second CPU while they are added; finish runs the rest and
  * returns when all are done. A NULL batch (no memory) runs each job as it
- * is added. */
+ * is added. The task (if not NULL) runs once, first, on whichever thread
+ * gets to it: the helper, or the caller in task_done or finish at the
+ * latest (begin, if it returns NULL). */
 struct cowmem__copy_batch;
-struct cowmem__copy_batch *cowmem__copier_begin(void);
+struct cowmem__copy_batch *cowmem__copier_begin(void (*task)(void *), void *arg);
+void cowmem__copier_task_done(struct cowmem__copy_batch *batch);
 void cowmem__copier_add(struct cowmem__copy_batch *batch, const struct cowmem__page_job *job);
 void cowmem__copier_finish(struct cowmem__copy_batch *batch);
 void cowmem__copier_quit(void); /* the last region is gone: the helper exits */
