@@ -621,8 +621,10 @@ static bool own_memory_cgroup(char *dir, size_t size, int *version)
 		char *p = controllers ? strchr(controllers + 1, ':') : NULL;
 		if (!p)
 			continue;
+		/* "ID:CONTROLLERS:PATH": cut both colons, so that line is
+		 * the hierarchy ID alone ("0" for cgroup v2). */
 		*p = '\0';
-		controllers++;
+		*controllers++ = '\0';
 		if (strstr(controllers, "memory")) {
 			snprintf(path, sizeof path, "%s", p + 1);
 			v1 = true;
