@@ -15,7 +15,10 @@
  * COWMEM_DISABLE=name,... masks optional features so that every path can be
  * tested on one kernel. Unknown names are an error, never a silent default.
  * wp-unpopulated, wp-async and move are probed and may be masked, but the
- * engine does not need them, so cowmem_features() does not list them.
+ * engine does not need them, so cowmem_features() does not list them;
+ * user-mode (UFFD_USER_MODE_ONLY, what userfaultfd-user needs) is not listed
+ * either, since no other backend uses it: masking it makes a forced
+ * userfaultfd-user fail as on a kernel before 5.11.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +49,7 @@ static const struct {
 	{ "dontunmap", FEATURE_DONTUNMAP, 0, true },
 	{ "zero-pfn", FEATURE_ZERO_PFN, 0, true },
 	{ "pagemap-scan", FEATURE_PAGEMAP_SCAN, 0, true },
+	{ "user-mode", FEATURE_USER_MODE, 0, false },
 	{ "event-remap", FEATURE_EVENT_REMAP, UFFD_FEATURE_EVENT_REMAP, false },
 };
 #define FEATURE_COUNT (sizeof feature_table / sizeof feature_table[0])
@@ -81,7 +85,7 @@ static int parse_disabled(const char *list, unsigned *disabled)
 unknown:
 	fprintf(stderr, "cowmem: COWMEM_DISABLE=%s names an unknown feature (known: "
 		"minor, wp, poison, wp-unpopulated, wp-async, move, dontunmap, zero-pfn, "
-		"pagemap-scan, event-remap)\n",
+		"pagemap-scan, user-mode, event-remap)\n",
 		list);
 	errno = EINVAL;
 	return -1;
@@ -112,19 +116,39 @@ static int open_kernel_mode(bool *from_device)
 	return fd;
 }
 
-static int open_mode(enum backend backend, bool *from_device)
+/* A descriptor with user-mode faults only. UFFD_USER_MODE_ONLY is 5.11+:
+ * an older kernel refuses the unknown flag with EINVAL, which the library
+ * keeps for values of its own variables that it does not know. The flags
+ * are otherwise fixed and valid, so EINVAL here means the kernel lacks the
+ * mode: ENOSYS, as for a kernel without userfaultfd(2). Masking user-mode
+ * gives the same answer on any kernel, once the permission checks pass. */
+static int open_user_mode(unsigned disabled)
+{
+	int fd = sys_userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+
+	if (fd >= 0 && (disabled & FEATURE_USER_MODE)) {
+		close(fd);
+		fd = -1;
+		errno = EINVAL;
+	}
+	if (fd < 0 && errno == EINVAL)
+		errno = ENOSYS;
+	return fd;
+}
+
+static int open_mode(enum backend backend, unsigned disabled, bool *from_device)
 {
 	if (backend == BACKEND_USERFAULTFD)
 		return open_kernel_mode(from_device);
 	*from_device = false;
-	return sys_userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	return open_user_mode(disabled);
 }
 
 /* UFFDIO_API refuses features the kernel lacks and may be called only once
  * per descriptor: ask a throwaway descriptor first. */
 static int open_userfaultfd(enum backend backend, unsigned disabled, bool *from_device)
 {
-	int probe = open_mode(backend, from_device);
+	int probe = open_mode(backend, disabled, from_device);
 	uint64_t wanted = UFFD_FEATURE_MISSING_SHMEM;
 
 	if (probe < 0)
@@ -138,7 +162,7 @@ static int open_userfaultfd(enum backend backend, unsigned disabled, bool *from_
 	for (size_t i = 0; i < FEATURE_COUNT; i++)
 		if (feature_table[i].used && !(disabled & feature_table[i].bit))
 			wanted |= feature_table[i].uffd_feature;
-	int uffd = open_mode(backend, from_device);
+	int uffd = open_mode(backend, disabled, from_device);
 	uint64_t reported;
 	if (uffd < 0)
 		return -1;
@@ -256,7 +280,7 @@ int backend_open_another(uint64_t features)
 		errno = ENOTSUP;
 		return -1;
 	}
-	int uffd = open_mode(engine.backend, &from_device);
+	int uffd = open_mode(engine.backend, 0, &from_device) /* was available */;
 	if (uffd < 0)
 		return -1;
 	if (uffd_api(uffd, features, &reported) < 0) {
@@ -279,7 +303,7 @@ int backend_reopen(void)
 	if (engine.uffd < 0)
 		return 0;
 	close(engine.uffd);
-	engine.uffd = open_mode(engine.backend, &from_device);
+	engine.uffd = open_mode(engine.backend, 0, &from_device); /* was available */
 	if (engine.uffd >= 0 && uffd_api(engine.uffd, engine.granted, &reported) == 0)
 		return 0;
 	if (engine.uffd >= 0)

@@ -205,7 +205,8 @@ enum {
 	FEATURE_DONTUNMAP = 1 << 6,      /* MREMAP_DONTUNMAP: microsecond freeze */
 	FEATURE_ZERO_PFN = 1 << 7,       /* pagemap PFNs tell the zero page apart */
 	FEATURE_PAGEMAP_SCAN = 1 << 8,   /* PAGEMAP_SCAN: find written pages fast */
-	FEATURE_EVENT_REMAP = 1 << 9,    /* offered; engine v2's fold fence uses it */
+	FEATURE_USER_MODE = 1 << 9,      /* UFFD_USER_MODE_ONLY (5.11+); only masked */
+	FEATURE_EVENT_REMAP = 1 << 10,   /* offered; engine v2's fold fence uses it */
 };
 
 /* Global engine state; every field is guarded by `lock` unless noted. */

@@ -25,7 +25,10 @@
  * Other children check calls in-process: an unknown COWMEM_BACKEND or
  * COWMEM_DISABLE value makes every call fail with EINVAL and a message on
  * stderr; a forced backend that seccomp forbids fails with EPERM and a
- * message; cowmem_prefault() keeps every byte in each backend.
+ * message; a forced userfaultfd-user on a kernel without
+ * UFFD_USER_MODE_ONLY (before 5.11; COWMEM_DISABLE=user-mode makes one)
+ * fails with ENOSYS, never the EINVAL of an unknown value;
+ * cowmem_prefault() keeps every byte in each backend.
  *
  * Prints a table: environment, backend, features, result.
  * Options: --seed=N (COWMEM_TEST_SEED; passed to every differential run),
@@ -86,7 +89,7 @@ static const char *const setup_names[SETUP_COUNT] = {
 enum action {
 	DIFFERENTIAL,       /* exec the differential test */
 	UNKNOWN_VALUE,      /* every call fails with EINVAL and a message */
-	FORCED_UNAVAILABLE, /* every call fails with EPERM and a message */
+	FORCED_UNAVAILABLE, /* every call fails with EPERM or ENOSYS, a message */
 	PREFAULT,           /* cowmem_prefault's contract */
 };
 
@@ -126,6 +129,7 @@ static struct run runs[] = {
 	RUN(AS_IS, NULL, "event-remap", DIFFERENTIAL), /* engine v2 folds without its fence */
 	RUN(AS_IS, "userfaultfd-user", ALL_FEATURES, DIFFERENTIAL),
 	RUN(AS_IS, "memfd", "dontunmap,zero-pfn,pagemap-scan", DIFFERENTIAL),
+	RUN(AS_IS, "userfaultfd-user", "user-mode", DIFFERENTIAL),
 	RUN(AS_NOBODY, "auto", NULL, DIFFERENTIAL),
 	RUN(AS_NOBODY, "userfaultfd", NULL, DIFFERENTIAL),
 	RUN(AS_NOBODY, "userfaultfd-user", NULL, DIFFERENTIAL),
@@ -140,6 +144,8 @@ static struct run runs[] = {
 	RUN(AS_IS, NULL, "minor,bogus", UNKNOWN_VALUE),
 	RUN(SECCOMP_ALL, "userfaultfd", NULL, FORCED_UNAVAILABLE),
 	RUN(SECCOMP_ALL, "userfaultfd-user", NULL, FORCED_UNAVAILABLE),
+	RUN(AS_IS, "userfaultfd-user", NULL, FORCED_UNAVAILABLE),
+	RUN(AS_IS, "userfaultfd-user", "user-mode", FORCED_UNAVAILABLE),
 	RUN(AS_IS, "userfaultfd", NULL, PREFAULT),
 	RUN(AS_IS, "userfaultfd-user", NULL, PREFAULT),
 	RUN(AS_IS, "memfd", NULL, PREFAULT),
@@ -333,6 +339,26 @@ static void probe_setups(void)
 	}
 }
 
+/* Is `name` an item of the comma-separated `list`? */
+static bool listed(const char *list, const char *name, size_t name_length)
+{
+	for (const char *item = list; *item;) {
+		size_t length = strcspn(item, ",");
+		if (length == name_length && strncmp(item, name, length) == 0)
+			return true;
+		item += length;
+		if (*item == ',')
+			item++;
+	}
+	return false;
+}
+
+/* COWMEM_DISABLE lists user-mode: the kernel is taken to lack it. */
+static bool user_mode_masked(const struct run *run)
+{
+	return run->disable && listed(run->disable, "user-mode", strlen("user-mode"));
+}
+
 /* The backend a run must end up with; NULL if it must be refused. */
 static const char *expected_backend(const struct run *run)
 {
@@ -344,8 +370,18 @@ static const char *expected_backend(const struct run *run)
 	if (strcmp(forced, "userfaultfd") == 0)
 		return probe & PROBE_KERNEL_MODE ? forced : NULL;
 	if (strcmp(forced, "userfaultfd-user") == 0)
-		return probe & PROBE_USER_MODE ? forced : NULL;
+		return probe & PROBE_USER_MODE && !user_mode_masked(run) ? forced : NULL;
 	return forced;
+}
+
+/* The errno of a forced backend that is not available: EPERM where the
+ * process may not use userfaultfd(2) (seccomp), ENOSYS where the kernel
+ * lacks user-mode-only faults (before 5.11, or masked). */
+static int refusal_errno(const struct run *run)
+{
+	if (run->setup == AS_IS && strcmp(run->backend, "userfaultfd-user") == 0)
+		return ENOSYS;
+	return EPERM;
 }
 
 /* ---- Children ------------------------------------------------------------------- */
@@ -478,7 +514,7 @@ static void run_in_child(const struct run *run)
 		check_refused(EINVAL);
 		break;
 	case FORCED_UNAVAILABLE:
-		check_refused(EPERM);
+		check_refused(refusal_errno(run));
 		break;
 	case PREFAULT:
 		check_prefault();
@@ -542,20 +578,6 @@ static void describe_status(int status, char *text, size_t capacity)
 			 WTERMSIG(status) == SIGALRM ? ": timed out" : "");
 	else
 		snprintf(text, capacity, "wait status 0x%x", status);
-}
-
-/* Is `name` an item of the comma-separated `list`? */
-static bool listed(const char *list, const char *name, size_t name_length)
-{
-	for (const char *item = list; *item;) {
-		size_t length = strcspn(item, ",");
-		if (length == name_length && strncmp(item, name, length) == 0)
-			return true;
-		item += length;
-		if (*item == ',')
-			item++;
-	}
-	return false;
 }
 
 /* The first "backend=X features=Y" line of the output, into the run. */
@@ -697,8 +719,9 @@ static void judge_in_process(struct run *run, int status, const char *output)
 		verdict(run, false, "FAIL: no '%s...' message on stderr", message);
 		return;
 	}
+	int refusal = run->action == UNKNOWN_VALUE ? EINVAL : refusal_errno(run);
 	verdict(run, true, "%s from every call, message printed",
-		run->action == UNKNOWN_VALUE ? "EINVAL" : "EPERM");
+		refusal == EINVAL ? "EINVAL" : refusal == ENOSYS ? "ENOSYS" : "EPERM");
 }
 
 static void make_label(struct run *run)

@@ -15,7 +15,11 @@
  *   clone it                                 < 2% of the region
  *   write 1% of the clone's pages            <= 10% (about 1%)
  *   read every page of the clone             <= 10% in all since the clone
- *   clone the clone and read it all          <= 10%
+ *   clone the clone                          < 2% of the region where pages
+ *                                            are lent lazily; else 2% plus
+ *                                            twice the clone's written
+ *                                            pages (see below)
+ *   read the clone's clone in full           <= 10%
  *   write 1% of the source's pages           <= 10%; the clone and its clone
  *                                            still see the old bytes
  *   destroy everything                       back within 10% of the start
@@ -338,7 +342,19 @@ int main(int argc, char **argv)
 	CHECK(grandchild != NULL, "cowmem_clone of the clone: %s", strerror(errno));
 	unsigned char *grandchild_data = cowmem_data(grandchild);
 	struct measure grandchild_made = memory_now();
-	record("clone the clone", clone_read, grandchild_made, percent(2));
+	/* Lazy lending (features minor and wp) lends the clone's written pages
+	 * to its clone: nothing is copied. Without it, cowmem_clone() copies
+	 * each of them twice when it is made, into the new clone and into the
+	 * hidden origin that cowmem_reset() returns to (origin_new() in
+	 * engine.c): that is the price of the path, 2% here for 1% written,
+	 * on top of the same 2% allowance for page tables and bookkeeping. */
+	const char *missing = test_lazy_lending_missing();
+	long long eager_copies = missing ? 2 * (long long)(clone_count * page) : 0;
+	if (missing)
+		printf("  (feature %s not in use: cloning the clone copies its %zu "
+		       "written pages twice)\n", missing, clone_count);
+	record("clone the clone", clone_read, grandchild_made,
+	       percent(2) + eager_copies);
 	sum += read_and_check("clone of the clone", grandchild_data, clone_versions);
 	struct measure grandchild_read = memory_now();
 	record("read every page of the clone's clone", grandchild_made,

@@ -226,6 +226,43 @@ static TEST_UNUSED const char *test_backend(void)
 	return backend ? backend : "?";
 }
 
+/* Is `name` an item of the comma-separated list `features` (as
+ * cowmem_features() returns it)? Whole items only: "wp" is not "wp-async". */
+static TEST_UNUSED int test_feature_listed(const char *features, const char *name)
+{
+	size_t length = strlen(name);
+
+	for (const char *item = features; item && *item;) {
+		size_t item_length = strcspn(item, ",");
+		if (item_length == length && strncmp(item, name, length) == 0)
+			return 1;
+		item += item_length + (item[item_length] == ',');
+	}
+	return 0;
+}
+
+/* Does the library use the optional feature `name` in this process? */
+static TEST_UNUSED int test_feature_in_use(const char *name)
+{
+	return test_feature_listed(cowmem_features(), name);
+}
+
+/*
+ * Pages are lent lazily (a clone waits for its source's written pages and
+ * the fault server fills them on first touch) only with both "minor" and
+ * "wp"; without them a clone copies those pages when it is made. Returns
+ * NULL if lending is lazy, else the name of a missing feature, for a skip
+ * message or a limit that depends on it.
+ */
+static TEST_UNUSED const char *test_lazy_lending_missing(void)
+{
+	if (!test_feature_in_use("minor"))
+		return "minor";
+	if (!test_feature_in_use("wp"))
+		return "wp";
+	return NULL;
+}
+
 /*
  * Only with user-mode-only faults may a system call that meets an unfilled
  * page fail with EFAULT; the documented remedy there is cowmem_prefault()
