@@ -105,7 +105,18 @@ help:
 
 # ---- The library ---------------------------------------------------------
 
-$(BUILD)/obj/%.o: Sources/CCowMem/%.c | $(BUILD)/obj
+# The objects record the compiler and flags that built them, so that
+# `make test CC=clang` after a gcc build (or the reverse) rebuilds instead of
+# testing the other compiler's objects. The same stamp trick as cowmem.pc's.
+COMPILER_FLAGS := $(CC)|$(CFLAGS)|$(LDFLAGS)
+COMPILER_STAMP := $(BUILD)/obj/compiler
+ifneq ($(COMPILER_FLAGS),$(shell cat $(COMPILER_STAMP) 2>/dev/null))
+.PHONY: $(COMPILER_STAMP)
+endif
+$(COMPILER_STAMP): | $(BUILD)/obj
+	@echo '$(COMPILER_FLAGS)' > $@
+
+$(BUILD)/obj/%.o: Sources/CCowMem/%.c $(COMPILER_STAMP) | $(BUILD)/obj
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(LIB_STATIC): $(LIB_OBJECTS)

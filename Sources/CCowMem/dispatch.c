@@ -87,16 +87,18 @@ int cowmem_destroy(cowmem_region *r)
 
 /* Faults the pages of [offset, offset + length) of the region at data in
  * from user mode. A compare-and-swap of a byte with itself is a write
- * access that cannot lose a concurrent store, and unlike an idempotent
- * atomic add (which clang lowers to a plain load) no compiler drops it. */
+ * access that cannot lose a concurrent store (x86's lock cmpxchg writes
+ * even when the comparison fails). Unlike an idempotent atomic add, which
+ * clang lowers to a plain load, its result is used, and on a volatile
+ * object no compiler may drop or weaken it. */
 static void touch_pages(char *data, size_t offset, size_t length, int for_write)
 {
 	size_t first = offset / engine.page_size;
 	size_t end = (offset + length + engine.page_size - 1) / engine.page_size;
 
 	for (size_t page = first; page < end; page++) {
-		char *p = data + page * engine.page_size;
-		char seen = *(volatile char *)p;
+		volatile char *p = data + page * engine.page_size;
+		char seen = *p;
 		if (for_write)
 			while (!__atomic_compare_exchange_n(p, &seen, seen, false, __ATOMIC_RELAXED,
 							    __ATOMIC_RELAXED))

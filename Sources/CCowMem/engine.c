@@ -455,11 +455,11 @@ char *page_address(const struct cowmem_region *r, size_t page)
 
 /* A page that cannot be provided must fail loudly, never read wrong bytes and
  * never leave its thread waiting: the access gets SIGBUS (UFFDIO_POISON, 6.6+)
- * or, without it, the process stops here with the reason. */
+ * or, without it, the process stops here with the reason. The reason is
+ * written without allocating: the page failed perhaps for want of memory. */
 static void fail_page(struct cowmem_region *r, size_t page, int err)
 {
-	fprintf(stderr, "cowmem: cannot provide page %zu of region %p: %s\n",
-		page, (void *)r->data, strerror(err));
+	cowmem__say_cannot_provide(page, r->data, err);
 	if ((engine.features & FEATURE_POISON) &&
 	    uffd_poison(engine.uffd, page_address(r, page), engine.page_size) == 0)
 		return;

@@ -92,6 +92,10 @@ ssize_t sys_process_madvise(int pidfd, const struct iovec *iov, size_t count, in
 			    unsigned int flags);
 int cowmem__pread_all(int fd, void *buffer, size_t length, off_t offset); /* 0 or -errno */
 
+/* "cowmem: cannot provide page P of region D: strerror(error)" on stderr,
+ * with no allocation and no stdio (fail_message.c); errno is kept. */
+void cowmem__say_cannot_provide(size_t page, const void *data, int error);
+
 /* userfaultfd ioctls: 0 on success, -1 + errno. *done (where present) gets
  * the number of bytes the kernel handled before an error. */
 int uffd_api(int uffd, uint64_t want, uint64_t *granted);

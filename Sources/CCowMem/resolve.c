@@ -16,7 +16,6 @@
  * therefore decided from the state now, and "already there" means wake.
  */
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -43,8 +42,7 @@ static uint64_t now_ns(void)
  * that is refused, the process stops with the reason. */
 void cowmem__fail_page(const struct cowmem__region *r, size_t page, int error)
 {
-	fprintf(stderr, "cowmem: cannot provide page %zu of region %p: %s\n", page,
-		(void *)r->data, strerror(error));
+	cowmem__say_cannot_provide(page, r->data, error);
 	if ((engine.features & FEATURE_POISON) &&
 	    uffd_poison(engine.uffd, cowmem__page(r, page), engine.page_size) == 0)
 		return;

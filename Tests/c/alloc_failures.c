@@ -11,13 +11,18 @@
  *     one that fails part way leaves a region that the next successful
  *     reset brings back to its origin;
  *   - a failed cowmem_load leaves no thread behind;
- *   - cowmem_dirty_pages and cowmem_clone fail cleanly.
+ *   - cowmem_dirty_pages and cowmem_clone fail cleanly;
+ *   - the fault servers' "cannot provide page" line needs no allocation
+ *     and no stdio, and reads as it did when fprintf printed it.
  */
 #include "test_util.h"
 #include "process_util.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <sys/mman.h>
+
+#include "internal.h" /* cowmem__say_cannot_provide */
 
 /* Allocations of the main thread fail while `failing` is set, after
  * `allowance` more have succeeded. Only the calling thread's: the fault
@@ -229,6 +234,74 @@ static void test_other_calls(void)
 	printf("ok    cowmem_dirty_pages and cowmem_clone fail with ENOMEM and change nothing\n");
 }
 
+/* The line a server prints for a page it cannot provide, said with every
+ * allocation failing and stderr's FILE sent elsewhere: only what reaches
+ * descriptor 2 directly counts. It must match the fprintf it replaced. */
+static void test_fail_message(void)
+{
+	static const struct {
+		size_t page;
+		uintptr_t data;
+		int error;
+	} cases[] = {
+		{ 0, 0x7f0012345000u, ENOMEM },
+		{ 12345, 0x1000u, EFAULT },
+		{ SIZE_MAX, UINTPTR_MAX, 0 },
+		{ 7, 0xabcdefu, 4095 }, /* no description: "Unknown error 4095" */
+		{ 8, 0x10u, -3 },
+	};
+	enum { CASES = sizeof cases / sizeof cases[0] };
+	int fds[2];
+	CHECK(pipe(fds) == 0, "pipe: %s", strerror(errno));
+	FILE *elsewhere = fopen("/dev/null", "w");
+	CHECK(elsewhere != NULL, "fopen /dev/null: %s", strerror(errno));
+	fflush(stderr);
+	int saved_stderr = dup(STDERR_FILENO);
+	CHECK(saved_stderr >= 0 && dup2(fds[1], STDERR_FILENO) == STDERR_FILENO,
+	      "dup: %s", strerror(errno));
+	FILE *real_stderr = stderr;
+	stderr = elsewhere;
+	int errno_kept = 1;
+	failing = 1;
+	allowance = 0;
+	for (int i = 0; i < CASES; i++) {
+		errno = EXDEV;
+		cowmem__say_cannot_provide(cases[i].page, (const void *)cases[i].data,
+					   cases[i].error);
+		errno_kept &= errno == EXDEV;
+	}
+	failing = 0;
+	stderr = real_stderr;
+	CHECK(dup2(saved_stderr, STDERR_FILENO) == STDERR_FILENO, "dup2: %s",
+	      strerror(errno));
+	close(saved_stderr);
+	close(fds[1]);
+	fclose(elsewhere);
+
+	char expected[2048], got[2048];
+	size_t expected_length = 0, got_length = 0;
+	for (int i = 0; i < CASES; i++)
+		expected_length += (size_t)snprintf(
+			expected + expected_length, sizeof expected - expected_length,
+			"cowmem: cannot provide page %zu of region %p: %s\n", cases[i].page,
+			(void *)cases[i].data, strerror(cases[i].error));
+	for (;;) {
+		ssize_t n = read(fds[0], got + got_length, sizeof got - 1 - got_length);
+		CHECK(n >= 0, "read: %s", strerror(errno));
+		if (n == 0)
+			break;
+		got_length += (size_t)n;
+	}
+	close(fds[0]);
+	got[got_length] = '\0';
+	CHECK(got_length == expected_length && memcmp(got, expected, got_length) == 0,
+	      "the cannot-provide lines on descriptor 2 were\n%s\nexpected\n%s", got,
+	      expected);
+	CHECK(errno_kept, "cowmem__say_cannot_provide changed errno");
+	printf("ok    the cannot-provide line needs no allocation nor stdio, as fprintf "
+	       "printed it\n");
+}
+
 int main(void)
 {
 	main_thread = pthread_self();
@@ -238,5 +311,6 @@ int main(void)
 	test_reset();
 	test_load();
 	test_other_calls();
+	test_fail_message();
 	return TEST_EXIT_PASS;
 }

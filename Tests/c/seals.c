@@ -200,7 +200,7 @@ int main(void)
 	       "a read-only mapping of the frozen layer shows the base");
 	if (r != MAP_FAILED)
 		munmap(r, page);
-after_write_seals:
+after_write_seals:;
 
 	/* Region memory is never executable. */
 	cowmem_region *all[] = { a, b, c };

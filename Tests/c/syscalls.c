@@ -52,8 +52,10 @@ enum kind { FRESH_CLONE, CLONE_OF_CLONE, CLONE_THEN_SOURCE_WRITES, FRESH_REGION,
 	    KIND_COUNT };
 
 static const char *const kind_names[KIND_COUNT] = {
-	"a fresh clone", "a clone of a clone", "a clone whose source was "
-	"written after it", "a fresh region",
+	"a fresh clone",
+	"a clone of a clone",
+	"a clone whose source was written after it",
+	"a fresh region",
 };
 
 struct buffer {
