@@ -63,6 +63,7 @@ struct cowmem__layer {
 	size_t pages;
 	char *shared;            /* MAP_SHARED of the range, never registered */
 	uint64_t *birth;         /* per page */
+	bool birth_populated;    /* prefaulted for writing, at the first capture */
 	unsigned char *mapped;   /* per page: a reader may map the current page */
 	uint64_t current;        /* the newest generation */
 	struct page_map old;     /* page -> pool index + 1 of its newest old version */
@@ -120,7 +121,7 @@ int cowmem__layer_new(size_t pages, struct cowmem__layer **result)
 	}
 	(void)madvise(layer->shared, size, MADV_DONTFORK);
 	/* calloc of this size maps fresh zero pages: untouched, they cost
-	 * nothing until a capture writes a birth. */
+	 * nothing until a capture writes a birth (populate_birth). */
 	layer->birth = calloc(pages, sizeof *layer->birth);
 	layer->mapped = calloc((pages + 7) / 8, 1);
 	if (!layer->birth || !layer->mapped) {
@@ -539,10 +540,25 @@ void cowmem__layer_drop(struct cowmem__layer *layer, uint64_t gen)
 
 /* ---- Captures --------------------------------------------------------- */
 
+/* Reading a birth maps the zero page, and the write that follows replaces
+ * it: a fault and a TLB flush that interrupts the copier's CPU, per 512
+ * pages of the layer. Writable from the first capture on, at once. */
+static void populate_birth(struct cowmem__layer *layer)
+{
+	uintptr_t first = ((uintptr_t)layer->birth + page_size() - 1) & ~(page_size() - 1);
+	uintptr_t end = ((uintptr_t)(layer->birth + layer->pages)) & ~(page_size() - 1);
+
+	if (end > first)
+		(void)madvise((void *)first, end - first, MADV_POPULATE_WRITE); /* 5.14+ */
+	layer->birth_populated = true;
+}
+
 int cowmem__layer_capture_begin(struct cowmem__layer *layer, size_t count)
 {
 	struct deadlist *list = calloc(1, sizeof *list);
 
+	if (!layer->birth_populated)
+		populate_birth(layer);
 	if (!list)
 		return -ENOMEM;
 	list->capacity = count ? count : 64;
