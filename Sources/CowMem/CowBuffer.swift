@@ -51,14 +51,17 @@ import Musl
 /// buffer written after it was copied from another one that has not changed since is
 /// compared only on the pages it wrote (``Region/dirtyPages()``). Other buffers are compared
 /// byte by byte.
+@frozen
 public struct CowBuffer: Sendable {
     /// The storage; `nil` for an empty buffer.
-    internal private(set) var storage: CowBufferStorage?
+    @usableFromInline
+    internal var storage: CowBufferStorage?
 
     /// The number of bytes; fixed for the life of the buffer.
     public let count: Int
 
     /// An empty buffer. It has no region.
+    @inlinable
     public init() {
         storage = nil
         count = 0
@@ -118,21 +121,34 @@ public struct CowBuffer: Sendable {
     }
 
     /// Whether the buffer has no bytes.
+    @inlinable
     public var isEmpty: Bool { count == 0 }
 
     /// The byte at `position`, which must be in `0..<count`.
     ///
     /// Setting a byte of a buffer that shares its storage with a copy first clones the
     /// storage (see ``makeUnique()``); then the page that holds the byte is copied, once.
+    /// Each access checks the index and, for a write, whether the storage is shared, once:
+    /// a loop over the bytes costs about what the same loop over an `Array` costs.
+    @inlinable
     public subscript(position: Int) -> UInt8 {
         get {
-            precondition(UInt(bitPattern: position) < UInt(bitPattern: count), "CowBuffer index out of range")
+            _checkIndex(position)
             return storage.unsafelyUnwrapped.base.load(fromByteOffset: position, as: UInt8.self)
         }
-        set {
-            precondition(UInt(bitPattern: position) < UInt(bitPattern: count), "CowBuffer index out of range")
-            writableStorage().base.storeBytes(of: newValue, toByteOffset: position, as: UInt8.self)
+        _modify {
+            _checkIndex(position)
+            let base = _writableBase()
+            var byte = base.load(fromByteOffset: position, as: UInt8.self)
+            defer { base.storeBytes(of: byte, toByteOffset: position, as: UInt8.self) }
+            yield &byte
         }
+    }
+
+    @inlinable
+    @inline(__always)
+    internal func _checkIndex(_ position: Int) {
+        precondition(UInt(bitPattern: position) < UInt(bitPattern: count), "CowBuffer index out of range")
     }
 
     /// Gives the buffer storage of its own, if it shares it with a copy, so that the next
@@ -150,18 +166,32 @@ public struct CowBuffer: Sendable {
         storage = try storage.unsafelyUnwrapped.cloneForWriting()
     }
 
-    /// The storage, made this buffer's own and marked as written. Traps if it cannot be.
-    private mutating func writableStorage() -> CowBufferStorage {
-        if !isKnownUniquelyReferenced(&storage) {
-            do {
-                storage = try storage.unsafelyUnwrapped.cloneForWriting()
-            } catch {
-                fatalError("CowBuffer: cloning the storage for a write failed: \(error)")
-            }
+    /// The address of the storage, made this buffer's own and ready to be written: the one
+    /// check every write makes. Traps if the storage cannot be cloned. The buffer must not be
+    /// empty.
+    @inlinable
+    @inline(__always)
+    internal mutating func _writableBase() -> UnsafeMutableRawPointer {
+        if _slowPath(!isKnownUniquelyReferenced(&storage) || storage.unsafelyUnwrapped.isLent) {
+            _prepareForWriting()
         }
-        let storage = self.storage.unsafelyUnwrapped
-        storage.generation &+= 1
-        return storage
+        return storage.unsafelyUnwrapped.base
+    }
+
+    /// The rare part of ``_writableBase()``: clone a shared storage, or note that a storage
+    /// that was cloned from is about to change (see ``CowBufferStorage/generation``).
+    @usableFromInline
+    @inline(never)
+    internal mutating func _prepareForWriting() {
+        if isKnownUniquelyReferenced(&storage) {
+            storage.unsafelyUnwrapped.beginChange()
+            return
+        }
+        do {
+            storage = try storage.unsafelyUnwrapped.cloneForWriting()
+        } catch {
+            fatalError("CowBuffer: cloning the storage for a write failed: \(error)")
+        }
     }
 
     /// Calls `body` with the buffer's `count` bytes, for reading. Reading copies nothing.
@@ -189,7 +219,7 @@ public struct CowBuffer: Sendable {
         }
         // The address goes through a local: a span made straight from the class's property
         // crashes the 6.3 optimizer (an ownership verifier error in CopyPropagation).
-        let base = writableStorage().base
+        let base = _writableBase()
         var bytes = MutableRawSpan(_unsafeStart: base, byteCount: count)
         return try body(&bytes)
     }
@@ -197,6 +227,7 @@ public struct CowBuffer: Sendable {
     /// Calls `body` with a pointer to the buffer's `count` bytes, for reading.
     ///
     /// The pointer must not escape `body`.
+    @inlinable
     public func withUnsafeBytes<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -208,10 +239,11 @@ public struct CowBuffer: Sendable {
     ///
     /// If the buffer shares its storage with a copy, the storage is cloned first. The
     /// pointer must not escape `body`.
+    @inlinable
     public mutating func withUnsafeMutableBytes<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> Result
     ) throws(Failure) -> Result {
-        let base = count > 0 ? writableStorage().base : nil
+        let base = count > 0 ? _writableBase() : nil
         return try body(UnsafeMutableRawBufferPointer(start: base, count: count))
     }
 }
@@ -220,15 +252,19 @@ extension CowBuffer: RandomAccessCollection, MutableCollection {
     public typealias Index = Int
     public typealias Indices = Range<Int>
 
+    @inlinable
     public var startIndex: Int { 0 }
+    @inlinable
     public var endIndex: Int { count }
 
+    @inlinable
     public func withContiguousStorageIfAvailable<Result>(
         _ body: (UnsafeBufferPointer<UInt8>) throws -> Result
     ) rethrows -> Result? {
         try withUnsafeBytes { bytes in try body(bytes.assumingMemoryBound(to: UInt8.self)) }
     }
 
+    @inlinable
     public mutating func withContiguousMutableStorageIfAvailable<Result>(
         _ body: (inout UnsafeMutableBufferPointer<UInt8>) throws -> Result
     ) rethrows -> Result? {
@@ -298,13 +334,29 @@ private let nextStorageID = Atomic<UInt64>(1)
 /// buffers, which is the only kind another thread can see, is never mutated: a write through
 /// any of them first clones it. The other stored properties are constants, and the C calls
 /// made on a shared region (clone, dirty pages) are thread-safe.
+@usableFromInline
 internal final class CowBufferStorage: @unchecked Sendable {
     let region: Region
+    @usableFromInline
     let base: UnsafeMutableRawPointer
     let id: UInt64
 
-    /// Counts the writes made through this storage's buffer: any mutable access.
+    /// Which state of this storage's content the clones made from it may have as their
+    /// origin: it changes when the storage is written after a clone was made from it, and
+    /// only then, so that a loop of writes pays nothing for it (see ``isLent``).
     var generation: UInt64 = 0
+
+    /// Whether a clone was made from this storage at the current ``generation``: the next
+    /// write must move to a new generation first.
+    ///
+    /// Atomic because the clone that sets it is made through a shared reference, perhaps on
+    /// another thread than the one that will write next; every write reads it, and relaxed
+    /// loads cost what plain ones do.
+    @usableFromInline
+    let lent = Atomic<Bool>(false)
+
+    @inlinable
+    var isLent: Bool { lent.load(ordering: .relaxed) }
 
     /// The storage this one's region was cloned from, and that storage's `generation` then:
     /// while the source's generation is still that, its content is this region's origin.
@@ -319,7 +371,16 @@ internal final class CowBufferStorage: @unchecked Sendable {
 
     /// A storage of its own for a buffer about to write: a clone of this one's region.
     func cloneForWriting() throws(CowMemError) -> CowBufferStorage {
-        CowBufferStorage(region: try region.clone(), source: (id, generation))
+        let clone = CowBufferStorage(region: try region.clone(), source: (id, generation))
+        lent.store(true, ordering: .relaxed)
+        return clone
+    }
+
+    /// Called by the buffer that owns this storage alone, before it writes while
+    /// ``isLent``: the clones made so far no longer have this content as their origin.
+    func beginChange() {
+        generation &+= 1
+        lent.store(false, ordering: .relaxed)
     }
 
     /// The pages where `a` and `b` may differ, ascending, when their history says so cheaply;

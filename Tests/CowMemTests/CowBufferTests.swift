@@ -174,6 +174,26 @@ struct CowBufferTests {
         #expect(CowBuffer.compare(a, b) == (true, .everything))
     }
 
+    @Test("Only the first write after a clone was made from the storage moves it to a new generation")
+    func generationsCountTransitionsNotWrites() throws {
+        let count = 2 * pageSize
+        var a = try CowBuffer(count: count)
+        for offset in 0..<count { a[offset] = UInt8(truncatingIfNeeded: offset) }
+        #expect(a.storage!.generation == 0 && !a.storage!.isLent)   // nothing was cloned from it
+        var b = a
+        b[1] = 0                              // b clones a's storage: a is lent
+        #expect(a.storage!.isLent && !b.storage!.isLent)
+        #expect(CowBuffer.compare(a, b) == (false, .pages(1)))
+        for offset in 0..<count { a[offset] ^= 0x5A }
+        #expect(a.storage!.generation == 1 && !a.storage!.isLent)   // one transition, not count writes
+        #expect(CowBuffer.compare(a, b).path == .everything)        // b's origin is gone
+        var model = (0..<count).map { UInt8(truncatingIfNeeded: $0) ^ 0x5A }
+        #expect(Array(a) == model)
+        model = (0..<count).map { UInt8(truncatingIfNeeded: $0) }
+        model[1] = 0
+        #expect(Array(b) == model)
+    }
+
     @Test("The count is fixed and exact; the storage is rounded up to whole pages")
     func countAndRounding() throws {
         let count = 3 * pageSize + 5
