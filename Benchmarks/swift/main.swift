@@ -190,6 +190,14 @@ func sumBySubscript<Bytes: RandomAccessCollection<UInt8>>(_ bytes: Bytes) -> UIn
     return sum
 }
 
+/// Writes every byte of a span, one subscript at a time: one access to the buffer for all.
+@inline(never)
+func writeBySpan(_ bytes: inout CowBuffer, tag: UInt8) {
+    bytes.withMutableSpan { span in
+        for index in span.indices { span[index] = UInt8(truncatingIfNeeded: index) &+ tag }
+    }
+}
+
 /// Writes every byte, one subscript at a time.
 @inline(never)
 func writeBySubscript<Bytes: MutableCollection<UInt8>>(_ bytes: inout Bytes, tag: UInt8) where Bytes.Index == Int {
@@ -204,6 +212,7 @@ func subscriptLoops() throws {
     var array = [UInt8](repeating: 7, count: count)
     var buffer = try CowBuffer(repeating: 7, count: count)
     var readTimes: ([UInt64], [UInt64]) = ([], []), writeTimes: ([UInt64], [UInt64]) = ([], [])
+    var spanWriteTimes: ([UInt64], [UInt64]) = ([], [])
     for round in 0...loopRepetitions {
         let tag = UInt8(truncatingIfNeeded: round)
         var start = nanoseconds()
@@ -219,9 +228,14 @@ func subscriptLoops() throws {
         let bufferSum = sumBySubscript(buffer)
         let bufferRead = nanoseconds() - start
         precondition(arraySum == bufferSum && array[count - 1] == buffer[count - 1], "the loops disagree")
+        start = nanoseconds()
+        writeBySpan(&buffer, tag: tag &+ 1)
+        let bufferSpanWrite = nanoseconds() - start
+        precondition(buffer[count - 1] == array[count - 1] &+ 1, "the span loop disagrees")
         if round > 0 {   // round 0 warms up
             writeTimes.0.append(arrayWrite); writeTimes.1.append(bufferWrite)
             readTimes.0.append(arrayRead); readTimes.1.append(bufferRead)
+            spanWriteTimes.0.append(arrayWrite); spanWriteTimes.1.append(bufferSpanWrite)
         }
     }
     print()
@@ -231,7 +245,8 @@ func subscriptLoops() throws {
     print()
     print("| loop | `[UInt8]` | `CowBuffer` | CowBuffer ÷ [UInt8] |")
     print("| --- | ---: | ---: | ---: |")
-    for (name, times) in [("read: `sum &+= b[i]`", readTimes), ("write: `b[i] = x`", writeTimes)] {
+    for (name, times) in [("read: `sum &+= b[i]`", readTimes), ("write: `b[i] = x`", writeTimes),
+                          ("write: `b[i] = x`; CowBuffer in one `withMutableSpan`", spanWriteTimes)] {
         let arrayMedian = median(times.0), bufferMedian = median(times.1)
         print("| \(name) | \(milliseconds(arrayMedian)) | \(milliseconds(bufferMedian)) "
               + "| \(fixed(bufferMedian / arrayMedian, 2))× |")

@@ -79,7 +79,7 @@ public struct CowBuffer: Sendable {
             self.init()
             return
         }
-        self.init(try Region(size: count), count: count)
+        self.init(adopting: try Region(size: count), count: count)
     }
 
     /// A buffer of `count` bytes that all hold `value`.
@@ -92,19 +92,32 @@ public struct CowBuffer: Sendable {
         }
     }
 
-    /// A buffer holding a copy of `bytes`.
+    /// A buffer holding a copy of `bytes`, for example `CowBuffer([1, 2, 3])`, an
+    /// `ArraySlice<UInt8>`, or `CowBuffer((0..<100).lazy.map { UInt8($0) })`.
+    ///
+    /// Contiguous bytes are copied with one `memcpy`; other sequences are first gathered into
+    /// an array, since the buffer's count must be known before its region is created.
     ///
     /// - Throws: as ``init(count:)``.
-    public init<Bytes: Collection<UInt8>>(_ bytes: Bytes) throws(CowMemError) {
-        try self.init(count: bytes.count)
-        guard let storage else { return }
-        let copied: Void? = bytes.withContiguousStorageIfAvailable { source in
-            storage.base.copyMemory(from: source.baseAddress!, byteCount: source.count)
+    public init(_ bytes: some Sequence<UInt8>) throws(CowMemError) {
+        let contiguous = bytes.withContiguousStorageIfAvailable { elements in
+            Result { () throws(CowMemError) in try CowBuffer(copying: UnsafeRawBufferPointer(elements)) }
         }
-        if copied == nil {
-            for (offset, byte) in bytes.enumerated() {
-                storage.base.storeBytes(of: byte, toByteOffset: offset, as: UInt8.self)
-            }
+        if let contiguous {
+            self = try contiguous.get()
+            return
+        }
+        let gathered = Array(bytes)
+        self = try gathered.withUnsafeBytes { raw in
+            Result { () throws(CowMemError) in try CowBuffer(copying: raw) }
+        }.get()
+    }
+
+    /// A buffer holding a copy of `raw`'s bytes.
+    private init(copying raw: UnsafeRawBufferPointer) throws(CowMemError) {
+        try self.init(count: raw.count)
+        if let storage, let source = raw.baseAddress {
+            storage.base.copyMemory(from: source, byteCount: raw.count)
         }
     }
 
@@ -112,12 +125,30 @@ public struct CowBuffer: Sendable {
     /// default): for example a region opened with ``Region/init(loading:)``.
     ///
     /// The buffer owns the region from now on; the region's bytes past `count` are never
-    /// read or written through the buffer.
-    public init(_ region: consuming Region, count: Int? = nil) {
+    /// read or written through the buffer. A `count` of zero makes an empty buffer, which
+    /// has no region: `region` is destroyed. A `count` below zero or above the region's size
+    /// is a programming error and stops the program, as an index out of range does.
+    public init(adopting region: consuming Region, count: Int? = nil) {
         let count = count ?? region.size
-        precondition(count > 0 && count <= region.size, "CowBuffer: count outside the region")
-        storage = CowBufferStorage(region: region, source: nil)
+        precondition(count >= 0 && count <= region.size,
+                     "CowBuffer(adopting:count:): count \(count) is outside the region's 0...\(region.size) bytes")
+        guard count > 0 else {
+            _ = consume region
+            self.init()
+            return
+        }
+        self.init(storage: CowBufferStorage(region: region, source: nil), count: count)
+    }
+
+    private init(storage: CowBufferStorage, count: Int) {
+        self.storage = storage
         self.count = count
+    }
+
+    /// The former name of ``init(adopting:count:)``.
+    @available(*, deprecated, renamed: "init(adopting:count:)")
+    public init(_ region: consuming Region, count: Int? = nil) {
+        self.init(adopting: region, count: count)
     }
 
     /// Whether the buffer has no bytes.
@@ -248,6 +279,70 @@ public struct CowBuffer: Sendable {
     }
 }
 
+extension CowBuffer {
+    /// Calls `body` with a pointer to the buffer's `count` bytes, for reading: as
+    /// `Array.withUnsafeBufferPointer`.
+    ///
+    /// The pointer must not escape `body`. An empty buffer passes a buffer pointer with no
+    /// base address.
+    @inlinable
+    public func withUnsafeBufferPointer<Result: ~Copyable, Failure: Error>(
+        _ body: (UnsafeBufferPointer<UInt8>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        try body(UnsafeBufferPointer(start: storage?.base.assumingMemoryBound(to: UInt8.self), count: count))
+    }
+
+    /// Calls `body` with a pointer to the buffer's `count` bytes, for reading and writing:
+    /// as `Array.withUnsafeMutableBufferPointer`.
+    ///
+    /// If the buffer shares its storage with a copy, the storage is cloned first. The
+    /// pointer must not escape `body`, and `body` must not replace it with another one.
+    @inlinable
+    public mutating func withUnsafeMutableBufferPointer<Result: ~Copyable, Failure: Error>(
+        _ body: (inout UnsafeMutableBufferPointer<UInt8>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        let start = count > 0 ? _writableBase().assumingMemoryBound(to: UInt8.self) : nil
+        var elements = UnsafeMutableBufferPointer(start: start, count: count)
+        defer {
+            precondition(elements.baseAddress == start && elements.count == count,
+                         "CowBuffer.withUnsafeMutableBufferPointer: the buffer pointer was replaced")
+        }
+        return try body(&elements)
+    }
+}
+
+#if compiler(>=6.2)
+extension CowBuffer {
+    /// Calls `body` with the buffer's bytes as a `Span<UInt8>`, for reading:
+    /// `buffer.withSpan { $0[3] }`. Reading copies nothing.
+    ///
+    /// A `span` property needs lifetime annotations that Swift 6.3 offers only as an
+    /// experimental feature; the closure gives the same access meanwhile.
+    public func withSpan<Result: ~Copyable, Failure: Error>(
+        _ body: (Span<UInt8>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        // Through a local, as in withMutableBytes.
+        let start = UnsafePointer(storage?.base.assumingMemoryBound(to: UInt8.self))
+        return try body(Span(_unsafeElements: UnsafeBufferPointer(start: start, count: count)))
+    }
+
+    /// Calls `body` with the buffer's bytes as a `MutableSpan<UInt8>`, for reading and
+    /// writing. A loop over the span's indices checks once, before `body` runs, whether
+    /// the storage is shared, where a loop of subscript writes on the buffer checks at
+    /// each byte.
+    ///
+    /// If the buffer shares its storage with a copy, the storage is cloned first (see
+    /// ``makeUnique()``); then each page `body` writes is copied, once.
+    public mutating func withMutableSpan<Result: ~Copyable, Failure: Error>(
+        _ body: (inout MutableSpan<UInt8>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        let start = count > 0 ? _writableBase().assumingMemoryBound(to: UInt8.self) : nil
+        var elements = MutableSpan(_unsafeElements: UnsafeMutableBufferPointer(start: start, count: count))
+        return try body(&elements)
+    }
+}
+#endif
+
 extension CowBuffer: RandomAccessCollection, MutableCollection {
     public typealias Index = Int
     public typealias Indices = Range<Int>
@@ -312,6 +407,15 @@ extension CowBuffer: Equatable {
             return (equal, .pages(pages.count))
         }
         return (memcmp(left.base, right.base, count) == 0, .everything)
+    }
+}
+
+extension CowBuffer: Hashable {
+    /// Hashes the count and every byte, so that equal buffers hash alike whatever their
+    /// history: hashing costs time in proportion to the count, as hashing an array does.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(count)
+        withUnsafeBytes { hasher.combine(bytes: $0) }
     }
 }
 
