@@ -32,6 +32,17 @@ import Musl
 /// size rounded up to whole pages (``Region/pageSize``), so the last page may have a tail
 /// that no API of the buffer exposes. An empty buffer has no region at all.
 ///
+/// ### Zero sizes
+///
+/// One rule holds for the whole API: zero bytes are a value, not memory. Every way of making
+/// a buffer of zero bytes (``init()``, ``init(count:)``, ``init(repeating:count:)``,
+/// ``init(_:)`` with no bytes, ``init(adopting:count:)`` with a count of zero) gives the
+/// empty buffer, which has no region, and all empty buffers are equal. A ``Region`` is
+/// memory and always has at least one page, so ``Region/init(size:)`` refuses zero with
+/// ``CowMemError/Code/invalidSize``, as it refuses negative sizes. Negative counts are
+/// refused the same way by the initialisers that throw, and stop the program in
+/// ``init(adopting:count:)``, which does not throw and takes them as a programming error.
+///
 /// ### Errors
 ///
 /// Creating a buffer reports failure with a ``CowMemError``. A write after a copy must
@@ -67,7 +78,8 @@ public struct CowBuffer: Sendable {
         count = 0
     }
 
-    /// A zero-filled buffer of `count` bytes.
+    /// A zero-filled buffer of `count` bytes; a `count` of zero gives the empty buffer, which
+    /// has no region (see ``CowBuffer`` and ``Region/init(size:)`` for the zero-size rule).
     ///
     /// - Throws: ``CowMemError`` with code ``CowMemError/Code/invalidSize`` if `count` is
     ///   negative, ``CowMemError/Code/outOfMemory`` or
@@ -75,7 +87,12 @@ public struct CowBuffer: Sendable {
     ///
     /// The C function is `cowmem_create`.
     public init(count: Int) throws(CowMemError) {
-        guard count != 0 else {
+        guard count > 0 else {
+            guard count == 0 else {
+                throw CowMemError(
+                    refusing: .invalidSize, in: "CowBuffer(count:)",
+                    because: "count is \(count); a buffer's count cannot be negative")
+            }
             self.init()
             return
         }

@@ -211,6 +211,26 @@ struct CowBufferTests {
         #expect(buffer.description == "CowBuffer(count: \(count))")
     }
 
+    @Test("The zero-size rule: every buffer of zero bytes is the empty one, and a region of zero is refused")
+    func zeroSizes() throws {
+        let empties = [CowBuffer(), try CowBuffer(count: 0), try CowBuffer(repeating: 9, count: 0),
+                       try CowBuffer([UInt8]()), try CowBuffer(AnySequence([UInt8]())),
+                       CowBuffer(adopting: try Region(size: pageSize), count: 0)]
+        for (index, empty) in empties.enumerated() {
+            #expect(empty.isEmpty && empty.storage == nil && Array(empty) == [], "#\(index)")
+            #expect(empty == CowBuffer() && empty.hashValue == CowBuffer().hashValue, "#\(index)")
+        }
+        let region = #expect(throws: CowMemError.self) { _ = try Region(size: 0) }
+        #expect(region?.code == .invalidSize)
+        for count in [-1, Int.min] {
+            let error = #expect(throws: CowMemError.self) { _ = try CowBuffer(count: count) }
+            #expect(error?.code == .invalidSize && error?.underlyingError == .invalidArgument)
+            #expect(error?.description == "CowBuffer(count:): invalid size: count is \(count); a buffer's count cannot be negative")
+            let repeating = #expect(throws: CowMemError.self) { _ = try CowBuffer(repeating: 1, count: count) }
+            #expect(repeating?.code == .invalidSize)
+        }
+    }
+
     @Test("Empty buffers have no region and are equal to each other")
     func emptyBuffers() throws {
         var empty = CowBuffer()
