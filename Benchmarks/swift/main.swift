@@ -3,10 +3,12 @@
 // and with a CowMem region (copy-on-write of one page).
 //
 //     swift run -c release cowmem-swift-bench [--size-mib N] [--reps N] [--buffer-sizes 64,256]
+//         [--loop-mib 64] [--loop-reps 9] [--undo-mib 256] [--undo-edits 10000]
 //
 // Prints Markdown tables of medians and the ratios: first a region clone against an Array,
 // then CowBuffer against [UInt8] with the same value-semantics code, `var b = a; b[i] = x`,
-// at each of the buffer sizes, with the memory the copy added. A program, not a test: run it
+// at each of the buffer sizes, with the memory the copy added; then loops that read and
+// write every byte by subscript, on both. A program, not a test: run it
 // on a quiet machine and compare the rows of one run.
 
 import CowMem
@@ -175,6 +177,83 @@ for mebibytesOfBuffer in bufferSizes {
           + "| \(fixed(arrayResult.nanoseconds / bufferResult.nanoseconds, 0))× "
           + "| \(mebibytes(arrayResult.bytes)) | \(mebibytes(bufferResult.bytes)) |")
 }
+
+// Every byte by subscript: what the wrapper costs when nothing is copied. The same generic
+// code runs on both (specialised for each), interleaved round by round so that a noisy
+// machine slows both alike.
+
+/// The sum of the bytes, read one subscript at a time.
+@inline(never)
+func sumBySubscript<Bytes: RandomAccessCollection<UInt8>>(_ bytes: Bytes) -> UInt64 where Bytes.Index == Int {
+    var sum: UInt64 = 0
+    for index in 0..<bytes.count { sum &+= UInt64(bytes[index]) }
+    return sum
+}
+
+/// Writes every byte of a span, one subscript at a time: one access to the buffer for all.
+@inline(never)
+func writeBySpan(_ bytes: inout CowBuffer, tag: UInt8) {
+    bytes.withMutableSpan { span in
+        for index in span.indices { span[index] = UInt8(truncatingIfNeeded: index) &+ tag }
+    }
+}
+
+/// Writes every byte, one subscript at a time.
+@inline(never)
+func writeBySubscript<Bytes: MutableCollection<UInt8>>(_ bytes: inout Bytes, tag: UInt8) where Bytes.Index == Int {
+    for index in 0..<bytes.count { bytes[index] = UInt8(truncatingIfNeeded: index) &+ tag }
+}
+
+let loopMiB = option("--loop-mib", default: 64)
+let loopRepetitions = option("--loop-reps", default: 9)
+
+func subscriptLoops() throws {
+    let count = loopMiB << 20
+    var array = [UInt8](repeating: 7, count: count)
+    var buffer = try CowBuffer(repeating: 7, count: count)
+    var readTimes: ([UInt64], [UInt64]) = ([], []), writeTimes: ([UInt64], [UInt64]) = ([], [])
+    var spanWriteTimes: ([UInt64], [UInt64]) = ([], [])
+    for round in 0...loopRepetitions {
+        let tag = UInt8(truncatingIfNeeded: round)
+        var start = nanoseconds()
+        writeBySubscript(&array, tag: tag)
+        let arrayWrite = nanoseconds() - start
+        start = nanoseconds()
+        writeBySubscript(&buffer, tag: tag)
+        let bufferWrite = nanoseconds() - start
+        start = nanoseconds()
+        let arraySum = sumBySubscript(array)
+        let arrayRead = nanoseconds() - start
+        start = nanoseconds()
+        let bufferSum = sumBySubscript(buffer)
+        let bufferRead = nanoseconds() - start
+        precondition(arraySum == bufferSum && array[count - 1] == buffer[count - 1], "the loops disagree")
+        start = nanoseconds()
+        writeBySpan(&buffer, tag: tag &+ 1)
+        let bufferSpanWrite = nanoseconds() - start
+        precondition(buffer[count - 1] == array[count - 1] &+ 1, "the span loop disagrees")
+        if round > 0 {   // round 0 warms up
+            writeTimes.0.append(arrayWrite); writeTimes.1.append(bufferWrite)
+            readTimes.0.append(arrayRead); readTimes.1.append(bufferRead)
+            spanWriteTimes.0.append(arrayWrite); spanWriteTimes.1.append(bufferSpanWrite)
+        }
+    }
+    print()
+    print("# Every byte by subscript: \(loopMiB) MiB, `CowBuffer` against `[UInt8]`")
+    print()
+    print("Medians of \(loopRepetitions) interleaved rounds after one warm-up; nothing is shared, so nothing is copied.")
+    print()
+    print("| loop | `[UInt8]` | `CowBuffer` | CowBuffer ÷ [UInt8] |")
+    print("| --- | ---: | ---: | ---: |")
+    for (name, times) in [("read: `sum &+= b[i]`", readTimes), ("write: `b[i] = x`", writeTimes),
+                          ("write: `b[i] = x`; CowBuffer in one `withMutableSpan`", spanWriteTimes)] {
+        let arrayMedian = median(times.0), bufferMedian = median(times.1)
+        print("| \(name) | \(milliseconds(arrayMedian)) | \(milliseconds(bufferMedian)) "
+              + "| \(fixed(bufferMedian / arrayMedian, 2))× |")
+    }
+}
+
+try subscriptLoops()
 
 // The undo history of the README: keep every state, edit, undo everything. Each edit writes one
 // byte into a page no edit wrote before, so the history holds one new page per edit. The cost

@@ -32,6 +32,17 @@ import Musl
 /// size rounded up to whole pages (``Region/pageSize``), so the last page may have a tail
 /// that no API of the buffer exposes. An empty buffer has no region at all.
 ///
+/// ### Zero sizes
+///
+/// One rule holds for the whole API: zero bytes are a value, not memory. Every way of making
+/// a buffer of zero bytes (``init()``, ``init(count:)``, ``init(repeating:count:)``,
+/// ``init(_:)`` with no bytes, ``init(adopting:count:)`` with a count of zero) gives the
+/// empty buffer, which has no region, and all empty buffers are equal. A ``Region`` is
+/// memory and always has at least one page, so ``Region/init(size:)`` refuses zero with
+/// ``CowMemError/Code/invalidSize``, as it refuses negative sizes. Negative counts are
+/// refused the same way by the initialisers that throw, and stop the program in
+/// ``init(adopting:count:)``, which does not throw and takes them as a programming error.
+///
 /// ### Errors
 ///
 /// Creating a buffer reports failure with a ``CowMemError``. A write after a copy must
@@ -51,20 +62,24 @@ import Musl
 /// buffer written after it was copied from another one that has not changed since is
 /// compared only on the pages it wrote (``Region/dirtyPages()``). Other buffers are compared
 /// byte by byte.
+@frozen
 public struct CowBuffer: Sendable {
     /// The storage; `nil` for an empty buffer.
-    internal private(set) var storage: CowBufferStorage?
+    @usableFromInline
+    internal var storage: CowBufferStorage?
 
     /// The number of bytes; fixed for the life of the buffer.
     public let count: Int
 
     /// An empty buffer. It has no region.
+    @inlinable
     public init() {
         storage = nil
         count = 0
     }
 
-    /// A zero-filled buffer of `count` bytes.
+    /// A zero-filled buffer of `count` bytes; a `count` of zero gives the empty buffer, which
+    /// has no region (see ``CowBuffer`` and ``Region/init(size:)`` for the zero-size rule).
     ///
     /// - Throws: ``CowMemError`` with code ``CowMemError/Code/invalidSize`` if `count` is
     ///   negative, ``CowMemError/Code/outOfMemory`` or
@@ -72,11 +87,16 @@ public struct CowBuffer: Sendable {
     ///
     /// The C function is `cowmem_create`.
     public init(count: Int) throws(CowMemError) {
-        guard count != 0 else {
+        guard count > 0 else {
+            guard count == 0 else {
+                throw CowMemError(
+                    refusing: .invalidSize, in: "CowBuffer(count:)",
+                    because: "count is \(count); a buffer's count cannot be negative")
+            }
             self.init()
             return
         }
-        self.init(try Region(size: count), count: count)
+        self.init(adopting: try Region(size: count), count: count)
     }
 
     /// A buffer of `count` bytes that all hold `value`.
@@ -89,19 +109,32 @@ public struct CowBuffer: Sendable {
         }
     }
 
-    /// A buffer holding a copy of `bytes`.
+    /// A buffer holding a copy of `bytes`, for example `CowBuffer([1, 2, 3])`, an
+    /// `ArraySlice<UInt8>`, or `CowBuffer((0..<100).lazy.map { UInt8($0) })`.
+    ///
+    /// Contiguous bytes are copied with one `memcpy`; other sequences are first gathered into
+    /// an array, since the buffer's count must be known before its region is created.
     ///
     /// - Throws: as ``init(count:)``.
-    public init<Bytes: Collection<UInt8>>(_ bytes: Bytes) throws(CowMemError) {
-        try self.init(count: bytes.count)
-        guard let storage else { return }
-        let copied: Void? = bytes.withContiguousStorageIfAvailable { source in
-            storage.base.copyMemory(from: source.baseAddress!, byteCount: source.count)
+    public init(_ bytes: some Sequence<UInt8>) throws(CowMemError) {
+        let contiguous = bytes.withContiguousStorageIfAvailable { elements in
+            Result { () throws(CowMemError) in try CowBuffer(copying: UnsafeRawBufferPointer(elements)) }
         }
-        if copied == nil {
-            for (offset, byte) in bytes.enumerated() {
-                storage.base.storeBytes(of: byte, toByteOffset: offset, as: UInt8.self)
-            }
+        if let contiguous {
+            self = try contiguous.get()
+            return
+        }
+        let gathered = Array(bytes)
+        self = try gathered.withUnsafeBytes { raw in
+            Result { () throws(CowMemError) in try CowBuffer(copying: raw) }
+        }.get()
+    }
+
+    /// A buffer holding a copy of `raw`'s bytes.
+    private init(copying raw: UnsafeRawBufferPointer) throws(CowMemError) {
+        try self.init(count: raw.count)
+        if let storage, let source = raw.baseAddress {
+            storage.base.copyMemory(from: source, byteCount: raw.count)
         }
     }
 
@@ -109,30 +142,61 @@ public struct CowBuffer: Sendable {
     /// default): for example a region opened with ``Region/init(loading:)``.
     ///
     /// The buffer owns the region from now on; the region's bytes past `count` are never
-    /// read or written through the buffer.
-    public init(_ region: consuming Region, count: Int? = nil) {
+    /// read or written through the buffer. A `count` of zero makes an empty buffer, which
+    /// has no region: `region` is destroyed. A `count` below zero or above the region's size
+    /// is a programming error and stops the program, as an index out of range does.
+    public init(adopting region: consuming Region, count: Int? = nil) {
         let count = count ?? region.size
-        precondition(count > 0 && count <= region.size, "CowBuffer: count outside the region")
-        storage = CowBufferStorage(region: region, source: nil)
+        precondition(count >= 0 && count <= region.size,
+                     "CowBuffer(adopting:count:): count \(count) is outside the region's 0...\(region.size) bytes")
+        guard count > 0 else {
+            _ = consume region
+            self.init()
+            return
+        }
+        self.init(storage: CowBufferStorage(region: region, source: nil), count: count)
+    }
+
+    private init(storage: CowBufferStorage, count: Int) {
+        self.storage = storage
         self.count = count
     }
 
+    /// The former name of ``init(adopting:count:)``.
+    @available(*, deprecated, renamed: "init(adopting:count:)")
+    public init(_ region: consuming Region, count: Int? = nil) {
+        self.init(adopting: region, count: count)
+    }
+
     /// Whether the buffer has no bytes.
+    @inlinable
     public var isEmpty: Bool { count == 0 }
 
     /// The byte at `position`, which must be in `0..<count`.
     ///
     /// Setting a byte of a buffer that shares its storage with a copy first clones the
     /// storage (see ``makeUnique()``); then the page that holds the byte is copied, once.
+    /// Each access checks the index and, for a write, whether the storage is shared, once:
+    /// a loop over the bytes costs about what the same loop over an `Array` costs.
+    @inlinable
     public subscript(position: Int) -> UInt8 {
         get {
-            precondition(UInt(bitPattern: position) < UInt(bitPattern: count), "CowBuffer index out of range")
+            _checkIndex(position)
             return storage.unsafelyUnwrapped.base.load(fromByteOffset: position, as: UInt8.self)
         }
-        set {
-            precondition(UInt(bitPattern: position) < UInt(bitPattern: count), "CowBuffer index out of range")
-            writableStorage().base.storeBytes(of: newValue, toByteOffset: position, as: UInt8.self)
+        _modify {
+            _checkIndex(position)
+            let base = _writableBase()
+            var byte = base.load(fromByteOffset: position, as: UInt8.self)
+            defer { base.storeBytes(of: byte, toByteOffset: position, as: UInt8.self) }
+            yield &byte
         }
+    }
+
+    @inlinable
+    @inline(__always)
+    internal func _checkIndex(_ position: Int) {
+        precondition(UInt(bitPattern: position) < UInt(bitPattern: count), "CowBuffer index out of range")
     }
 
     /// Gives the buffer storage of its own, if it shares it with a copy, so that the next
@@ -150,18 +214,32 @@ public struct CowBuffer: Sendable {
         storage = try storage.unsafelyUnwrapped.cloneForWriting()
     }
 
-    /// The storage, made this buffer's own and marked as written. Traps if it cannot be.
-    private mutating func writableStorage() -> CowBufferStorage {
-        if !isKnownUniquelyReferenced(&storage) {
-            do {
-                storage = try storage.unsafelyUnwrapped.cloneForWriting()
-            } catch {
-                fatalError("CowBuffer: cloning the storage for a write failed: \(error)")
-            }
+    /// The address of the storage, made this buffer's own and ready to be written: the one
+    /// check every write makes. Traps if the storage cannot be cloned. The buffer must not be
+    /// empty.
+    @inlinable
+    @inline(__always)
+    internal mutating func _writableBase() -> UnsafeMutableRawPointer {
+        if _slowPath(!isKnownUniquelyReferenced(&storage) || storage.unsafelyUnwrapped.isLent) {
+            _prepareForWriting()
         }
-        let storage = self.storage.unsafelyUnwrapped
-        storage.generation &+= 1
-        return storage
+        return storage.unsafelyUnwrapped.base
+    }
+
+    /// The rare part of ``_writableBase()``: clone a shared storage, or note that a storage
+    /// that was cloned from is about to change (see ``CowBufferStorage/generation``).
+    @usableFromInline
+    @inline(never)
+    internal mutating func _prepareForWriting() {
+        if isKnownUniquelyReferenced(&storage) {
+            storage.unsafelyUnwrapped.beginChange()
+            return
+        }
+        do {
+            storage = try storage.unsafelyUnwrapped.cloneForWriting()
+        } catch {
+            fatalError("CowBuffer: cloning the storage for a write failed: \(error)")
+        }
     }
 
     /// Calls `body` with the buffer's `count` bytes, for reading. Reading copies nothing.
@@ -189,7 +267,7 @@ public struct CowBuffer: Sendable {
         }
         // The address goes through a local: a span made straight from the class's property
         // crashes the 6.3 optimizer (an ownership verifier error in CopyPropagation).
-        let base = writableStorage().base
+        let base = _writableBase()
         var bytes = MutableRawSpan(_unsafeStart: base, byteCount: count)
         return try body(&bytes)
     }
@@ -197,6 +275,7 @@ public struct CowBuffer: Sendable {
     /// Calls `body` with a pointer to the buffer's `count` bytes, for reading.
     ///
     /// The pointer must not escape `body`.
+    @inlinable
     public func withUnsafeBytes<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -208,27 +287,96 @@ public struct CowBuffer: Sendable {
     ///
     /// If the buffer shares its storage with a copy, the storage is cloned first. The
     /// pointer must not escape `body`.
+    @inlinable
     public mutating func withUnsafeMutableBytes<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> Result
     ) throws(Failure) -> Result {
-        let base = count > 0 ? writableStorage().base : nil
+        let base = count > 0 ? _writableBase() : nil
         return try body(UnsafeMutableRawBufferPointer(start: base, count: count))
     }
 }
+
+extension CowBuffer {
+    /// Calls `body` with a pointer to the buffer's `count` bytes, for reading: as
+    /// `Array.withUnsafeBufferPointer`.
+    ///
+    /// The pointer must not escape `body`. An empty buffer passes a buffer pointer with no
+    /// base address.
+    @inlinable
+    public func withUnsafeBufferPointer<Result: ~Copyable, Failure: Error>(
+        _ body: (UnsafeBufferPointer<UInt8>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        try body(UnsafeBufferPointer(start: storage?.base.assumingMemoryBound(to: UInt8.self), count: count))
+    }
+
+    /// Calls `body` with a pointer to the buffer's `count` bytes, for reading and writing:
+    /// as `Array.withUnsafeMutableBufferPointer`.
+    ///
+    /// If the buffer shares its storage with a copy, the storage is cloned first. The
+    /// pointer must not escape `body`, and `body` must not replace it with another one.
+    @inlinable
+    public mutating func withUnsafeMutableBufferPointer<Result: ~Copyable, Failure: Error>(
+        _ body: (inout UnsafeMutableBufferPointer<UInt8>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        let start = count > 0 ? _writableBase().assumingMemoryBound(to: UInt8.self) : nil
+        var elements = UnsafeMutableBufferPointer(start: start, count: count)
+        defer {
+            precondition(elements.baseAddress == start && elements.count == count,
+                         "CowBuffer.withUnsafeMutableBufferPointer: the buffer pointer was replaced")
+        }
+        return try body(&elements)
+    }
+}
+
+#if compiler(>=6.2)
+extension CowBuffer {
+    /// Calls `body` with the buffer's bytes as a `Span<UInt8>`, for reading:
+    /// `buffer.withSpan { $0[3] }`. Reading copies nothing.
+    ///
+    /// A `span` property needs lifetime annotations that Swift 6.3 offers only as an
+    /// experimental feature; the closure gives the same access meanwhile.
+    public func withSpan<Result: ~Copyable, Failure: Error>(
+        _ body: (Span<UInt8>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        // Through a local, as in withMutableBytes.
+        let start = UnsafePointer(storage?.base.assumingMemoryBound(to: UInt8.self))
+        return try body(Span(_unsafeElements: UnsafeBufferPointer(start: start, count: count)))
+    }
+
+    /// Calls `body` with the buffer's bytes as a `MutableSpan<UInt8>`, for reading and
+    /// writing. A loop over the span's indices checks once, before `body` runs, whether
+    /// the storage is shared, where a loop of subscript writes on the buffer checks at
+    /// each byte.
+    ///
+    /// If the buffer shares its storage with a copy, the storage is cloned first (see
+    /// ``makeUnique()``); then each page `body` writes is copied, once.
+    public mutating func withMutableSpan<Result: ~Copyable, Failure: Error>(
+        _ body: (inout MutableSpan<UInt8>) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        let start = count > 0 ? _writableBase().assumingMemoryBound(to: UInt8.self) : nil
+        var elements = MutableSpan(_unsafeElements: UnsafeMutableBufferPointer(start: start, count: count))
+        return try body(&elements)
+    }
+}
+#endif
 
 extension CowBuffer: RandomAccessCollection, MutableCollection {
     public typealias Index = Int
     public typealias Indices = Range<Int>
 
+    @inlinable
     public var startIndex: Int { 0 }
+    @inlinable
     public var endIndex: Int { count }
 
+    @inlinable
     public func withContiguousStorageIfAvailable<Result>(
         _ body: (UnsafeBufferPointer<UInt8>) throws -> Result
     ) rethrows -> Result? {
         try withUnsafeBytes { bytes in try body(bytes.assumingMemoryBound(to: UInt8.self)) }
     }
 
+    @inlinable
     public mutating func withContiguousMutableStorageIfAvailable<Result>(
         _ body: (inout UnsafeMutableBufferPointer<UInt8>) throws -> Result
     ) rethrows -> Result? {
@@ -279,6 +427,15 @@ extension CowBuffer: Equatable {
     }
 }
 
+extension CowBuffer: Hashable {
+    /// Hashes the count and every byte, so that equal buffers hash alike whatever their
+    /// history: hashing costs time in proportion to the count, as hashing an array does.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(count)
+        withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+}
+
 extension CowBuffer: CustomStringConvertible {
     /// `CowBuffer(count: 67108864)`: the count, not the bytes.
     public var description: String { "CowBuffer(count: \(count))" }
@@ -298,13 +455,29 @@ private let nextStorageID = Atomic<UInt64>(1)
 /// buffers, which is the only kind another thread can see, is never mutated: a write through
 /// any of them first clones it. The other stored properties are constants, and the C calls
 /// made on a shared region (clone, dirty pages) are thread-safe.
+@usableFromInline
 internal final class CowBufferStorage: @unchecked Sendable {
     let region: Region
+    @usableFromInline
     let base: UnsafeMutableRawPointer
     let id: UInt64
 
-    /// Counts the writes made through this storage's buffer: any mutable access.
+    /// Which state of this storage's content the clones made from it may have as their
+    /// origin: it changes when the storage is written after a clone was made from it, and
+    /// only then, so that a loop of writes pays nothing for it (see ``isLent``).
     var generation: UInt64 = 0
+
+    /// Whether a clone was made from this storage at the current ``generation``: the next
+    /// write must move to a new generation first.
+    ///
+    /// Atomic because the clone that sets it is made through a shared reference, perhaps on
+    /// another thread than the one that will write next; every write reads it, and relaxed
+    /// loads cost what plain ones do.
+    @usableFromInline
+    let lent = Atomic<Bool>(false)
+
+    @inlinable
+    var isLent: Bool { lent.load(ordering: .relaxed) }
 
     /// The storage this one's region was cloned from, and that storage's `generation` then:
     /// while the source's generation is still that, its content is this region's origin.
@@ -319,7 +492,16 @@ internal final class CowBufferStorage: @unchecked Sendable {
 
     /// A storage of its own for a buffer about to write: a clone of this one's region.
     func cloneForWriting() throws(CowMemError) -> CowBufferStorage {
-        CowBufferStorage(region: try region.clone(), source: (id, generation))
+        let clone = CowBufferStorage(region: try region.clone(), source: (id, generation))
+        lent.store(true, ordering: .relaxed)
+        return clone
+    }
+
+    /// Called by the buffer that owns this storage alone, before it writes while
+    /// ``isLent``: the clones made so far no longer have this content as their origin.
+    func beginChange() {
+        generation &+= 1
+        lent.store(false, ordering: .relaxed)
     }
 
     /// The pages where `a` and `b` may differ, ascending, when their history says so cheaply;

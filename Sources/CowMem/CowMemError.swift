@@ -7,9 +7,9 @@ import SystemPackage
 ///
 /// ```swift
 /// do {
-///     let region = try Region(size: 0)
+///     let region = try Region(size: 1 << 50)
 /// } catch {
-///     // error.code == .invalidSize, error.underlyingError == .invalidArgument
+///     // error.code == .outOfMemory, error.underlyingError == .noMemory
 /// }
 /// ```
 public struct CowMemError: Error, Hashable, Sendable {
@@ -34,7 +34,9 @@ public struct CowMemError: Error, Hashable, Sendable {
             self.storage = storage
         }
 
-        /// The size is not a positive number of bytes (`EINVAL`).
+        /// The size is not a positive number of bytes, or two sizes that must match do not
+        /// (`EINVAL`). Swift refuses these sizes itself, before any C call; the error still
+        /// carries the `EINVAL` the C library would give.
         public static var invalidSize: Code { Code(.invalidSize) }
 
         /// The memory cannot be reserved or mapped (`ENOMEM`, or `EOVERFLOW` for a
@@ -68,13 +70,26 @@ public struct CowMemError: Error, Hashable, Sendable {
     /// The `errno` value the C library (or the system) reported, if any.
     public let underlyingError: Errno?
 
-    /// The C function that failed, for the description.
+    /// The C function that failed, or the Swift API that refused its input, for the
+    /// description.
     internal let function: String
+
+    /// Why Swift refused the input, in the API's own terms; `nil` when a C call failed.
+    internal let reason: String?
 
     internal init(code: Code, underlyingError: Errno?, function: String) {
         self.code = code
         self.underlyingError = underlyingError
         self.function = function
+        self.reason = nil
+    }
+
+    /// Swift refused the arguments of `api` before calling the C library, because of `reason`.
+    internal init(refusing code: Code, in api: String, because reason: String) {
+        self.code = code
+        self.underlyingError = .invalidArgument
+        self.function = api
+        self.reason = reason
     }
 
     /// Classifies an `errno` that a region call reported.
@@ -107,8 +122,13 @@ extension CowMemError.Code: CustomStringConvertible {
 }
 
 extension CowMemError: CustomStringConvertible {
-    /// For example `cowmem_create failed: invalid size (Invalid argument)`.
+    /// For example `cowmem_create failed: out of memory (Cannot allocate memory)` when a C
+    /// call failed, or `Region(size:): invalid size: size is 0; a region has at least one
+    /// byte` when Swift refused the input itself.
     public var description: String {
+        if let reason {
+            return "\(function): \(code): \(reason)"
+        }
         var text = "\(function) failed: \(code)"
         if let underlyingError {
             text += " (\(underlyingError))"

@@ -49,21 +49,26 @@ public struct Region: ~Copyable {
     /// The first region a process creates also starts the thread that serves its page
     /// faults (see ``FaultServer``).
     ///
+    /// ### Zero sizes
+    ///
+    /// A region is memory, so it has at least one byte (one page): a `size` of zero is
+    /// refused with ``CowMemError/Code/invalidSize``, as a negative one is, and nothing is
+    /// created. Zero bytes are a value only for ``CowBuffer``: every way of making a buffer of
+    /// zero bytes gives the empty buffer, which has no region.
+    ///
     /// - Throws: ``CowMemError`` with code ``CowMemError/Code/invalidSize`` if `size` is
     ///   not positive, ``CowMemError/Code/outOfMemory`` if it cannot be mapped.
     ///
     /// The C function is `cowmem_create`.
     public init(size: Int) throws(CowMemError) {
-        try faultServer.checkUsable()
-        // Zero is the C library's to refuse; a negative size cannot even be passed to it.
-        guard size >= 0 else {
+        guard size > 0 else {
             throw CowMemError(
-                code: .invalidSize, underlyingError: .invalidArgument, function: "cowmem_create")
+                refusing: .invalidSize, in: "Region(size:)",
+                because: "size is \(size); a region has at least one byte")
         }
+        try faultServer.checkUsable()
         do {
             self.init(handle: try Engine.create(size: size))
-        } catch where size == 0 && error == .invalidArgument {
-            throw CowMemError(code: .invalidSize, underlyingError: error, function: "cowmem_create")
         } catch {
             throw CowMemError(error, from: "cowmem_create")
         }
@@ -126,7 +131,8 @@ public struct Region: ~Copyable {
     ///
     /// The C function is `cowmem_prefault`.
     public func prefault(_ range: Range<Int>, forWriting: Bool = false) throws(CowMemError) {
-        precondition(range.lowerBound >= 0 && range.upperBound <= size, "range outside the region")
+        precondition(range.lowerBound >= 0 && range.upperBound <= size,
+                     "Region.prefault(_:forWriting:): range \(range) is outside the region's 0..<\(size)")
         do {
             try Engine.prefault(handle, offset: range.lowerBound, count: range.count, forWriting: forWriting)
         } catch {

@@ -90,7 +90,8 @@ extension Region {
     public mutating func assign(from source: borrowing Region) throws(CowMemError) {
         guard source.size == size else {
             throw CowMemError(
-                code: .invalidSize, underlyingError: .invalidArgument, function: "cowmem_copy")
+                refusing: .invalidSize, in: "Region.assign(from:)",
+                because: "the source has \(source.size) bytes and this region \(size); they must be the same")
         }
         do {
             try Engine.copy(into: handle, from: source.handle)

@@ -174,6 +174,26 @@ struct CowBufferTests {
         #expect(CowBuffer.compare(a, b) == (true, .everything))
     }
 
+    @Test("Only the first write after a clone was made from the storage moves it to a new generation")
+    func generationsCountTransitionsNotWrites() throws {
+        let count = 2 * pageSize
+        var a = try CowBuffer(count: count)
+        for offset in 0..<count { a[offset] = UInt8(truncatingIfNeeded: offset) }
+        #expect(a.storage!.generation == 0 && !a.storage!.isLent)   // nothing was cloned from it
+        var b = a
+        b[1] = 0                              // b clones a's storage: a is lent
+        #expect(a.storage!.isLent && !b.storage!.isLent)
+        #expect(CowBuffer.compare(a, b) == (false, .pages(1)))
+        for offset in 0..<count { a[offset] ^= 0x5A }
+        #expect(a.storage!.generation == 1 && !a.storage!.isLent)   // one transition, not count writes
+        #expect(CowBuffer.compare(a, b).path == .everything)        // b's origin is gone
+        var model = (0..<count).map { UInt8(truncatingIfNeeded: $0) ^ 0x5A }
+        #expect(Array(a) == model)
+        model = (0..<count).map { UInt8(truncatingIfNeeded: $0) }
+        model[1] = 0
+        #expect(Array(b) == model)
+    }
+
     @Test("The count is fixed and exact; the storage is rounded up to whole pages")
     func countAndRounding() throws {
         let count = 3 * pageSize + 5
@@ -191,6 +211,26 @@ struct CowBufferTests {
         #expect(buffer.description == "CowBuffer(count: \(count))")
     }
 
+    @Test("The zero-size rule: every buffer of zero bytes is the empty one, and a region of zero is refused")
+    func zeroSizes() throws {
+        let empties = [CowBuffer(), try CowBuffer(count: 0), try CowBuffer(repeating: 9, count: 0),
+                       try CowBuffer([UInt8]()), try CowBuffer(AnySequence([UInt8]())),
+                       CowBuffer(adopting: try Region(size: pageSize), count: 0)]
+        for (index, empty) in empties.enumerated() {
+            #expect(empty.isEmpty && empty.storage == nil && Array(empty) == [], "#\(index)")
+            #expect(empty == CowBuffer() && empty.hashValue == CowBuffer().hashValue, "#\(index)")
+        }
+        let region = #expect(throws: CowMemError.self) { _ = try Region(size: 0) }
+        #expect(region?.code == .invalidSize)
+        for count in [-1, Int.min] {
+            let error = #expect(throws: CowMemError.self) { _ = try CowBuffer(count: count) }
+            #expect(error?.code == .invalidSize && error?.underlyingError == .invalidArgument)
+            #expect(error?.description == "CowBuffer(count:): invalid size: count is \(count); a buffer's count cannot be negative")
+            let repeating = #expect(throws: CowMemError.self) { _ = try CowBuffer(repeating: 1, count: count) }
+            #expect(repeating?.code == .invalidSize)
+        }
+    }
+
     @Test("Empty buffers have no region and are equal to each other")
     func emptyBuffers() throws {
         var empty = CowBuffer()
@@ -205,15 +245,114 @@ struct CowBufferTests {
         #expect(negative?.code == .invalidSize)
     }
 
-    @Test("A loaded or existing region can become a buffer")
+    @Test("A loaded or existing region can become a buffer; adopting it for zero bytes makes an empty one")
     func bufferFromRegion() throws {
         var region = try Region(size: 2 * pageSize)
         region.withUnsafeMutableBytes { fillPattern($0, tag: 8) }
-        var buffer = CowBuffer(region, count: pageSize + 1)
+        var buffer = CowBuffer(adopting: region, count: pageSize + 1)
         #expect(Array(buffer) == Array(pattern(count: 2 * pageSize, tag: 8).prefix(pageSize + 1)))
         let copy = buffer
         buffer[pageSize] = 0
         #expect(copy[pageSize] == pattern(count: 2 * pageSize, tag: 8)[pageSize])
+
+        let whole = CowBuffer(adopting: try Region(size: pageSize))
+        #expect(whole.count == pageSize && whole.allSatisfy { $0 == 0 })
+        let empty = CowBuffer(adopting: try Region(size: pageSize), count: 0)
+        #expect(empty.isEmpty && empty.storage == nil && empty == CowBuffer())
+    }
+
+    @Test("Adopting a region for more bytes than it has, or fewer than zero, traps")
+    func adoptingOutsideTheRegionTraps() async {
+        await #expect(processExitsWith: .failure) {
+            _ = CowBuffer(adopting: try Region(size: 4096), count: 1 << 20)
+        }
+        await #expect(processExitsWith: .failure) {
+            _ = CowBuffer(adopting: try Region(size: 4096), count: -1)
+        }
+    }
+
+    @Test("Any sequence of bytes makes a buffer with its bytes, contiguous or not")
+    func fromSequences() throws {
+        let model = (0..<(2 * pageSize + 77)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 5) }
+        let lazy = try CowBuffer((0..<100).lazy.map { UInt8($0) })
+        #expect(Array(lazy) == (0..<100).map { UInt8($0) })
+        #expect(Array(try CowBuffer(model)) == model)
+        #expect(Array(try CowBuffer(model[10..<(pageSize + 20)])) == Array(model[10..<(pageSize + 20)]))
+        #expect(Array(try CowBuffer(model.lazy.map { $0 ^ 0xFF })) == model.map { $0 ^ 0xFF })
+        var iterator = model.makeIterator()
+        let unknownLength = AnySequence { AnyIterator { iterator.next() } }   // a one-pass sequence
+        #expect(Array(try CowBuffer(unknownLength)) == model)
+        #expect(try CowBuffer(EmptyCollection<UInt8>()) == CowBuffer())
+        #expect(try CowBuffer(AnySequence(EmptyCollection<UInt8>())).storage == nil)
+        let other = try CowBuffer(model)
+        #expect(Array(try CowBuffer(other)) == model)     // a buffer is a sequence of bytes too
+    }
+
+    @Test("Hashing agrees with == for copies, written-back copies, separate histories and counts")
+    func hashingAgreesWithEquality() throws {
+        let seed = testSeed()
+        var random = SeededGenerator(seed: seed)
+        let count = 3 * pageSize + 9
+        let base = try CowBuffer(pattern(count: count, tag: 6))
+        var buffers = [base, base, try CowBuffer(pattern(count: count, tag: 6)), try CowBuffer(count: count),
+                       try CowBuffer(count: count + 1), CowBuffer(), try CowBuffer([0]), try CowBuffer([0, 0])]
+        var models = [pattern(count: count, tag: 6), pattern(count: count, tag: 6), pattern(count: count, tag: 6),
+                      [UInt8](repeating: 0, count: count), [UInt8](repeating: 0, count: count + 1), [], [0], [0, 0]]
+        for _ in 0..<40 {
+            let i = Int.random(in: 0..<buffers.count, using: &random)
+            guard models[i].count > 0 else { continue }
+            let offset = Int.random(in: 0..<models[i].count, using: &random)
+            let value: UInt8 = Bool.random(using: &random) ? models[i][offset] : UInt8.random(in: 0...3, using: &random)
+            buffers.append(buffers[i])
+            models.append(models[i])
+            buffers[buffers.count - 1][offset] = value
+            models[models.count - 1][offset] = value
+        }
+        for a in buffers.indices {
+            for b in buffers.indices where buffers[a] == buffers[b] {
+                #expect(buffers[a].hashValue == buffers[b].hashValue, "seed \(seed): #\(a) and #\(b)")
+            }
+        }
+        #expect(Set(buffers).count == Set(models).count, "seed \(seed)")
+        #expect(Set(buffers.map(Array.init)) == Set(models), "seed \(seed)")
+    }
+
+    @Test("Buffer pointers and spans read the bytes, and write them like the array's, leaving copies alone")
+    func pointersAndSpans() throws {
+        let count = 2 * pageSize + 3
+        var model = pattern(count: count, tag: 11)
+        var buffer = try CowBuffer(model)
+        let copy = buffer
+        #expect(buffer.withUnsafeBufferPointer { Array($0) } == model)
+        buffer.withUnsafeMutableBufferPointer { elements in
+            for index in stride(from: 0, to: elements.count, by: 1000) { elements[index] &+= 1 }
+        }
+        model.withUnsafeMutableBufferPointer { elements in
+            for index in stride(from: 0, to: elements.count, by: 1000) { elements[index] &+= 1 }
+        }
+        #expect(Array(buffer) == model)
+        #expect(Array(copy) == pattern(count: count, tag: 11))
+        #expect(buffer.withSpan { $0[3] } == model[3])
+        #expect(buffer.withSpan { span in span.indices.map { span[$0] } } == model)
+        var second = buffer
+        second.withMutableSpan { span in
+            for index in span.indices { span[index] ^= UInt8(truncatingIfNeeded: index) }
+        }
+        #expect(Array(second) == model.enumerated().map { $0.element ^ UInt8(truncatingIfNeeded: $0.offset) })
+        #expect(Array(buffer) == model)
+        var empty = CowBuffer()
+        #expect(empty.withUnsafeBufferPointer { $0.baseAddress == nil && $0.isEmpty })
+        #expect(empty.withUnsafeMutableBufferPointer { $0.count } == 0)
+        #expect(empty.withSpan { $0.count } == 0)
+        #expect(empty.withMutableSpan { $0.count } == 0)
+    }
+
+    @Test("Replacing the pointer given to withUnsafeMutableBufferPointer traps, as with an array")
+    func replacingTheBufferPointerTraps() async {
+        await #expect(processExitsWith: .failure) {
+            var buffer = try CowBuffer(count: 10)
+            buffer.withUnsafeMutableBufferPointer { $0 = UnsafeMutableBufferPointer(rebasing: $0[1...]) }
+        }
     }
 
     @Test("Reading or writing past the end traps, as with an array")

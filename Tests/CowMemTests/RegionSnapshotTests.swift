@@ -129,6 +129,8 @@ struct RegionSnapshotTests {
             try world.assign(from: other)
         } throws: { error in
             (error as? CowMemError)?.code == .invalidSize
+                && "\(error)" == "Region.assign(from:): invalid size: the source has \(2 * size) bytes "
+                    + "and this region \(size); they must be the same"
         }
     }
 

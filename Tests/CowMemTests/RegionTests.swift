@@ -125,12 +125,13 @@ struct RegionTests {
         }
     }
 
-    @Test("Size 0 and negative sizes are refused with EINVAL")
+    @Test("Size 0 and negative sizes are refused with EINVAL, by Swift, in Swift's words")
     func invalidSize() {
         for size in [0, -1, Int.min] {
             let error = #expect(throws: CowMemError.self) { _ = try Region(size: size) }
             #expect(error?.code == .invalidSize, "size \(size)")
             #expect(error?.underlyingError == .invalidArgument, "size \(size)")
+            #expect(error?.description == "Region(size:): invalid size: size is \(size); a region has at least one byte")
         }
     }
 
@@ -146,10 +147,11 @@ struct RegionTests {
         #expect(region.size == pageSize)
     }
 
-    @Test("An error describes itself with the C function and the errno")
+    @Test("An error of the C library describes itself with the C function and the errno")
     func errorDescription() {
-        let error = #expect(throws: CowMemError.self) { _ = try Region(size: 0) }
-        #expect(error?.description.hasPrefix("cowmem_create failed: invalid size") == true)
+        let error = #expect(throws: CowMemError.self) { _ = try Region(size: 1 << 50) }
+        let errno = error?.underlyingError.map { "\($0)" } ?? "none"
+        #expect(error?.description == "cowmem_create failed: out of memory (\(errno))")
     }
 
     @Test("A region can move to another thread and be used there")
