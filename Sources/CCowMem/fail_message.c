@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -94,4 +95,31 @@ void cowmem__say_cannot_provide(size_t page, const void *data, int error)
 	}
 	__atomic_clear(&line_busy, __ATOMIC_RELEASE);
 	errno = saved;
+}
+
+#define STACK_RESERVE (32 * 1024) /* more than a fault's way to here needs */
+
+/* Writes STACK_RESERVE bytes of stack below the caller and locks them. */
+__attribute__((noinline)) static void touch_stack(void)
+{
+	volatile char reserve[STACK_RESERVE];
+
+	for (size_t i = 0; i < sizeof reserve; i += 512)
+		reserve[i] = 0;
+	(void)mlock((const void *)reserve, sizeof reserve); /* RLIMIT_MEMLOCK may refuse */
+}
+
+void cowmem__prepare_to_fail(void)
+{
+	static _Thread_local bool prepared;
+
+	if (prepared)
+		return;
+	prepared = true;
+	while (__atomic_test_and_set(&line_busy, __ATOMIC_ACQUIRE))
+		;
+	memset(line, 0, sizeof line);
+	__atomic_clear(&line_busy, __ATOMIC_RELEASE);
+	(void)mlock(line, sizeof line);
+	touch_stack();
 }

@@ -95,6 +95,10 @@ int cowmem__pread_all(int fd, void *buffer, size_t length, off_t offset); /* 0 o
 /* "cowmem: cannot provide page P of region D: strerror(error)" on stderr,
  * with no allocation and no stdio (fail_message.c); errno is kept. */
 void cowmem__say_cannot_provide(size_t page, const void *data, int error);
+/* Once per serving thread, before it serves: what saying so needs (the
+ * buffer, some stack) is in memory already, so that a full memory cgroup
+ * cannot stop the message and, with it, the SIGBUS. */
+void cowmem__prepare_to_fail(void);
 
 /* userfaultfd ioctls: 0 on success, -1 + errno. *done (where present) gets
  * the number of bytes the kernel handled before an error. */

@@ -100,6 +100,7 @@ static void *library_server(void *arg)
 		{ .fd = stop_fd, .events = POLLIN },
 	};
 
+	cowmem__prepare_to_fail();
 	for (;;) {
 		if (poll(pfd, 2, -1) < 0) {
 			if (errno != EINTR)
@@ -215,5 +216,6 @@ int cowmem_server_handle(void)
 		errno = ENOTSUP;
 		return -1;
 	}
+	cowmem__prepare_to_fail(); /* the hosting thread: once */
 	return server_handle_all();
 }
