@@ -38,9 +38,16 @@
  *                   far more pages of a clone than the limit allows: it
  *                   must end by SIGKILL (OOM) or SIGBUS, never hang, never
  *                   read a wrong byte. Skipped where no cgroup can be made.
+ *   memcg-oom-off   (in this process) the same in a cgroup v1 whose OOM
+ *                   killer is disabled: the server's fill fails, and the
+ *                   child must get SIGBUS (SIGABRT without poison), not hang
+ *                   with the server asleep in the full cgroup. Skipped on
+ *                   cgroup v2, which has no such switch.
  *
  * Options: --case=NAME runs one case in this process.
  */
+#include <dirent.h>
+
 #include "test_util.h"
 #include "process_util.h"
 
@@ -812,6 +819,154 @@ static int case_memcg_in_parent(void)
 	return 0;
 }
 
+/* In the child: the clone's page tables first (one write per 2 MiB, before
+ * it joins the cgroup, so that no allocation the kernel itself makes while
+ * the child faults can meet the limit), then, told to go, every page. */
+static int memcg_oom_off_child(size_t clone_size, int ready_fd, int go_fd)
+{
+	const size_t table = (size_t)2 << 20;
+	const char *backend = cowmem_backend();
+	if (!backend || strcmp(backend, "memfd") == 0)
+		return TEST_EXIT_SKIP; /* no server: the kernel stops the writer */
+	cowmem_region *a = cowmem_create(clone_size);
+	cowmem_region *b = a ? cowmem_clone(a) : NULL;
+	if (!b) {
+		printf("child: %s: %s\n", a ? "cowmem_clone" : "cowmem_create", strerror(errno));
+		return 2;
+	}
+	unsigned char *data = cowmem_data(b);
+	for (size_t offset = 0; offset < clone_size; offset += table)
+		data[offset] = 1;
+	char byte = 'r';
+	if (write(ready_fd, &byte, 1) != 1 || read(go_fd, &byte, 1) != 1)
+		return 3;
+	/* Writes only: a read would map the zero page, and the write after
+	 * it would be the kernel's own copy-on-write, which sleeps in the
+	 * full cgroup by the kernel's design, not the server's fill. */
+	for (size_t offset = 0; offset < clone_size; offset += page)
+		data[offset] = 2;
+	return 0;
+}
+
+/* The threads of a stuck process and where the kernel has them sleeping. */
+static void print_wait_channels(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+	DIR *tasks = opendir(path);
+	struct dirent *entry;
+	while (tasks && (entry = readdir(tasks)) != NULL) {
+		if (entry->d_name[0] == '.')
+			continue;
+		char file[sizeof path + 300], channel[128] = "?";
+		snprintf(file, sizeof file, "%s/%s/wchan", path, entry->d_name);
+		FILE *f = fopen(file, "re");
+		if (f) {
+			if (!fgets(channel, sizeof channel, f))
+				strcpy(channel, "?");
+			fclose(f);
+		}
+		printf("     thread %s waits in %s\n", entry->d_name, channel);
+	}
+	if (tasks)
+		closedir(tasks);
+}
+
+/* A full memory cgroup whose OOM killer is disabled (cgroup v1
+ * memory.oom_control): the server's fill fails with ENOMEM and a task
+ * that needs a page in a fault sleeps until memory comes back. Saying
+ * "cannot provide page" must need none, or the server sleeps there and
+ * the faulting thread never gets its SIGBUS (both waited forever before
+ * the message was written without allocating). */
+static int case_memcg_oom_off(void)
+{
+	const size_t limit = (size_t)64 << 20, clone_size = (size_t)512 << 20;
+	struct memcg cg;
+	char why[1600];
+	int ready[2], go[2];
+
+	if (!memcg_create(&cg, limit, why, sizeof why)) {
+		printf("SKIP memcg-oom-off: %s\n", why);
+		return CASE_SKIP;
+	}
+	if (cg.version != 1 || !write_file(cg.dir, "memory.oom_control", "1")) {
+		printf("SKIP memcg-oom-off: %s\n",
+		       cg.version != 1 ? "only cgroup v1 can disable a cgroup's OOM killer"
+				       : "cannot write memory.oom_control");
+		memcg_remove(&cg);
+		return CASE_SKIP;
+	}
+	CHECK(pipe2(ready, O_CLOEXEC) == 0 && pipe2(go, O_CLOEXEC) == 0, "pipe2: %s",
+	      strerror(errno));
+	fflush(stdout);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		struct rlimit no_core = { 0, 0 };
+		setrlimit(RLIMIT_CORE, &no_core);
+		close(ready[0]);
+		close(go[1]);
+		_exit(memcg_oom_off_child(clone_size, ready[1], go[0]));
+	}
+	close(ready[1]);
+	close(go[0]);
+	char byte, pid_text[32];
+	bool set_up = read(ready[0], &byte, 1) == 1;
+	snprintf(pid_text, sizeof pid_text, "%d", (int)pid);
+	bool moved = set_up && write_file(cg.dir, "cgroup.procs", pid_text);
+	int saved = errno;
+	if (moved)
+		CHECK(write(go[1], "g", 1) == 1, "write: %s", strerror(errno));
+	close(go[1]);
+	close(ready[0]);
+	int status = -1;
+	for (unsigned tick = 0; moved && tick < 6000 && status == -1; tick++) {
+		if (waitpid(pid, &status, WNOHANG) != pid)
+			status = -1;
+		else
+			break;
+		usleep(10000);
+	}
+	if (moved && status == -1) {
+		printf("     the child is stuck after 60 s:\n");
+		print_wait_channels(pid);
+		/* Memory back: whatever waited for it goes on. */
+		(void)write_file(cg.dir, cg.limit_file, "17179869184");
+		status = wait_bounded(pid, 30);
+		printf("     after raising the limit: %s\n",
+		       status == -1 ? "still stuck" : describe_status(status));
+		status = -1;
+	}
+	if (!moved) {
+		if (set_up)
+			kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+	}
+	memcg_remove(&cg);
+	if (!moved && !set_up && WIFEXITED(status) && WEXITSTATUS(status) == TEST_EXIT_SKIP) {
+		printf("SKIP memcg-oom-off: the memfd backend has no fault server; there the "
+		       "kernel's own copy-on-write waits in the full cgroup\n");
+		return CASE_SKIP;
+	}
+	if (!moved && set_up) {
+		printf("SKIP memcg-oom-off: cannot move a process into the cgroup: %s\n",
+		       strerror(saved));
+		return CASE_SKIP;
+	}
+	CHECK(moved, "memcg-oom-off: the child could not set up: %s", describe_status(status));
+	CHECK(status != -1, "memcg-oom-off: a fill the cgroup refused hung instead of SIGBUS");
+	printf("     a child writing %zu MiB of a clone in a %zu MiB cgroup, OOM killer off: %s\n",
+	       clone_size >> 20, limit >> 20, describe_status(status));
+	bool poison = test_feature_in_use("poison");
+	int expected = poison ? SIGBUS : SIGABRT;
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == expected,
+	      "memcg-oom-off: the child must end by %s: %s", poison ? "SIGBUS" : "SIGABRT",
+	      describe_status(status));
+	printf("ok   memcg-oom-off: a refused fill ends in %s, no hang\n",
+	       poison ? "SIGBUS" : "SIGABRT");
+	return 0;
+}
+
 /* ---- Running the cases -------------------------------------------------- */
 
 static const struct {
@@ -1026,13 +1181,16 @@ int main(int argc, char **argv)
 		}
 	}
 
-	int rc = case_memcg_in_parent();
-	if (rc == CASE_SKIP)
-		skipped++;
-	else if (rc == 0)
-		passed++;
-	else
-		failed++;
+	int (*in_parent[])(void) = { case_memcg_in_parent, case_memcg_oom_off };
+	for (size_t i = 0; i < sizeof in_parent / sizeof in_parent[0]; i++) {
+		int rc = in_parent[i]();
+		if (rc == CASE_SKIP)
+			skipped++;
+		else if (rc == 0)
+			passed++;
+		else
+			failed++;
+	}
 
 	printf("exhaustion: %d passed, %d failed, %d skipped\n", passed, failed, skipped);
 	return failed ? TEST_EXIT_FAIL : TEST_EXIT_PASS;
