@@ -38,6 +38,7 @@ typedef struct cowmem_region cowmem_region;
  * page size). Returns NULL and sets errno on failure:
  * EINVAL (size is 0), ENOMEM or EOVERFLOW (size cannot be mapped),
  * EMFILE/ENFILE (no file descriptor left).
+ * Errors: EINVAL, EMFILE, ENFILE, ENOMEM, EOVERFLOW, EPERM.
  */
 COWMEM_API cowmem_region *cowmem_create(size_t size);
 
@@ -46,21 +47,27 @@ COWMEM_API cowmem_region *cowmem_create(size_t size);
  * call. No page data is copied by the call; pages are shared until either
  * side writes them. Returns NULL and sets errno on failure:
  * EINVAL (src is NULL), ENOMEM, EMFILE.
+ * Errors: EAGAIN, EINVAL, EMFILE, ENOMEM.
  */
 COWMEM_API cowmem_region *cowmem_clone(cowmem_region *src);
 
 /** The region's first byte: page-aligned, stable until cowmem_destroy().
- *  NULL (errno EINVAL) if r is NULL. */
+ *  NULL (errno EINVAL) if r is NULL.
+ * Errors: EINVAL.
+ */
 COWMEM_API void *cowmem_data(const cowmem_region *r);
 
 /** The region's size in bytes, a multiple of the page size.
- *  0 (errno EINVAL) if r is NULL. */
+ *  0 (errno EINVAL) if r is NULL.
+ * Errors: EINVAL.
+ */
 COWMEM_API size_t cowmem_size(const cowmem_region *r);
 
 /**
  * Destroys `r` and unmaps its memory. Every other region keeps its content.
  * cowmem_destroy(NULL) does nothing and returns 0. Returns -1 and sets errno
  * if the region cannot be released (the region stays valid then).
+ * Errors: EINVAL, ENOMEM.
  */
 COWMEM_API int cowmem_destroy(cowmem_region *r);
 
@@ -85,6 +92,7 @@ COWMEM_API int cowmem_destroy(cowmem_region *r);
  * GiB here (the kernel walks its page tables). Without /proc every page is
  * compared. Returns -1 and sets errno: EINVAL (r not a live region, or
  * pages NULL with cap > 0), ENOMEM.
+ * Errors: EINVAL, ENOMEM.
  */
 COWMEM_API ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap);
 
@@ -99,6 +107,7 @@ COWMEM_API ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, siz
  * running out of memory while waiting again for the origin's page versions,
  * or a failed mmap(2), can stop a reset half way: r stays valid, its content
  * is unspecified until a later cowmem_reset() succeeds.
+ * Errors: EINVAL, EMFILE, ENOMEM.
  */
 COWMEM_API int cowmem_reset(cowmem_region *r);
 
@@ -111,6 +120,7 @@ COWMEM_API int cowmem_reset(cowmem_region *r);
  * a clone for a consistent snapshot. Returns 0, or -1 and sets errno:
  * EINVAL (r not a live region, or fd opened with O_APPEND), ESPIPE (fd not
  * seekable), and the errors of pwrite(2), ftruncate(2).
+ * Errors: EBADF, EDQUOT, EFBIG, EINVAL, EIO, ENOSPC, ESPIPE.
  */
 COWMEM_API int cowmem_save(const cowmem_region *r, int fd);
 
@@ -122,6 +132,7 @@ COWMEM_API int cowmem_save(const cowmem_region *r, int fd);
  * clone of it exists. Returns NULL and sets errno: EINVAL (not a CowMem
  * snapshot, or made with another page size), EBADF, ESPIPE (a pipe or
  * socket), ENOMEM, EMFILE, EIO.
+ * Errors: EBADF, EINVAL, EIO, EMFILE, ENOMEM, ESPIPE.
  */
 COWMEM_API cowmem_region *cowmem_load(int fd);
 
@@ -137,6 +148,7 @@ COWMEM_API cowmem_region *cowmem_load(int fd);
  * the call; `src` may be written meanwhile as for cowmem_clone(). Returns 0,
  * or -1 and sets errno: EINVAL (a NULL or destroyed region, or the sizes
  * differ; nothing changes), ENOMEM.
+ * Errors: EINVAL, ENOMEM.
  */
 COWMEM_API int cowmem_copy(cowmem_region *dst, cowmem_region *src);
 
@@ -159,6 +171,7 @@ struct cowmem_stats {
  * Fills `*stats` for `r`. `resident` and `shared` are 0 without /proc.
  * Returns 0, or -1 and sets errno: EINVAL (r not a live region or stats
  * NULL), ENOMEM.
+ * Errors: EINVAL, ENOMEM.
  */
 COWMEM_API int cowmem_stats(const cowmem_region *r, struct cowmem_stats *stats);
 
@@ -178,6 +191,7 @@ COWMEM_API int cowmem_stats(const cowmem_region *r, struct cowmem_stats *stats);
  * POLLIN, or -1 with errno EBUSY (the library's own server thread, or another
  * host, already serves faults) or another errno if the fault mechanism could
  * not be set up. The descriptor belongs to the library: do not close it.
+ * Errors: EBUSY, EINVAL, ENOMEM, ENOTSUP, EPERM.
  */
 COWMEM_API int cowmem_server_claim(void);
 
@@ -185,6 +199,7 @@ COWMEM_API int cowmem_server_claim(void);
  * Resolves every fault that is waiting, without blocking. Returns the
  * number of fault messages handled (0 if none), or -1 and sets errno.
  * Only the claiming host calls it.
+ * Errors: ENOMEM, ENOTSUP.
  */
 COWMEM_API int cowmem_server_handle(void);
 
@@ -197,6 +212,7 @@ COWMEM_API int cowmem_server_handle(void);
  * COWMEM_BACKEND=auto|userfaultfd|userfaultfd-user|memfd forces one.
  * Returns NULL and sets errno if the library could not start (for example
  * an unknown COWMEM_BACKEND value: EINVAL).
+ * Errors: EINVAL, ENOMEM, ENOSYS, ENOTSUP, EPERM.
  */
 COWMEM_API const char *cowmem_backend(void);
 
@@ -205,6 +221,7 @@ COWMEM_API const char *cowmem_backend(void);
  * "minor,wp,poison,dontunmap,zero-pfn,engine-v2"; "engine-v2" says which
  * engine serves the regions); COWMEM_DISABLE=name,... masks
  * them. NULL and errno as for cowmem_backend().
+ * Errors: EINVAL, ENOMEM, ENOSYS, ENOTSUP, EPERM.
  */
 COWMEM_API const char *cowmem_features(void);
 
@@ -215,11 +232,15 @@ COWMEM_API const char *cowmem_features(void);
  * meets an unfilled page fails with EFAULT instead of being served, so
  * prefault a buffer before passing it to read(2), write(2) and the like.
  * Returns 0, or -1 with errno EINVAL (NULL region or range outside it).
+ * Errors: EINVAL.
  */
 COWMEM_API int cowmem_prefault(cowmem_region *r, size_t offset, size_t length,
 			       int for_write);
 
-/** The page size the library works in, in bytes. */
+/**
+ * The page size the library works in, in bytes.
+ * Errors: none (it cannot fail).
+ */
 COWMEM_API size_t cowmem_page_size(void);
 
 #ifdef __cplusplus
