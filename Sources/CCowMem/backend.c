@@ -39,18 +39,19 @@ static const struct {
 	unsigned bit;
 	uint64_t uffd_feature; /* 0: not a userfaultfd feature */
 	bool used;             /* false: probed and reported, but not needed */
+	uint64_t public_bit;   /* COWMEM_FEATURE_*: listed ones only */
 } feature_table[] = {
-	{ "minor", FEATURE_MINOR, UFFD_FEATURE_MINOR_SHMEM, true },
-	{ "wp", FEATURE_WP, UFFD_FEATURE_WP_HUGETLBFS_SHMEM, true },
-	{ "poison", FEATURE_POISON, UFFD_FEATURE_POISON, true },
-	{ "wp-unpopulated", FEATURE_WP_UNPOPULATED, UFFD_FEATURE_WP_UNPOPULATED, false },
-	{ "wp-async", FEATURE_WP_ASYNC, UFFD_FEATURE_WP_ASYNC, false },
-	{ "move", FEATURE_MOVE, UFFD_FEATURE_MOVE, false },
-	{ "dontunmap", FEATURE_DONTUNMAP, 0, true },
-	{ "zero-pfn", FEATURE_ZERO_PFN, 0, true },
-	{ "pagemap-scan", FEATURE_PAGEMAP_SCAN, 0, true },
-	{ "user-mode", FEATURE_USER_MODE, 0, false },
-	{ "event-remap", FEATURE_EVENT_REMAP, UFFD_FEATURE_EVENT_REMAP, false },
+	{ "minor", FEATURE_MINOR, UFFD_FEATURE_MINOR_SHMEM, true, COWMEM_FEATURE_MINOR },
+	{ "wp", FEATURE_WP, UFFD_FEATURE_WP_HUGETLBFS_SHMEM, true, COWMEM_FEATURE_WP },
+	{ "poison", FEATURE_POISON, UFFD_FEATURE_POISON, true, COWMEM_FEATURE_POISON },
+	{ "wp-unpopulated", FEATURE_WP_UNPOPULATED, UFFD_FEATURE_WP_UNPOPULATED, false, 0 },
+	{ "wp-async", FEATURE_WP_ASYNC, UFFD_FEATURE_WP_ASYNC, false, 0 },
+	{ "move", FEATURE_MOVE, UFFD_FEATURE_MOVE, false, 0 },
+	{ "dontunmap", FEATURE_DONTUNMAP, 0, true, COWMEM_FEATURE_DONTUNMAP },
+	{ "zero-pfn", FEATURE_ZERO_PFN, 0, true, COWMEM_FEATURE_ZERO_PFN },
+	{ "pagemap-scan", FEATURE_PAGEMAP_SCAN, 0, true, COWMEM_FEATURE_PAGEMAP_SCAN },
+	{ "user-mode", FEATURE_USER_MODE, 0, false, 0 },
+	{ "event-remap", FEATURE_EVENT_REMAP, UFFD_FEATURE_EVENT_REMAP, false, 0 },
 };
 #define FEATURE_COUNT (sizeof feature_table / sizeof feature_table[0])
 
@@ -61,6 +62,7 @@ static const char *const backend_names[] = {
 };
 
 static char features_text[256];
+static uint64_t features_mask; /* the same, as COWMEM_FEATURE_* bits */
 
 static int parse_disabled(const char *list, unsigned *disabled)
 {
@@ -183,15 +185,19 @@ static void describe(bool from_device)
 	size_t used = 0;
 
 	features_text[0] = '\0';
+	features_mask = 0;
 	for (size_t i = 0; i < FEATURE_COUNT; i++) {
 		if (!feature_table[i].used || !(engine.features & feature_table[i].bit))
 			continue;
 		used += (size_t)snprintf(features_text + used, sizeof features_text - used,
 					 "%s%s", used ? "," : "", feature_table[i].name);
+		features_mask |= feature_table[i].public_bit;
 	}
-	if (from_device && used < sizeof features_text)
+	if (from_device && used < sizeof features_text) {
 		snprintf(features_text + used, sizeof features_text - used, "%sdevice",
 			 used ? "," : "");
+		features_mask |= COWMEM_FEATURE_DEVICE;
+	}
 }
 
 /* PAGEMAP_SCAN is 6.7+: ask it about nothing and see whether it answers. */
@@ -319,6 +325,7 @@ void backend_note_engine_v2(void)
 	size_t used = strlen(features_text);
 	snprintf(features_text + used, sizeof features_text - used, "%sengine-v2",
 		 used ? "," : "");
+	features_mask |= COWMEM_FEATURE_ENGINE_V2;
 }
 
 const char *cowmem_backend(void)
@@ -333,4 +340,23 @@ const char *cowmem_features(void)
 	if (engine_init() < 0)
 		return NULL;
 	return features_text;
+}
+
+int cowmem_feature_mask(uint64_t *mask)
+{
+	if (mask)
+		*mask = 0;
+	if (engine_init() < 0)
+		return -1;
+	if (!mask) {
+		errno = EINVAL;
+		return -1;
+	}
+	*mask = features_mask;
+	return 0;
+}
+
+unsigned cowmem_version(void)
+{
+	return COWMEM_VERSION;
 }

@@ -29,6 +29,9 @@ extern "C" {
 #define COWMEM_VERSION_MAJOR 0
 #define COWMEM_VERSION_MINOR 3
 #define COWMEM_VERSION_PATCH 0
+/* The three in one number, as cowmem_version() returns it. */
+#define COWMEM_VERSION                                                      \
+	((COWMEM_VERSION_MAJOR << 16) | (COWMEM_VERSION_MINOR << 8) | COWMEM_VERSION_PATCH)
 
 /** An opaque copy-on-write region. */
 typedef struct cowmem_region cowmem_region;
@@ -224,6 +227,32 @@ COWMEM_API const char *cowmem_backend(void);
  * Errors: EINVAL, ENOMEM, ENOSYS, ENOTSUP, EPERM.
  */
 COWMEM_API const char *cowmem_features(void);
+
+/* The bits of cowmem_feature_mask(): one per name cowmem_features() lists. */
+#define COWMEM_FEATURE_MINOR (UINT64_C(1) << 0)        /* "minor" */
+#define COWMEM_FEATURE_WP (UINT64_C(1) << 1)           /* "wp" */
+#define COWMEM_FEATURE_POISON (UINT64_C(1) << 2)       /* "poison" */
+#define COWMEM_FEATURE_DONTUNMAP (UINT64_C(1) << 3)    /* "dontunmap" */
+#define COWMEM_FEATURE_ZERO_PFN (UINT64_C(1) << 4)     /* "zero-pfn" */
+#define COWMEM_FEATURE_PAGEMAP_SCAN (UINT64_C(1) << 5) /* "pagemap-scan" */
+#define COWMEM_FEATURE_DEVICE (UINT64_C(1) << 6)       /* "device" */
+#define COWMEM_FEATURE_ENGINE_V2 (UINT64_C(1) << 7)    /* "engine-v2" */
+
+/**
+ * The features of cowmem_features() as COWMEM_FEATURE_* bits, into *mask,
+ * so that a program tests a bit instead of comparing names. Returns 0, or
+ * -1 and sets errno if the library could not start (*mask is then 0) or
+ * mask is NULL.
+ * Errors: EINVAL, ENOMEM, ENOSYS, ENOTSUP, EPERM.
+ */
+COWMEM_API int cowmem_feature_mask(uint64_t *mask);
+
+/**
+ * The version of the library as built, in the form of COWMEM_VERSION: a
+ * program compares it with the header it was compiled with.
+ * Errors: none (it cannot fail).
+ */
+COWMEM_API unsigned cowmem_version(void);
 
 /**
  * Faults in the pages of [offset, offset + length) from user mode, for
