@@ -83,7 +83,7 @@ examples: $(EXAMPLE_PROGRAMS)
 
 help:
 	@echo 'make                build build/libcowmem.{a,so}, cowmem.pc, C tests and examples'
-	@echo 'make test           the whole suite: C tests, install-check, man pages, swift test'
+	@echo 'make test           the whole suite: C tests, install-check, man pages, fuzz corpus, swift test'
 	@echo 'make check-c        build and run the C tests only'
 	@echo 'make check-c-v1     the C tests with the first engine (COWMEM_ENGINE=v1)'
 	@echo 'make check-c-unprivileged  the C tests as user $$(TEST_USER) (run as root)'
@@ -92,6 +92,8 @@ help:
 	@echo 'make sanitize       C tests under ASan+UBSan, threaded ones under TSan ($(BUILD)/asan, tsan)'
 	@echo 'make valgrind       a few C tests under valgrind memcheck'
 	@echo 'make stress         the soak, STRESS_SECONDS (default 120) long'
+	@echo 'make fuzz           libFuzzer on each backend, FUZZ_SECONDS (default 60) each (clang)'
+	@echo 'make fuzz-replay    the fuzz corpus (Tests/fuzz/corpus) on each backend; part of make test'
 	@echo 'make examples       build the C examples into build/examples/'
 	@echo 'make bench          every benchmark side by side (tables, CSV, chart); see Benchmarks/README.md'
 	@echo 'make bench-tracking dirty pages, reset, save and load only ($$(TRACK_BENCH_ARGS))'
@@ -177,6 +179,7 @@ test: all
 	$(MAKE) --no-print-directory check-c-v1 || failed="$$failed C-tests-v1"; \
 	$(MAKE) --no-print-directory install-check || failed="$$failed install-check"; \
 	$(MAKE) --no-print-directory check-man || failed="$$failed man-pages"; \
+	$(MAKE) --no-print-directory fuzz-replay || failed="$$failed fuzz-replay"; \
 	$(MAKE) --no-print-directory check-swift || failed="$$failed swift-test"; \
 	echo; \
 	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \
@@ -184,6 +187,53 @@ test: all
 
 check-c: tests
 	@Support/run-c-tests $(TEST_PROGRAMS)
+
+# The fuzzer (Tests/fuzz): operation sequences against a memcpy model.
+# `make fuzz-replay` (part of `make test`) runs the committed corpus with
+# $(CC) on each backend; `make fuzz FUZZ_SECONDS=N` fuzzes each backend for
+# N seconds with libFuzzer (clang, ASan, UBSan), starting from the corpus,
+# and keeps what it finds under $(BUILD)/fuzz (Tests/fuzz/corpus is only
+# read; merge new inputs into it by hand).
+FUZZ_SECONDS ?= 60
+FUZZ_BACKENDS := userfaultfd userfaultfd-user memfd
+FUZZ_CC ?= clang
+FUZZ_CORPUS := Tests/fuzz/corpus
+FUZZ_REPLAY := $(BUILD)/fuzz/replay
+FUZZ_PROGRAM := $(BUILD)/fuzz/fuzz_ops
+
+.PHONY: fuzz fuzz-replay
+
+$(FUZZ_REPLAY): Tests/fuzz/fuzz_ops.c Tests/fuzz/replay.c $(HEADER) $(LIB_STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(EXAMPLE_CFLAGS) -o $@ Tests/fuzz/fuzz_ops.c Tests/fuzz/replay.c \
+		$(LIB_STATIC) -lpthread
+
+$(FUZZ_PROGRAM): Tests/fuzz/fuzz_ops.c $(LIB_SOURCES) $(wildcard Sources/CCowMem/*.h) $(HEADER)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=undefined -fuse-ld=bfd -D_GNU_SOURCE \
+		-ISources/CCowMem/include -ISources/CCowMem -o $@ Tests/fuzz/fuzz_ops.c \
+		$(LIB_SOURCES) -lpthread
+
+fuzz-replay: $(FUZZ_REPLAY)
+	@echo '== fuzz corpus replayed on each backend ($(FUZZ_CORPUS))'
+	@for backend in $(FUZZ_BACKENDS); do \
+		printf '%-17s ' "$$backend:"; \
+		COWMEM_BACKEND=$$backend $(FUZZ_REPLAY) $(FUZZ_CORPUS) || exit 1; \
+	done
+
+fuzz: $(FUZZ_PROGRAM)
+	@for backend in $(FUZZ_BACKENDS); do \
+		echo "== fuzzing on $$backend for $(FUZZ_SECONDS) s"; \
+		log=$(BUILD)/fuzz/$$backend.log; \
+		mkdir -p $(BUILD)/fuzz/corpus-$$backend; \
+		COWMEM_BACKEND=$$backend $(FUZZ_PROGRAM) -max_total_time=$(FUZZ_SECONDS) \
+			-max_len=1024 -print_final_stats=1 \
+			$(BUILD)/fuzz/corpus-$$backend $(FUZZ_CORPUS) > $$log 2>&1; \
+		rc=$$?; \
+		grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::number_of_executed_units' $$log; \
+		if [ $$rc -ne 0 ]; then tail -40 $$log; echo "make fuzz: FAILED on $$backend"; exit 1; fi; \
+	done
 
 # Engine v2 runs wherever the kernel allows it; the first engine serves
 # the rest (no userfaultfd) and is still tested whole on this kernel with
