@@ -98,6 +98,7 @@ help:
 	@echo 'make bench          every benchmark side by side (tables, CSV, chart); see Benchmarks/README.md'
 	@echo 'make bench-tracking dirty pages, reset, save and load only ($$(TRACK_BENCH_ARGS))'
 	@echo 'make bench-steady   write, snapshot, keep 8, repeat: clone, memcpy, fork ... ($$(STEADY_BENCH_ARGS))'
+	@echo 'make bench-chain    clones of clones, 1,000 and 10,000 deep: build and destroy ($$(CHAIN_BENCH_ARGS))'
 	@echo 'make demo           swift run -c release cowmem-demo $$(DEMO_ARGS)'
 	@echo '                    e.g. make demo DEMO_ARGS="--size-mib 256"'
 	@echo 'make install        install into $$(DESTDIR)$$(PREFIX) (PREFIX=$(PREFIX))'
@@ -286,6 +287,8 @@ TRACK_BENCH_ARGS ?=
 # STEADY_BENCH_ARGS="--sizes 1024 --rates 1 --max-seconds 300";
 # `make bench-steady` runs only that part.
 STEADY_BENCH_ARGS ?=
+# CHAIN_BENCH_ARGS="--pages 10000 --depths 1000,10000" is the default.
+CHAIN_BENCH_ARGS ?=
 BENCH_DIR := $(BUILD)/bench
 BENCH_PROGRAM := $(BENCH_DIR)/cowmem-bench
 TRACK_BENCH_PROGRAM := $(BENCH_DIR)/cowmem-track-bench
@@ -293,17 +296,22 @@ BENCH_CSV := $(BENCH_DIR)/bench.csv
 BENCH_PNG := $(BENCH_DIR)/bench.png
 TRACK_BENCH_CSV := $(BENCH_DIR)/tracking.csv
 STEADY_BENCH_PROGRAM := $(BENCH_DIR)/cowmem-steady-bench
+CHAIN_BENCH_PROGRAM := $(BENCH_DIR)/cowmem-chain-bench
 STEADY_BENCH_CSV := $(BENCH_DIR)/steady.csv
 STEADY_BENCH_PNG := $(BENCH_DIR)/steady.png
 
-.PHONY: bench bench-tracking bench-steady
-bench: $(BENCH_PROGRAM) $(TRACK_BENCH_PROGRAM) $(STEADY_BENCH_PROGRAM)
+.PHONY: bench bench-tracking bench-steady bench-chain
+bench: $(BENCH_PROGRAM) $(TRACK_BENCH_PROGRAM) $(STEADY_BENCH_PROGRAM) $(CHAIN_BENCH_PROGRAM)
 	$(BENCH_PROGRAM) --csv $(BENCH_CSV) $(BENCH_ARGS)
 	@Benchmarks/chart.sh $(BENCH_CSV) $(BENCH_PNG)
 	$(TRACK_BENCH_PROGRAM) --csv $(TRACK_BENCH_CSV) $(TRACK_BENCH_ARGS)
 	$(STEADY_BENCH_PROGRAM) --csv $(STEADY_BENCH_CSV) $(STEADY_BENCH_ARGS)
 	@Benchmarks/steady-chart.sh $(STEADY_BENCH_CSV) $(STEADY_BENCH_PNG)
+	$(CHAIN_BENCH_PROGRAM) $(CHAIN_BENCH_ARGS)
 	$(SWIFT) run -c release cowmem-swift-bench $(SWIFT_BENCH_ARGS)
+
+bench-chain: $(CHAIN_BENCH_PROGRAM)
+	$(CHAIN_BENCH_PROGRAM) $(CHAIN_BENCH_ARGS)
 
 bench-tracking: $(TRACK_BENCH_PROGRAM)
 	$(TRACK_BENCH_PROGRAM) --csv $(TRACK_BENCH_CSV) $(TRACK_BENCH_ARGS)
