@@ -52,7 +52,15 @@ static const struct {
 	{ "pagemap-scan", FEATURE_PAGEMAP_SCAN, 0, true, COWMEM_FEATURE_PAGEMAP_SCAN },
 	{ "user-mode", FEATURE_USER_MODE, 0, false, 0 },
 	{ "event-remap", FEATURE_EVENT_REMAP, UFFD_FEATURE_EVENT_REMAP, false, 0 },
+	{ "noexec-seal", FEATURE_NOEXEC_SEAL, 0, false, 0 },
+	{ "process-madvise", FEATURE_PROCESS_MADVISE, 0, false, 0 },
+	{ "dev-userfaultfd", FEATURE_DEV_USERFAULTFD, 0, false, 0 },
+	{ "future-write-seal", FEATURE_FUTURE_WRITE_SEAL, 0, false, 0 },
 };
+/* The fallbacks above: in use unless masked. */
+#define FALLBACK_FEATURES                                                   \
+	(FEATURE_NOEXEC_SEAL | FEATURE_PROCESS_MADVISE | FEATURE_DEV_USERFAULTFD | \
+	 FEATURE_FUTURE_WRITE_SEAL)
 #define FEATURE_COUNT (sizeof feature_table / sizeof feature_table[0])
 
 static const char *const backend_names[] = {
@@ -87,7 +95,8 @@ static int parse_disabled(const char *list, unsigned *disabled)
 unknown:
 	fprintf(stderr, "cowmem: COWMEM_DISABLE=%s names an unknown feature (known: "
 		"minor, wp, poison, wp-unpopulated, wp-async, move, dontunmap, zero-pfn, "
-		"pagemap-scan, user-mode, event-remap)\n",
+		"pagemap-scan, user-mode, event-remap, noexec-seal, process-madvise, "
+		"dev-userfaultfd, future-write-seal)\n",
 		list);
 	errno = EINVAL;
 	return -1;
@@ -96,12 +105,12 @@ unknown:
 /* A descriptor with kernel-mode faults: the system call, else the device
  * (6.1+), which an administrator can open to a group without lowering
  * vm.unprivileged_userfaultfd for everyone. */
-static int open_kernel_mode(bool *from_device)
+static int open_kernel_mode(unsigned disabled, bool *from_device)
 {
 	int fd = sys_userfaultfd(O_CLOEXEC | O_NONBLOCK);
 
 	*from_device = false;
-	if (fd >= 0 || errno != EPERM)
+	if (fd >= 0 || errno != EPERM || (disabled & FEATURE_DEV_USERFAULTFD))
 		return fd;
 	int device = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 	if (device < 0) {
@@ -141,7 +150,7 @@ static int open_user_mode(unsigned disabled)
 static int open_mode(enum backend backend, unsigned disabled, bool *from_device)
 {
 	if (backend == BACKEND_USERFAULTFD)
-		return open_kernel_mode(from_device);
+		return open_kernel_mode(disabled, from_device);
 	*from_device = false;
 	return open_user_mode(disabled);
 }
@@ -262,6 +271,7 @@ int backend_select(void)
 	}
 	if (!(disabled & FEATURE_DONTUNMAP))
 		engine.features |= FEATURE_DONTUNMAP; /* freeze() falls back if refused */
+	engine.features |= FALLBACK_FEATURES & ~disabled;
 	/* Lending pages lazily also needs /proc/self/mem (to read a lender's
 	 * page without faulting) and pagemap (to find written pages): without
 	 * /proc, MINOR and WP are of no use. */

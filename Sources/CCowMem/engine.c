@@ -251,14 +251,10 @@ size_t cowmem_page_size(void)
 struct layer *layer_create(size_t size)
 {
 	struct layer *layer = calloc(1, sizeof *layer);
-	const unsigned base_flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
 
 	if (!layer)
 		return NULL;
-	/* MFD_NOEXEC_SEAL (6.3+) makes the memfd non-executable for good. */
-	int fd = sys_memfd_create("cowmem", base_flags | MFD_NOEXEC_SEAL);
-	if (fd < 0 && errno == EINVAL)
-		fd = sys_memfd_create("cowmem", base_flags);
+	int fd = cowmem__memfd_for_pages();
 	if (fd < 0)
 		goto err_free;
 	if (ftruncate(fd, (off_t)size) < 0) {
@@ -823,7 +819,8 @@ static int freeze(struct cowmem_region *r)
 	keep_from_children(data, r->size);
 	/* The layer is frozen: let the kernel refuse any later write to it
 	 * (write(2), new shared writable mappings). 5.1+; advisory before. */
-	(void)fcntl(r->base->fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE);
+	if (engine.features & FEATURE_FUTURE_WRITE_SEAL)
+		(void)fcntl(r->base->fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE);
 	r->mode = REGION_PRIVATE;
 	r->uffd_modes = 0;
 	/* Unregistered, a hole read allocates a zero page in the layer: the

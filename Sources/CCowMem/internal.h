@@ -84,6 +84,7 @@ struct pm_scan_arg {
 /* ---- One wrapper per raw system call (syscalls.c) ---------------------- */
 int sys_userfaultfd(int flags);
 int sys_memfd_create(const char *name, unsigned int flags);
+int cowmem__memfd_for_pages(void); /* sealable, not executable where possible */
 void *sys_mremap(void *old_address, size_t old_size, size_t new_size,
 		 int flags, void *new_address);
 struct iovec;
@@ -215,6 +216,11 @@ enum {
 	FEATURE_PAGEMAP_SCAN = 1 << 8,   /* PAGEMAP_SCAN: find written pages fast */
 	FEATURE_USER_MODE = 1 << 9,      /* UFFD_USER_MODE_ONLY (5.11+); only masked */
 	FEATURE_EVENT_REMAP = 1 << 10,   /* offered; engine v2's fold fence uses it */
+	/* Fallbacks made forceable, never listed: on unless masked. */
+	FEATURE_NOEXEC_SEAL = 1 << 11,     /* MFD_NOEXEC_SEAL (6.3+) */
+	FEATURE_PROCESS_MADVISE = 1 << 12, /* process_madvise(2) batches (5.10+) */
+	FEATURE_DEV_USERFAULTFD = 1 << 13, /* /dev/userfaultfd when the call is refused */
+	FEATURE_FUTURE_WRITE_SEAL = 1 << 14, /* F_SEAL_FUTURE_WRITE (5.1+) */
 };
 
 /* Global engine state; every field is guarded by `lock` unless noted. */

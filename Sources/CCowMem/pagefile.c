@@ -34,12 +34,8 @@ int cowmem__pagefile_fd(void)
 
 static int open_pagefile(void)
 {
-	const unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
+	int new_fd = cowmem__memfd_for_pages();
 
-	/* MFD_NOEXEC_SEAL (6.3+) makes the memfd non-executable for good. */
-	int new_fd = sys_memfd_create("cowmem", flags | MFD_NOEXEC_SEAL);
-	if (new_fd < 0 && errno == EINVAL)
-		new_fd = sys_memfd_create("cowmem", flags);
 	if (new_fd < 0)
 		return -errno;
 	/* It only ever grows: whoever else holds the descriptor cannot

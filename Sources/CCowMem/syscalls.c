@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -17,6 +18,21 @@ int sys_userfaultfd(int flags)
 int sys_memfd_create(const char *name, unsigned int flags)
 {
 	return (int)syscall(SYS_memfd_create, name, flags);
+}
+
+/* The memfd region memory lives in: close-on-exec, sealable, and where the
+ * kernel can (6.3+) not executable for good. COWMEM_DISABLE=noexec-seal
+ * takes the way of older kernels. */
+int cowmem__memfd_for_pages(void)
+{
+	const unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
+
+	if (engine.features & FEATURE_NOEXEC_SEAL) {
+		int fd = sys_memfd_create("cowmem", flags | MFD_NOEXEC_SEAL);
+		if (fd >= 0 || errno != EINVAL)
+			return fd;
+	}
+	return sys_memfd_create("cowmem", flags);
 }
 
 /* glibc's mremap() wrapper rejects MREMAP_DONTUNMAP on some versions; the raw

@@ -305,7 +305,8 @@ static struct discard *discard_new(void)
 		return NULL;
 	}
 	d->count = 0;
-	d->pidfd = sys_pidfd_open(getpid(), 0); /* -1 is fine: madvise(2) then */
+	/* -1 is fine: madvise(2) then (also with COWMEM_DISABLE=process-madvise) */
+	d->pidfd = (engine.features & FEATURE_PROCESS_MADVISE) ? sys_pidfd_open(getpid(), 0) : -1;
 	return d;
 }
 

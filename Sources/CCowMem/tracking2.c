@@ -393,7 +393,8 @@ static int discard_own_pages(struct cowmem__region *r)
 		return -ENOMEM;
 	d->count = 0;
 	d->r = r;
-	d->pidfd = sys_pidfd_open(getpid(), 0); /* -1 is fine: madvise then */
+	/* -1 is fine: madvise then (also with COWMEM_DISABLE=process-madvise) */
+	d->pidfd = (engine.features & FEATURE_PROCESS_MADVISE) ? sys_pidfd_open(getpid(), 0) : -1;
 	int rc = cowmem__scan_own(r->data, r->pages, discard_run, d);
 	if (rc == 0)
 		rc = discard_flush(d);

@@ -93,6 +93,13 @@ static int check_descriptors(bool noexec)
 		EXPECT(ftruncate(fd, 0) < 0 && errno == EPERM,
 		       "ftruncate of region memfd %d refused (EPERM), got %s", fd,
 		       strerror(errno));
+		if (!noexec) {
+			/* The fallback (an older kernel, or COWMEM_DISABLE=noexec-seal)
+			 * really ran: no exec seal. */
+			EXPECT(!(seals & F_SEAL_EXEC) || !kernel_has_noexec_seal(),
+			       "region memfd %d has F_SEAL_EXEC although noexec-seal is masked "
+			       "(seals 0x%x)", fd, seals);
+		}
 		if (noexec) {
 			struct stat st;
 			EXPECT(fstat(fd, &st) == 0 && !(st.st_mode & 0111),
@@ -151,9 +158,13 @@ int main(void)
 {
 	page = test_page_size();
 	cowmem_region *a = test_create_or_skip(8 * page);
-	bool noexec = kernel_has_noexec_seal();
+	const char *disabled = getenv("COWMEM_DISABLE");
+	bool masked = disabled && test_feature_listed(disabled, "noexec-seal");
+	bool write_sealed = true;
+	bool noexec = kernel_has_noexec_seal() && !masked;
 	engine_v2 = strstr(cowmem_features(), "engine-v2") != NULL;
-	printf("kernel MFD_NOEXEC_SEAL: %s\n", noexec ? "yes" : "no");
+	printf("kernel MFD_NOEXEC_SEAL: %s%s\n", kernel_has_noexec_seal() ? "yes" : "no",
+	       masked ? " (masked: COWMEM_DISABLE=noexec-seal)" : "");
 	if (engine_v2)
 		printf("engine v2: one page file, written by clones; write seals not checked\n");
 
@@ -175,6 +186,13 @@ int main(void)
 	if (engine_v2)
 		goto after_write_seals;
 	seals = fcntl(frozen, F_GET_SEALS);
+	if (disabled && test_feature_listed(disabled, "future-write-seal")) {
+		EXPECT(seals >= 0 && !(seals & F_SEAL_FUTURE_WRITE),
+		       "future-write-seal masked, yet the frozen layer is write-sealed "
+		       "(seals 0x%x)", seals);
+		write_sealed = false;
+		goto after_write_seals;
+	}
 	EXPECT(seals >= 0 && (seals & F_SEAL_FUTURE_WRITE),
 	       "the frozen layer is write-sealed (seals 0x%x)", seals);
 	unsigned char junk[64];
@@ -225,6 +243,8 @@ after_write_seals:;
 	printf("seals: descriptors close-on-exec, /proc files read-only, memfds "
 	       "sealed%s, %s, no executable region\n",
 	       noexec ? " and non-executable" : "",
-	       engine_v2 ? "write seals not checked (engine v2)" : "frozen layers write-sealed");
+	       engine_v2	  ? "write seals not checked (engine v2)"
+	       : write_sealed ? "frozen layers write-sealed"
+			      : "frozen layers not write-sealed (future-write-seal masked)");
 	return TEST_EXIT_PASS;
 }
