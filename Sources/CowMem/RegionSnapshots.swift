@@ -110,7 +110,7 @@ extension Region {
     ///
     /// `file` must be a regular file or a memfd, open for writing and without `O_APPEND`.
     /// The call does not `fsync(2)` it. If it fails, the file may hold a partial snapshot:
-    /// save to a temporary file and `rename(2)` it into place once the call succeeded.
+    /// ``save(to:)-(FilePath)`` saves to a temporary file and renames it into place instead.
     ///
     /// For a consistent snapshot of a region that other threads keep writing through
     /// ``unsafeBaseAddress``, clone it while they are stopped and save the clone.
@@ -149,7 +149,7 @@ extension Region {
     /// Writes to the region or to its clones never reach the file. The library keeps its own
     /// duplicate of `file`, so the caller may close it at once; but the file's content must
     /// not change while the region or any clone of it exists. To replace a snapshot in use,
-    /// write a new file and `rename(2)` it over the old one.
+    /// write a new file and `rename(2)` it over the old one, as ``save(to:)-(FilePath)`` does.
     ///
     /// - Throws: ``CowMemError`` with code ``CowMemError/Code/notASnapshot`` if the file is
     ///   not a CowMem snapshot (or was saved with another page size),
