@@ -13,7 +13,7 @@ extension Region {
     ///
     /// The region's *origin* is its content when it was made: all zeros for
     /// ``init(size:)``, the source's content at the moment of the call for ``clone()``, and
-    /// the file's content for ``init(loading:)``. Cloning a region does not change its own
+    /// the file's content for ``init(loading:)-(FilePath)``. Cloning a region does not change its own
     /// origin, and ``reset()`` brings it back there.
     ///
     /// The list is exact where it matters and cheap to get:
@@ -42,7 +42,7 @@ extension Region {
     ///
     /// The origin is all zeros for a region from ``init(size:)``, the source's content at the
     /// moment of the ``clone()`` for a clone, and the file's content for a region from
-    /// ``init(loading:)``. A region can be reset any number of times; each time it goes back
+    /// ``init(loading:)-(FilePath)``. A region can be reset any number of times; each time it goes back
     /// to the same content. Clones made of it keep their content, its address and size stay
     /// the same, and ``dirtyPages()`` is empty afterwards.
     ///
@@ -101,7 +101,7 @@ extension Region {
     }
 
     /// Writes the region's content to `file` as a CowMem snapshot, which
-    /// ``init(loading:)`` opens again.
+    /// ``init(loading:)-(FileDescriptor)`` opens again.
     ///
     /// The snapshot is written from offset 0 and the file's length is set to the snapshot's:
     /// whatever the file held before is replaced. Pages that read as zero become holes, so a
@@ -136,7 +136,7 @@ extension Region {
         }
     }
 
-    /// Opens a snapshot written by ``save(to:)`` as a new region with the snapshot's content
+    /// Opens a snapshot written by ``save(to:)-(FileDescriptor)`` as a new region with the snapshot's content
     /// and size.
     ///
     /// The call reads the snapshot's header, not its pages: with the userfaultfd backends
