@@ -82,7 +82,7 @@ extension CowBuffer {
     ///
     /// The C function is `cowmem_save`.
     public func save(to file: FileDescriptor) throws(CowMemError) {
-        try regionToSave(for: "CowBuffer.save(to:)").save(to: file)
+        try storageToSave(for: "CowBuffer.save(to:)").save(to: file)
     }
 
     /// Writes the buffer's bytes to the file at `path` as a CowMem snapshot, atomically, as
@@ -99,7 +99,7 @@ extension CowBuffer {
     ///
     /// The C function is `cowmem_save`, called on a temporary file.
     public func save(to path: FilePath) throws(CowMemError) {
-        try regionToSave(for: "CowBuffer.save(to:)").save(to: path)
+        try storageToSave(for: "CowBuffer.save(to:)").save(to: path)
     }
 
     /// Opens a snapshot as a buffer of its first `count` bytes (all of them by default),
@@ -149,7 +149,7 @@ extension CowBuffer {
         self.init(adopting: region, count: count)
     }
 
-    private func regionToSave(for api: String) throws(CowMemError) -> CowBufferStorage {
+    private func storageToSave(for api: String) throws(CowMemError) -> CowBufferStorage {
         guard let storage else {
             throw CowMemError(
                 refusing: .invalidSize, in: api,
