@@ -70,7 +70,7 @@ CHECK_PREFIX := $(abspath $(BUILD)/install-check/prefix)
 CHECK_BIN := $(BUILD)/install-check/bin
 
 .PHONY: all lib tests examples test check-c check-c-v1 check-c-unprivileged install-check check-man \
-	check-swift demo install uninstall clean help
+	check-swift docs demo install uninstall clean help
 .DEFAULT_GOAL := all
 
 all: lib tests examples
@@ -89,6 +89,7 @@ help:
 	@echo 'make check-c-unprivileged  the C tests as user $$(TEST_USER) (run as root)'
 	@echo 'make install-check  install into a scratch prefix and build the examples via pkg-config'
 	@echo 'make check-swift    swift test only'
+	@echo 'make docs           the DocC catalogue of the Swift overlay, warnings as errors'
 	@echo 'make sanitize       C tests under ASan+UBSan, threaded ones under TSan ($(BUILD)/asan, tsan)'
 	@echo 'make valgrind       a few C tests under valgrind memcheck'
 	@echo 'make stress         the soak, STRESS_SECONDS (default 120) long'
@@ -266,6 +267,11 @@ check-man:
 check-swift:
 	@echo '== swift test'
 	$(SWIFT) test
+
+# The archive lands in .build/plugins/Swift-DocC/outputs/CowMem.doccarchive.
+docs:
+	@echo '== swift package generate-documentation'
+	$(SWIFT) package generate-documentation --target CowMem --warnings-as-errors
 
 demo:
 	$(SWIFT) run -c release cowmem-demo $(DEMO_ARGS)

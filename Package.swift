@@ -19,6 +19,8 @@ let package = Package(
     dependencies: [
         // Only for `Errno`, the ecosystem's errno type; a small package that builds in seconds.
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // Only for `swift package generate-documentation` (`make docs`); nothing links it.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         .target(

@@ -139,7 +139,7 @@ public struct CowBuffer: Sendable {
     }
 
     /// A buffer whose storage is `region`, holding its first `count` bytes (all of them by
-    /// default): for example a region opened with ``Region/init(loading:)``.
+    /// default): for example a region opened with ``Region/init(loading:)-(FilePath)``.
     ///
     /// The buffer owns the region from now on; the region's bytes past `count` are never
     /// read or written through the buffer. A `count` of zero makes an empty buffer, which

@@ -13,7 +13,7 @@ extension Region {
     ///
     /// The region's *origin* is its content when it was made: all zeros for
     /// ``init(size:)``, the source's content at the moment of the call for ``clone()``, and
-    /// the file's content for ``init(loading:)``. Cloning a region does not change its own
+    /// the file's content for ``init(loading:)-(FilePath)``. Cloning a region does not change its own
     /// origin, and ``reset()`` brings it back there.
     ///
     /// The list is exact where it matters and cheap to get:
@@ -42,7 +42,7 @@ extension Region {
     ///
     /// The origin is all zeros for a region from ``init(size:)``, the source's content at the
     /// moment of the ``clone()`` for a clone, and the file's content for a region from
-    /// ``init(loading:)``. A region can be reset any number of times; each time it goes back
+    /// ``init(loading:)-(FilePath)``. A region can be reset any number of times; each time it goes back
     /// to the same content. Clones made of it keep their content, its address and size stay
     /// the same, and ``dirtyPages()`` is empty afterwards.
     ///
@@ -101,7 +101,7 @@ extension Region {
     }
 
     /// Writes the region's content to `file` as a CowMem snapshot, which
-    /// ``init(loading:)`` opens again.
+    /// ``init(loading:)-(FileDescriptor)`` opens again.
     ///
     /// The snapshot is written from offset 0 and the file's length is set to the snapshot's:
     /// whatever the file held before is replaced. Pages that read as zero become holes, so a
@@ -110,7 +110,7 @@ extension Region {
     ///
     /// `file` must be a regular file or a memfd, open for writing and without `O_APPEND`.
     /// The call does not `fsync(2)` it. If it fails, the file may hold a partial snapshot:
-    /// save to a temporary file and `rename(2)` it into place once the call succeeded.
+    /// ``save(to:)-(FilePath)`` saves to a temporary file and renames it into place instead.
     ///
     /// For a consistent snapshot of a region that other threads keep writing through
     /// ``unsafeBaseAddress``, clone it while they are stopped and save the clone.
@@ -136,7 +136,7 @@ extension Region {
         }
     }
 
-    /// Opens a snapshot written by ``save(to:)`` as a new region with the snapshot's content
+    /// Opens a snapshot written by ``save(to:)-(FileDescriptor)`` as a new region with the snapshot's content
     /// and size.
     ///
     /// The call reads the snapshot's header, not its pages: with the userfaultfd backends
@@ -149,7 +149,7 @@ extension Region {
     /// Writes to the region or to its clones never reach the file. The library keeps its own
     /// duplicate of `file`, so the caller may close it at once; but the file's content must
     /// not change while the region or any clone of it exists. To replace a snapshot in use,
-    /// write a new file and `rename(2)` it over the old one.
+    /// write a new file and `rename(2)` it over the old one, as ``save(to:)-(FilePath)`` does.
     ///
     /// - Throws: ``CowMemError`` with code ``CowMemError/Code/notASnapshot`` if the file is
     ///   not a CowMem snapshot (or was saved with another page size),
