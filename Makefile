@@ -382,7 +382,11 @@ KERNEL_TEST_ENV ?= COWMEM_TEST_OPS=300 COWMEM_TEST_ROUNDS=2 COWMEM_TEST_PERMUTAT
 # a whole boot.
 KERNEL_QEMU_MEMORY ?= 6144
 KERNEL_QEMU_TIMEOUT ?= 1500
-KERNEL_STATIC_TESTS := $(TEST_SOURCES:Tests/c/%.c=$(KERNEL_TEST_DIR)/tests/%)
+# Tests/kernels/*.c are probes of kernel behaviour the tests depend on, in
+# the initramfs too but run only when named, e.g. KERNEL_TESTS=joinrace.
+KERNEL_PROBE_SOURCES := $(sort $(wildcard Tests/kernels/*.c))
+KERNEL_STATIC_TESTS := $(TEST_SOURCES:Tests/c/%.c=$(KERNEL_TEST_DIR)/tests/%) \
+	$(KERNEL_PROBE_SOURCES:Tests/kernels/%.c=$(KERNEL_TEST_DIR)/tests/%)
 KERNEL_INITRD := $(KERNEL_TEST_DIR)/initrd.gz
 
 .PHONY: test-kernels
@@ -402,6 +406,10 @@ test-kernels: $(KERNEL_INITRD)
 $(KERNEL_TEST_DIR)/tests/%: Tests/c/%.c $(LIB_STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(TEST_CFLAGS) $(LDFLAGS) -static $(TEST_LDFLAGS_$*) -o $@ $< $(LIB_STATIC) -lpthread
+
+$(KERNEL_TEST_DIR)/tests/%: Tests/kernels/%.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -Wall -Wextra -O2 -static -o $@ $< -lpthread
 
 $(KERNEL_TEST_DIR)/as-user: Support/test-kernels/as-user.c
 	@mkdir -p $(@D)
