@@ -92,6 +92,7 @@ help:
 	@echo 'make docs           the DocC catalogue of the Swift overlay, warnings as errors'
 	@echo 'make sanitize       C tests under ASan+UBSan, threaded ones under TSan ($(BUILD)/asan, tsan)'
 	@echo 'make valgrind       a few C tests under valgrind memcheck'
+	@echo 'make test-kernels   the C tests on Debian 6.1 and 5.10 kernels under QEMU (TCG; slow)'
 	@echo 'make stress         the soak, STRESS_SECONDS (default 120) long'
 	@echo 'make fuzz           libFuzzer on each backend, FUZZ_SECONDS (default 60) each (clang)'
 	@echo 'make fuzz-replay    the fuzz corpus (Tests/fuzz/corpus) on each backend; part of make test'
@@ -418,6 +419,79 @@ stress: $(STRESS_PROGRAM)
 $(STRESS_PROGRAM): Tests/stress/stress.c Tests/c/test_util.h $(LIB_STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(TEST_CFLAGS) -ITests/c $(LDFLAGS) -o $@ $< $(LIB_STATIC) -lpthread
+
+# ---- Old kernels under QEMU -----------------------------------------------------
+
+# `make test-kernels` (not part of `make test`): the C tests, linked
+# statically, on Debian's own kernels booted under qemu-system-x86_64 (TCG)
+# with a busybox-static initramfs, to prove the fallbacks on kernels that
+# really lack the features (not only masked with COWMEM_DISABLE). The
+# kernels (bookworm 6.1, bullseye 5.10) come from Debian's archive via apt
+# and are cached in $(KERNEL_DIR). Needs qemu-system-x86, busybox-static and
+# cpio; Documentation/backends.md describes it and the results.
+# e.g. make test-kernels KERNEL_RELEASES=bullseye KERNEL_TESTS="differential fork"
+KERNEL_DIR := $(BUILD)/kernels
+KERNEL_RELEASES ?= bookworm bullseye
+KERNEL_TEST_DIR := $(BUILD)/test-kernels
+# Every C test as root, and the quick ones that reach the unprivileged
+# paths again as nobody (backends.c already runs its own nobody cases).
+KERNEL_TESTS ?= $(TEST_SOURCES:Tests/c/%.c=%)
+KERNEL_NOBODY_TESTS ?= differential tracking fork errors engine_v2 syscalls seals bad_input
+# Seconds per program, and fewer operations than on the host: TCG runs
+# the guest many times slower.
+KERNEL_TEST_TIMEOUT ?= 300
+KERNEL_TEST_ENV ?= COWMEM_TEST_OPS=300 COWMEM_TEST_ROUNDS=2 COWMEM_TEST_PERMUTATIONS=1 \
+	COWMEM_TEST_ITERATIONS=60 COWMEM_TEST_FORKS=8
+# MiB of guest memory (large_lending holds about 3.5 GiB) and seconds for
+# a whole boot.
+KERNEL_QEMU_MEMORY ?= 6144
+KERNEL_QEMU_TIMEOUT ?= 1500
+# Tests/kernels/*.c are probes of kernel behaviour the tests depend on, in
+# the initramfs too but run only when named, e.g. KERNEL_TESTS=joinrace.
+KERNEL_PROBE_SOURCES := $(sort $(wildcard Tests/kernels/*.c))
+KERNEL_STATIC_TESTS := $(TEST_SOURCES:Tests/c/%.c=$(KERNEL_TEST_DIR)/tests/%) \
+	$(KERNEL_PROBE_SOURCES:Tests/kernels/%.c=$(KERNEL_TEST_DIR)/tests/%)
+KERNEL_INITRD := $(KERNEL_TEST_DIR)/initrd.gz
+
+.PHONY: test-kernels
+test-kernels: $(KERNEL_INITRD)
+	@failed=''; \
+	for release in $(KERNEL_RELEASES); do \
+		kernel=$$(Support/fetch-kernel $(KERNEL_DIR) $$release) || \
+			{ failed="$$failed $$release(fetch)"; continue; }; \
+		QEMU_MEMORY=$(KERNEL_QEMU_MEMORY) QEMU_TIMEOUT=$(KERNEL_QEMU_TIMEOUT) \
+		Support/test-kernels/boot $$release "$$kernel" $(KERNEL_INITRD) \
+			$(KERNEL_TEST_DIR)/$$release.log || failed="$$failed $$release"; \
+	done; \
+	echo; \
+	if [ -n "$$failed" ]; then echo "make test-kernels: FAILED:$$failed"; exit 1; fi; \
+	echo 'make test-kernels: every kernel passed'
+
+$(KERNEL_TEST_DIR)/tests/%: Tests/c/%.c $(LIB_STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(TEST_CFLAGS) $(LDFLAGS) -static $(TEST_LDFLAGS_$*) -o $@ $< $(LIB_STATIC) -lpthread
+
+$(KERNEL_TEST_DIR)/tests/%: Tests/kernels/%.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -Wall -Wextra -O2 -static -o $@ $< -lpthread
+
+$(KERNEL_TEST_DIR)/as-user: Support/test-kernels/as-user.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -Wall -Wextra -O2 -static -o $@ $<
+
+# The settings the guest's /init reads; rewritten only when they change.
+KERNEL_CONF_TEXT := TESTS='$(KERNEL_TESTS)'|NOBODY_TESTS='$(KERNEL_NOBODY_TESTS)'|TIMEOUT=$(KERNEL_TEST_TIMEOUT)|export $(KERNEL_TEST_ENV)
+ifneq ($(KERNEL_CONF_TEXT),$(shell cat $(KERNEL_TEST_DIR)/test-kernels.conf 2>/dev/null | tr '\n' '|' | sed 's/|$$//'))
+.PHONY: $(KERNEL_TEST_DIR)/test-kernels.conf
+endif
+$(KERNEL_TEST_DIR)/test-kernels.conf:
+	@mkdir -p $(@D)
+	@echo "$(KERNEL_CONF_TEXT)" | tr '|' '\n' > $@
+
+$(KERNEL_INITRD): Support/test-kernels/init Support/test-kernels/make-initramfs \
+		$(KERNEL_TEST_DIR)/as-user $(KERNEL_TEST_DIR)/test-kernels.conf $(KERNEL_STATIC_TESTS)
+	Support/test-kernels/make-initramfs $@ Support/test-kernels/init \
+		$(KERNEL_TEST_DIR)/as-user $(KERNEL_TEST_DIR)/test-kernels.conf $(KERNEL_STATIC_TESTS)
 
 # ---- Installation ----------------------------------------------------------
 
