@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -217,6 +218,37 @@ static bool pagemap_scan_works(void)
 	return engine.pagemap >= 0 && ioctl(engine.pagemap, PAGEMAP_SCAN, &arg) == 0;
 }
 
+/* MREMAP_DONTUNMAP on a shared mapping of a memfd is 5.13+ (5.7 took it
+ * for private anonymous memory only): try it on one page. A probe that
+ * cannot run (no descriptor) claims it, and freeze() falls back if the
+ * kernel refuses. */
+static bool dontunmap_works(void)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	int fd = sys_memfd_create("cowmem-probe", MFD_CLOEXEC);
+
+	if (fd < 0)
+		return true;
+	bool works = true;
+	char *shared = ftruncate(fd, (off_t)page) == 0
+			       ? mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+			       : MAP_FAILED;
+	char *target = mmap(NULL, page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (shared != MAP_FAILED && target != MAP_FAILED) {
+		char *moved = sys_mremap(shared, page, page,
+					 MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, target);
+		works = moved != MAP_FAILED;
+		if (works)
+			target = moved;
+	}
+	if (shared != MAP_FAILED)
+		munmap(shared, page);
+	if (target != MAP_FAILED)
+		munmap(target, page);
+	close(fd);
+	return works;
+}
+
 int backend_select(void)
 {
 	const char *wanted = getenv("COWMEM_BACKEND");
@@ -269,8 +301,8 @@ int backend_select(void)
 			 !(disabled & feature_table[i].bit))
 			engine.features |= feature_table[i].bit; /* offered, unused */
 	}
-	if (!(disabled & FEATURE_DONTUNMAP))
-		engine.features |= FEATURE_DONTUNMAP; /* freeze() falls back if refused */
+	if (!(disabled & FEATURE_DONTUNMAP) && dontunmap_works())
+		engine.features |= FEATURE_DONTUNMAP;
 	engine.features |= FALLBACK_FEATURES & ~disabled;
 	/* Lending pages lazily also needs /proc/self/mem (to read a lender's
 	 * page without faulting) and pagemap (to find written pages): without
