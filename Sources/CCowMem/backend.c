@@ -328,7 +328,7 @@ int backend_open_another(uint64_t features)
 		errno = ENOTSUP;
 		return -1;
 	}
-	int uffd = open_mode(engine.backend, 0, &from_device) /* was available */;
+	int uffd = open_mode(engine.backend, 0, &from_device); /* was available */
 	if (uffd < 0)
 		return -1;
 	if (uffd_api(uffd, features, &reported) < 0) {

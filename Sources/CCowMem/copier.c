@@ -52,25 +52,15 @@ static struct cowmem__copy_batch *offered; /* a batch the helper may take */
 static bool running, helping;
 static bool quit; /* the last region is gone */
 
-/* A write access that changes nothing: x86's lock cmpxchg writes whatever
- * it compares, so a layer page the shared mapping does not map yet faults
- * once, for writing, instead of a read fault (fault-around, read-only)
- * and then a write-protect fault with its TLB flush. Only the library
- * writes the shared mapping; the store is to a volatile, so no compiler
- * drops it. */
-static void touch_for_write(char *page)
-{
-	char expected = 0;
-	(void)__atomic_compare_exchange_n((volatile char *)page, &expected, 0, false,
-					  __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-}
-
 static void run_job(const struct cowmem__page_job *job)
 {
 	size_t page_size = engine.page_size;
 
+	/* A layer page the shared mapping does not map yet then faults once,
+	 * for writing, instead of a read fault (fault-around, read-only) and
+	 * then a write-protect fault with its TLB flush. */
 	if (job->punch < 0)
-		touch_for_write(job->target);
+		cowmem__touch_for_write(job->target);
 	if (job->keep)
 		memcpy(job->keep, job->target, page_size);
 	if (job->punch >= 0) /* unmaps it from every reader; a new page follows */

@@ -86,23 +86,18 @@ int cowmem_destroy(cowmem_region *r)
 }
 
 /* Faults the pages of [offset, offset + length) of the region at data in
- * from user mode. A compare-and-swap of a byte with itself is a write
- * access that cannot lose a concurrent store (x86's lock cmpxchg writes
- * even when the comparison fails). Unlike an idempotent atomic add, which
- * clang lowers to a plain load, its result is used, and on a volatile
- * object no compiler may drop or weaken it. */
+ * from user mode, for reading or for writing (cowmem__touch_for_write). */
 static void touch_pages(char *data, size_t offset, size_t length, int for_write)
 {
 	size_t first = offset / engine.page_size;
 	size_t end = (offset + length + engine.page_size - 1) / engine.page_size;
 
 	for (size_t page = first; page < end; page++) {
-		volatile char *p = data + page * engine.page_size;
-		char seen = *p;
+		char *p = data + page * engine.page_size;
 		if (for_write)
-			while (!__atomic_compare_exchange_n(p, &seen, seen, false, __ATOMIC_RELAXED,
-							    __ATOMIC_RELAXED))
-				;
+			cowmem__touch_for_write(p);
+		else
+			(void)*(volatile char *)p;
 	}
 }
 

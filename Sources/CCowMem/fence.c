@@ -23,7 +23,6 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "v2.h"
@@ -86,12 +85,6 @@ static int open_fence(void)
 	return 0;
 }
 
-static int unregister(int uffd, const struct cowmem__region *r)
-{
-	struct uffdio_range range = { (uintptr_t)r->data, r->size };
-	return ioctl(uffd, UFFDIO_UNREGISTER, &range) < 0 ? -errno : 0;
-}
-
 int cowmem__fence_raise(struct cowmem__region *head)
 {
 	int rc;
@@ -100,8 +93,8 @@ int cowmem__fence_raise(struct cowmem__region *head)
 		return rc;
 	/* A mapping has one descriptor: leave the library's first. Until the
 	 * fence is up, accesses are the kernel's, on pages not moved yet. */
-	if (head->uffd_modes && (rc = unregister(engine.uffd, head)) < 0)
-		return rc;
+	if (head->uffd_modes && uffd_unregister(engine.uffd, head->data, head->size) < 0)
+		return -errno;
 	head->uffd_modes = 0;
 	if (uffd_register(fence->fd, head->data, head->size,
 			  UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR) < 0) {
@@ -117,7 +110,7 @@ void cowmem__fence_lower(struct cowmem__region *head)
 	/* Wakes the accesses that waited; they retry against the layer. A
 	 * hole read before the next line allocates in the layer, with the
 	 * right bytes (zeros). */
-	(void)unregister(fence->fd, head);
+	(void)uffd_unregister(fence->fd, head->data, head->size);
 	(void)cowmem__register(head, UFFDIO_REGISTER_MODE_MISSING);
 }
 

@@ -85,6 +85,7 @@ struct pm_scan_arg {
 int sys_userfaultfd(int flags);
 int sys_memfd_create(const char *name, unsigned int flags);
 int cowmem__memfd_for_pages(void); /* sealable, not executable where possible */
+int cowmem__pidfd_for_madvise(void); /* -1: madvise(2) one range at a time */
 void *sys_mremap(void *old_address, size_t old_size, size_t new_size,
 		 int flags, void *new_address);
 struct iovec;
@@ -92,6 +93,18 @@ int sys_pidfd_open(pid_t pid, unsigned int flags);
 ssize_t sys_process_madvise(int pidfd, const struct iovec *iov, size_t count, int advice,
 			    unsigned int flags);
 int cowmem__pread_all(int fd, void *buffer, size_t length, off_t offset); /* 0 or -errno */
+
+/* A write access to the byte at p that changes nothing: x86's lock cmpxchg
+ * writes even when the comparison fails, so a page not mapped writable
+ * faults once, for writing, and a concurrent store is never lost. On a
+ * volatile object no compiler may drop or weaken it (clang lowers an
+ * idempotent atomic add to a plain load). */
+static inline void cowmem__touch_for_write(void *p)
+{
+	char expected = 0;
+	(void)__atomic_compare_exchange_n((volatile char *)p, &expected, 0, false,
+					  __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
 
 /* "cowmem: cannot provide page P of region D: strerror(error)" on stderr,
  * with no allocation and no stdio (fail_message.c); errno is kept. */
@@ -105,6 +118,7 @@ void cowmem__prepare_to_fail(void);
  * the number of bytes the kernel handled before an error. */
 int uffd_api(int uffd, uint64_t want, uint64_t *granted);
 int uffd_register(int uffd, void *addr, size_t len, uint64_t modes);
+int uffd_unregister(int uffd, void *addr, size_t len); /* wakes the range's waiters */
 int uffd_copy(int uffd, void *dst, const void *src, size_t len, uint64_t mode,
 	      size_t *done);
 int uffd_zeropage(int uffd, void *dst, size_t len, size_t *done);

@@ -289,9 +289,8 @@ static void set_bit(unsigned char *bits, size_t page)
  * directly, but only before its first clone, and nothing asks before that.
  * mincore() on the shared mapping answers for the page cache, mapped or
  * not, up to LEARN_STEP pages per call (a fault's window); a page it calls
- * absent is a hole or a
- * page swapped out, which lseek(SEEK_DATA) tells apart, once per run of
- * holes. Asking SEEK_HOLE alone costs up to the rest of the file per
+ * absent is a hole or a page swapped out, which lseek(SEEK_DATA) tells
+ * apart, once per run of holes. Asking SEEK_HOLE alone costs up to the rest of the file per
  * question: 17 ms for a populated GiB. */
 #define LEARN_STEP 256
 

@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 
 #include "v2.h"
@@ -121,8 +120,7 @@ int cowmem__register_exactly(struct cowmem__region *r, uint64_t modes)
 	if (r->uffd_modes == modes)
 		return 0;
 	if ((r->uffd_modes & ~modes) != 0) {
-		struct uffdio_range range = { (uintptr_t)r->data, r->size };
-		if (ioctl(engine.uffd, UFFDIO_UNREGISTER, &range) < 0)
+		if (uffd_unregister(engine.uffd, r->data, r->size) < 0)
 			return -errno;
 		r->uffd_modes = 0;
 	}

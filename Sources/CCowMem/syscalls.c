@@ -35,6 +35,16 @@ int cowmem__memfd_for_pages(void)
 	return sys_memfd_create("cowmem", flags);
 }
 
+/* A pidfd of this process for process_madvise(2) batches, or -1 (then
+ * madvise(2) one range at a time): before 5.10, or with
+ * COWMEM_DISABLE=process-madvise. */
+int cowmem__pidfd_for_madvise(void)
+{
+	if (!(engine.features & FEATURE_PROCESS_MADVISE))
+		return -1;
+	return sys_pidfd_open(getpid(), 0);
+}
+
 /* glibc's mremap() wrapper rejects MREMAP_DONTUNMAP on some versions; the raw
  * system call does not. */
 void *sys_mremap(void *old_address, size_t old_size, size_t new_size,
@@ -93,6 +103,12 @@ int uffd_register(int uffd, void *addr, size_t len, uint64_t modes)
 		.mode = modes,
 	};
 	return ioctl(uffd, UFFDIO_REGISTER, &reg);
+}
+
+int uffd_unregister(int uffd, void *addr, size_t len)
+{
+	struct uffdio_range range = { .start = (uintptr_t)addr, .len = len };
+	return ioctl(uffd, UFFDIO_UNREGISTER, &range);
 }
 
 /* The fill ioctls report progress in a field of their own; a partial fill

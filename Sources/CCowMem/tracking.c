@@ -305,8 +305,7 @@ static struct discard *discard_new(void)
 		return NULL;
 	}
 	d->count = 0;
-	/* -1 is fine: madvise(2) then (also with COWMEM_DISABLE=process-madvise) */
-	d->pidfd = (engine.features & FEATURE_PROCESS_MADVISE) ? sys_pidfd_open(getpid(), 0) : -1;
+	d->pidfd = cowmem__pidfd_for_madvise();
 	return d;
 }
 

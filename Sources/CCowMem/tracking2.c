@@ -393,8 +393,7 @@ static int discard_own_pages(struct cowmem__region *r)
 		return -ENOMEM;
 	d->count = 0;
 	d->r = r;
-	/* -1 is fine: madvise then (also with COWMEM_DISABLE=process-madvise) */
-	d->pidfd = (engine.features & FEATURE_PROCESS_MADVISE) ? sys_pidfd_open(getpid(), 0) : -1;
+	d->pidfd = cowmem__pidfd_for_madvise();
 	int rc = cowmem__scan_own(r->data, r->pages, discard_run, d);
 	if (rc == 0)
 		rc = discard_flush(d);
