@@ -69,6 +69,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -107,12 +108,17 @@ struct outcome {
 	long long available_floor;  /* STOPPED_BY_MEMORY: the floor, bytes */
 	unsigned checks;
 	size_t compared;
-	double samples[]; /* snapshot_s[iterations], then writes_s[iterations] */
+	/* snapshot_s, writes_s, snapshot_cpu_s, snapshot_thread_cpu_s and
+	 * snapshot_switches, each [iterations] */
+	double samples[];
 };
+
+enum { SAMPLE_KINDS = 5 };
 
 static size_t outcome_bytes(const struct setting *s)
 {
-	return sizeof(struct outcome) + 2 * (size_t)s->iterations * sizeof(double);
+	return sizeof(struct outcome) +
+	       SAMPLE_KINDS * (size_t)s->iterations * sizeof(double);
 }
 
 static double *snapshot_s(struct outcome *o)
@@ -123,6 +129,50 @@ static double *snapshot_s(struct outcome *o)
 static double *writes_s(struct outcome *o, const struct setting *s)
 {
 	return o->samples + s->iterations;
+}
+
+/* CPU time of every thread of the process during the snapshot: the
+ * library's helper threads included. */
+static double *snapshot_cpu_s(struct outcome *o, const struct setting *s)
+{
+	return o->samples + 2 * (size_t)s->iterations;
+}
+
+/* CPU time of the thread that called the snapshot, during it: with the
+ * wall time it tells waiting (for another CPU, a lock, another process)
+ * from working. */
+static double *snapshot_thread_cpu_s(struct outcome *o, const struct setting *s)
+{
+	return o->samples + 3 * (size_t)s->iterations;
+}
+
+/* Involuntary context switches of the calling thread during the snapshot:
+ * how often something else took its CPU. */
+static double *snapshot_switches(struct outcome *o, const struct setting *s)
+{
+	return o->samples + 4 * (size_t)s->iterations;
+}
+
+struct cpu_mark {
+	double wall, process, thread;
+	long involuntary;
+};
+
+static double clock_seconds(clockid_t clock)
+{
+	struct timespec t;
+	clock_gettime(clock, &t);
+	return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static struct cpu_mark cpu_mark_now(void)
+{
+	struct rusage usage;
+	getrusage(RUSAGE_THREAD, &usage);
+	return (struct cpu_mark){
+		now_seconds(), clock_seconds(CLOCK_PROCESS_CPUTIME_ID),
+		clock_seconds(CLOCK_THREAD_CPUTIME_ID), usage.ru_nivcsw,
+	};
 }
 
 /* One approach's run, inside its child. `work` is where the next writes go;
@@ -655,11 +705,14 @@ static void run_iterations(const struct approach *a, struct loop *l,
 	for (unsigned i = 1; i <= s->iterations; i++) {
 		double t0 = now_seconds();
 		write_pages(l->work, pages_of(l, i), s->k, byte_for(i));
-		double t1 = now_seconds();
+		struct cpu_mark before = cpu_mark_now();
 		a->snapshot(l, i);
-		double t2 = now_seconds();
-		writes_s(out, s)[i - 1] = t1 - t0;
-		snapshot_s(out)[i - 1] = t2 - t1;
+		struct cpu_mark after = cpu_mark_now();
+		writes_s(out, s)[i - 1] = before.wall - t0;
+		snapshot_s(out)[i - 1] = after.wall - before.wall;
+		snapshot_cpu_s(out, s)[i - 1] = after.process - before.process;
+		snapshot_thread_cpu_s(out, s)[i - 1] = after.thread - before.thread;
+		snapshot_switches(out, s)[i - 1] = after.involuntary - before.involuntary;
 		out->done = i;
 		if (a->verified) {
 			model_learn(m, l, i);
@@ -968,6 +1021,23 @@ static void print_after_table(const struct setting *s,
 		       num(quantile_of(snapshot_s(o), o->done, w.late_from,
 				       w.late_to, 1) * 1e3));
 	}
+	printf(".\nSnapshot CPU, median of iterations %u–%u, ms (the calling "
+	       "thread / every thread of the process), and the calling thread's "
+	       "involuntary context switches per snapshot (median / maximum): a "
+	       "wall time far above the CPU time is time spent waiting for a "
+	       "CPU or a lock:", w.late_from, w.late_to);
+	for (int i = 0; i < count; i++) {
+		struct outcome *o = results[i].out;
+		printf("%s %s %s / %s, %s / %s", i ? ";" : "", results[i].a->name,
+		       num(quantile_of(snapshot_thread_cpu_s(o, s), o->done,
+				       w.late_from, w.late_to, 0.5) * 1e3),
+		       num(quantile_of(snapshot_cpu_s(o, s), o->done, w.late_from,
+				       w.late_to, 0.5) * 1e3),
+		       num(quantile_of(snapshot_switches(o, s), o->done,
+				       w.late_from, w.late_to, 0.5)),
+		       num(quantile_of(snapshot_switches(o, s), o->done,
+				       w.late_from, w.late_to, 1)));
+	}
 	printf(".\nSetup + iterations, wall s:");
 	for (int i = 0; i < count; i++) {
 		const struct result *r = &results[i];
@@ -1015,8 +1085,11 @@ static void append_csv(FILE *csv, const struct setting *s, const struct result *
 		return;
 	struct outcome *o = r->out;
 	for (unsigned i = 1; i <= o->done; i++)
-		fprintf(csv, "%s,%u,%g,%u,%.9g,%.9g\n", r->a->name, s->size_mib,
-			s->rate, i, snapshot_s(o)[i - 1], writes_s(o, s)[i - 1]);
+		fprintf(csv, "%s,%u,%g,%u,%.9g,%.9g,%.9g,%.9g,%g\n", r->a->name,
+			s->size_mib, s->rate, i, snapshot_s(o)[i - 1],
+			writes_s(o, s)[i - 1], snapshot_cpu_s(o, s)[i - 1],
+			snapshot_thread_cpu_s(o, s)[i - 1],
+			snapshot_switches(o, s)[i - 1]);
 	fflush(csv);
 }
 
@@ -1247,7 +1320,8 @@ static FILE *open_csv(const char *path)
 	FILE *f = fopen(path, "w");
 	if (!f)
 		die("cannot write %s: %s", path, strerror(errno));
-	fprintf(f, "approach,size_mib,rate_pct,iteration,snapshot_s,writes_s\n");
+	fprintf(f, "approach,size_mib,rate_pct,iteration,snapshot_s,writes_s,"
+		   "snapshot_cpu_s,snapshot_thread_cpu_s,snapshot_switches\n");
 	return f;
 }
 
