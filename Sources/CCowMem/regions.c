@@ -14,7 +14,21 @@
 
 #include "v2.h"
 
-#define HUGE_ALIGN ((size_t)2 << 20) /* page tables move cheapest at PMD alignment */
+/*
+ * mremap() moves page tables whole where both ranges are aligned alike: a
+ * PMD entry (2 MiB of pages) at 2 MiB alignment, a PUD entry (1 GiB) at
+ * 1 GiB alignment. Each entry moved is one TLB flush, and a flush needs an
+ * interrupt to every other CPU the process ran on: moving 1 GiB by PMDs
+ * took 0.2-7 ms here (512 flushes; slow whenever those interrupts were
+ * needed), by one PUD 0.04-0.06 ms.
+ */
+#define PMD_ALIGN ((size_t)2 << 20)
+#define PUD_ALIGN ((size_t)1 << 30)
+
+static size_t alignment_for(size_t size)
+{
+	return size >= PUD_ALIGN ? PUD_ALIGN : PMD_ALIGN;
+}
 
 bool cowmem__v2;
 
@@ -200,8 +214,8 @@ int cowmem__fresh_register_all(struct cowmem__layer *layer)
 
 /* ---- Mappings ----------------------------------------------------------- */
 
-/* Maps the layer's range at a 2 MiB-aligned address: reserve more, map over
- * it, trim. MAP_NORESERVE: a private mapping larger than RAM must not be
+/* Maps the layer's range at an aligned address (alignment_for()): reserve
+ * more, map over it, trim. MAP_NORESERVE: a private mapping larger than RAM must not be
  * refused by the commit charge; pages are charged as they are written. */
 int cowmem__region_map(struct cowmem__layer *layer, size_t size, int share, char **data)
 {
@@ -228,12 +242,15 @@ int cowmem__region_map(struct cowmem__layer *layer, size_t size, int share, char
 	return 0;
 }
 
-/* A place for `size` bytes at a 2 MiB boundary, reserved PROT_NONE inside
- * [*area, *area + *length), which the caller maps over or unmaps; NULL and
- * errno if there is no room. Page tables move cheapest at PMD alignment. */
+/* A place for `size` bytes at the boundary alignment_for() gives, reserved
+ * PROT_NONE inside [*area, *area + *length), which the caller maps over or
+ * unmaps; NULL and errno if there is no room. Two places for one size are
+ * aligned alike, so page tables move whole between them. */
 char *cowmem__reserve_aligned(size_t size, char **area, size_t *length)
 {
-	*length = size + HUGE_ALIGN;
+	size_t align = alignment_for(size);
+
+	*length = size + align;
 	if (*length < size) {
 		errno = ENOMEM;
 		return NULL;
@@ -241,7 +258,7 @@ char *cowmem__reserve_aligned(size_t size, char **area, size_t *length)
 	*area = mmap(NULL, *length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (*area == MAP_FAILED)
 		return NULL;
-	return (char *)(((uintptr_t)*area + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1));
+	return (char *)(((uintptr_t)*area + align - 1) & ~(align - 1));
 }
 
 /* ---- Create and destroy --------------------------------------------------- */
