@@ -411,8 +411,9 @@ int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint
 		cowmem__layer_drop(layer, gen);
 		return rc;
 	}
-	/* Let go of the old view. */
+	/* Let go of the old view: none of its pages is mapped any more. */
 	cowmem__fresh_remove(r);
+	cowmem__region_forget_mapped(r);
 	if (r->mode == COWMEM__HEAD)
 		cowmem__layer_set_head(r->layer, NULL);
 	else if (r->mode == COWMEM__READER)

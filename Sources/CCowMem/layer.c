@@ -65,6 +65,7 @@ struct cowmem__layer {
 	uint64_t *birth;         /* per page */
 	bool birth_populated;    /* prefaulted for writing, at the first capture */
 	unsigned char *mapped;   /* per page: a reader may map the current page */
+	size_t mappers;          /* live regions that set bits of mapped */
 	uint64_t current;        /* the newest generation */
 	struct page_map old;     /* page -> pool index + 1 of its newest old version */
 	struct old_version *pool;
@@ -386,6 +387,23 @@ static void note_data(struct cowmem__layer *layer, size_t page)
 		set_bit(layer->data, page);
 		set_bit(layer->data + (layer->pages + 7) / 8, page);
 	}
+}
+
+/* A region starts or stops being one whose mappings the mapped bits
+ * describe. When the last one goes, no reader maps a layer page except
+ * fresh ones, which note theirs when they stop being fresh: every bit is
+ * stale, and a replaced page may be overwritten in place again instead of
+ * punched (a reader's read maps a window of up to 256 pages, and each of
+ * them would be punched when next replaced, long after that reader). */
+void cowmem__layer_mapper_add(struct cowmem__layer *layer)
+{
+	layer->mappers++;
+}
+
+void cowmem__layer_mapper_drop(struct cowmem__layer *layer)
+{
+	if (--layer->mappers == 0)
+		memset(layer->mapped, 0, (layer->pages + 7) / 8);
 }
 
 void cowmem__layer_note_mapped(struct cowmem__layer *layer, size_t page, size_t count)

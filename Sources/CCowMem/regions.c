@@ -176,9 +176,28 @@ void cowmem__fresh_remove(struct cowmem__region *r)
 	r->fresh = false;
 }
 
+void cowmem__region_note_mapped(struct cowmem__region *r, size_t page, size_t count)
+{
+	if (count == 0)
+		return;
+	if (!r->maps_layer) {
+		r->maps_layer = true;
+		cowmem__layer_mapper_add(r->layer);
+	}
+	cowmem__layer_note_mapped(r->layer, page, count);
+}
+
+void cowmem__region_forget_mapped(struct cowmem__region *r)
+{
+	if (r->maps_layer) {
+		r->maps_layer = false;
+		cowmem__layer_mapper_drop(r->layer);
+	}
+}
+
 static int note_mapped_run(size_t first, size_t end, void *ctx)
 {
-	cowmem__layer_note_mapped(ctx, first, end - first);
+	cowmem__region_note_mapped(ctx, first, end - first);
 	return 0;
 }
 
@@ -191,7 +210,7 @@ int cowmem__fresh_leave(struct cowmem__region *r)
 
 	if (rc < 0 || !r->fresh)
 		return rc;
-	if ((rc = cowmem__scan_file_pages(r->data, r->pages, note_mapped_run, r->layer)) < 0)
+	if ((rc = cowmem__scan_file_pages(r->data, r->pages, note_mapped_run, r)) < 0)
 		return rc;
 	cowmem__fresh_remove(r);
 	return 0;
@@ -375,6 +394,7 @@ out:
 void cowmem__region_release(struct cowmem__region *r)
 {
 	cowmem__fresh_remove(r);
+	cowmem__region_forget_mapped(r);
 	if (r->mode == COWMEM__READER)
 		cowmem__layer_drop(r->layer, r->gen);
 	if (r->origin == COWMEM__ORIGIN_VIEW) {

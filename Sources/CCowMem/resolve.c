@@ -147,7 +147,7 @@ static void map_layer_pages(struct cowmem__region *r, size_t page)
 	if (rc == 0)
 		mapped = n;
 	/* Replacing these pages must unmap them from r first. */
-	cowmem__layer_note_mapped(r->layer, page, mapped);
+	cowmem__region_note_mapped(r, page, mapped);
 	finish(r, page, rc, done);
 }
 

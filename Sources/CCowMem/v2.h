@@ -90,6 +90,8 @@ void cowmem__layer_set_head(struct cowmem__layer *layer, struct cowmem__region *
 /* A reader may map the layer's current page: replacing it must unmap it
  * from every mapping first (a hole punch), not write it in place. */
 void cowmem__layer_note_mapped(struct cowmem__layer *layer, size_t page, size_t count);
+void cowmem__layer_mapper_add(struct cowmem__layer *layer);
+void cowmem__layer_mapper_drop(struct cowmem__layer *layer);
 bool cowmem__layer_has_data(const struct cowmem__layer *layer, size_t page);
 /* How many pages from `page` on (at most `limit`) all hold data
  * (want_data) or are all holes in the page file. */
@@ -173,6 +175,8 @@ struct cowmem__region {
 					     may map layer pages its origin's
 					     overlay replaces */
 	bool orphan;                      /* inherited through fork() */
+	bool maps_layer;                  /* has set bits of its layer's mapped
+					     (counted in the layer's mappers) */
 	struct page_map filled;           /* pages the server filled with a version */
 	uint64_t faults, blocked_ns;
 };
@@ -187,6 +191,10 @@ char *cowmem__page(const struct cowmem__region *r, size_t page);
 int cowmem__fresh_add(struct cowmem__region *r);
 void cowmem__fresh_remove(struct cowmem__region *r);
 int cowmem__fresh_leave(struct cowmem__region *r);
+/* Notes that r maps pages [page, page + count) of its layer. */
+void cowmem__region_note_mapped(struct cowmem__region *r, size_t page, size_t count);
+/* r no longer maps any page of its layer: they were all dropped, or r goes. */
+void cowmem__region_forget_mapped(struct cowmem__region *r);
 int cowmem__fresh_register_all(struct cowmem__layer *layer);
 char *cowmem__reserve_aligned(size_t size, char **area, size_t *length);
 int cowmem__region_map(struct cowmem__layer *layer, size_t size, int share, char **data);
