@@ -176,8 +176,12 @@ public struct CowBuffer: Sendable {
     ///
     /// Setting a byte of a buffer that shares its storage with a copy first clones the
     /// storage (see ``makeUnique()``); then the page that holds the byte is copied, once.
-    /// Each access checks the index and, for a write, whether the storage is shared, once:
-    /// a loop over the bytes costs about what the same loop over an `Array` costs.
+    ///
+    /// A loop of subscript reads costs what the same loop over an `Array` costs. Each write
+    /// asks the runtime whether the storage is shared, and unlike an array's, that question
+    /// stays in the loop, so a loop of subscript writes is many times slower than on an
+    /// array. To write many bytes, write them through one ``mutableSpan``, which asks once:
+    /// `var bytes = buffer.mutableSpan; for i in bytes.indices { bytes[i] = 0 }`.
     @inlinable
     public subscript(position: Int) -> UInt8 {
         get {
@@ -217,6 +221,18 @@ public struct CowBuffer: Sendable {
     /// The address of the storage, made this buffer's own and ready to be written: the one
     /// check every write makes. Traps if the storage cannot be cloned. The buffer must not be
     /// empty.
+    ///
+    /// In a loop of subscript writes this stays in the loop, as a call to
+    /// `swift_isUniquelyReferenced_native` and a load of `lent` before each byte's store
+    /// (the release code of the benchmark shows it), and that per-byte branch also keeps the
+    /// loop from being vectorised. The optimizer moves an array's uniqueness check out of
+    /// such loops only because it knows `Array`'s `make_mutable` semantics; no public
+    /// annotation tells it the same of another type, and the answer cannot live in the
+    /// buffer value itself, since `var b = a` copies the value bit for bit and only the
+    /// reference count tells the two apart. A copy token that did get hoisted (a one-element
+    /// array) was tried and rejected: an array copies itself and releases the shared buffer
+    /// before the code after it runs, so another copy could start writing the storage in
+    /// place while this one is still cloning it.
     @inlinable
     @inline(__always)
     internal mutating func _writableBase() -> UnsafeMutableRawPointer {
