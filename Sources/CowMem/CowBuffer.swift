@@ -352,6 +352,7 @@ extension CowBuffer {
     /// cannot outlive the buffer. Copies of the buffer may be written meanwhile; they clone
     /// the storage first, so the span keeps showing this buffer's bytes. An empty buffer
     /// gives an empty span.
+    @inlinable
     public var span: Span<UInt8> {
         @_lifetime(borrow self)
         borrowing get {
@@ -364,6 +365,7 @@ extension CowBuffer {
 
     /// The buffer's bytes as a `RawSpan`, for reading, for example to load wider values with
     /// `unsafeLoadUnaligned(fromByteOffset:as:)`. As ``span``, it borrows the buffer.
+    @inlinable
     public var bytes: RawSpan {
         @_lifetime(borrow self)
         borrowing get {
@@ -384,6 +386,7 @@ extension CowBuffer {
     ///
     /// The span holds exclusive access to the buffer while it is in use. If the storage cannot
     /// be cloned, getting the span stops the program, as a subscript write does.
+    @inlinable
     public var mutableSpan: MutableSpan<UInt8> {
         @_lifetime(&self)
         mutating get {
