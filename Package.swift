@@ -1,4 +1,4 @@
-// swift-tools-version: 6.1
+// swift-tools-version: 6.2
 //
 // CowMem: copy-on-write memory regions for Linux.
 //
@@ -36,7 +36,12 @@ let package = Package(
                 "CCowMem",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
-            path: "Sources/CowMem"
+            path: "Sources/CowMem",
+            // For `@_lifetime` on the span properties (`CowBuffer.span`, `Region.span(of:)`).
+            // Swift 6.2 and 6.3 offer lifetime annotations only as this experimental feature;
+            // packages that use those properties need no setting of their own. Drop it when
+            // lifetime dependencies become part of the language.
+            swiftSettings: [.enableExperimentalFeature("Lifetimes")]
         ),
         .executableTarget(
             name: "cowmem-demo",

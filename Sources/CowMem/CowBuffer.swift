@@ -176,8 +176,12 @@ public struct CowBuffer: Sendable {
     ///
     /// Setting a byte of a buffer that shares its storage with a copy first clones the
     /// storage (see ``makeUnique()``); then the page that holds the byte is copied, once.
-    /// Each access checks the index and, for a write, whether the storage is shared, once:
-    /// a loop over the bytes costs about what the same loop over an `Array` costs.
+    ///
+    /// A loop of subscript reads costs what the same loop over an `Array` costs. Each write
+    /// asks the runtime whether the storage is shared, and unlike an array's, that question
+    /// stays in the loop, so a loop of subscript writes is many times slower than on an
+    /// array. To write many bytes, write them through one ``mutableSpan``, which asks once:
+    /// `var bytes = buffer.mutableSpan; for i in bytes.indices { bytes[i] = 0 }`.
     @inlinable
     public subscript(position: Int) -> UInt8 {
         get {
@@ -217,6 +221,18 @@ public struct CowBuffer: Sendable {
     /// The address of the storage, made this buffer's own and ready to be written: the one
     /// check every write makes. Traps if the storage cannot be cloned. The buffer must not be
     /// empty.
+    ///
+    /// In a loop of subscript writes this stays in the loop, as a call to
+    /// `swift_isUniquelyReferenced_native` and a load of `lent` before each byte's store
+    /// (the release code of the benchmark shows it), and that per-byte branch also keeps the
+    /// loop from being vectorised. The optimizer moves an array's uniqueness check out of
+    /// such loops only because it knows `Array`'s `make_mutable` semantics; no public
+    /// annotation tells it the same of another type, and the answer cannot live in the
+    /// buffer value itself, since `var b = a` copies the value bit for bit and only the
+    /// reference count tells the two apart. A copy token that did get hoisted (a one-element
+    /// array) was tried and rejected: an array copies itself and releases the shared buffer
+    /// before the code after it runs, so another copy could start writing the storage in
+    /// place while this one is still cloning it.
     @inlinable
     @inline(__always)
     internal mutating func _writableBase() -> UnsafeMutableRawPointer {
@@ -328,37 +344,76 @@ extension CowBuffer {
     }
 }
 
-#if compiler(>=6.2)
 extension CowBuffer {
-    /// Calls `body` with the buffer's bytes as a `Span<UInt8>`, for reading:
-    /// `buffer.withSpan { $0[3] }`. Reading copies nothing.
+    /// The buffer's bytes as a `Span<UInt8>`, for reading: `buffer.span[3]`. Reading copies
+    /// nothing.
     ///
-    /// A `span` property needs lifetime annotations that Swift 6.3 offers only as an
-    /// experimental feature; the closure gives the same access meanwhile.
+    /// The span borrows the buffer: while it is in use the buffer cannot be changed, and it
+    /// cannot outlive the buffer. Copies of the buffer may be written meanwhile; they clone
+    /// the storage first, so the span keeps showing this buffer's bytes. An empty buffer
+    /// gives an empty span.
+    @inlinable
+    public var span: Span<UInt8> {
+        @_lifetime(borrow self)
+        borrowing get {
+            // Through a local, as in withMutableBytes.
+            let start = UnsafePointer(storage?.base.assumingMemoryBound(to: UInt8.self))
+            let elements = Span(_unsafeElements: UnsafeBufferPointer(start: start, count: count))
+            return unsafe _overrideLifetime(elements, borrowing: self)
+        }
+    }
+
+    /// The buffer's bytes as a `RawSpan`, for reading, for example to load wider values with
+    /// `unsafeLoadUnaligned(fromByteOffset:as:)`. As ``span``, it borrows the buffer.
+    @inlinable
+    public var bytes: RawSpan {
+        @_lifetime(borrow self)
+        borrowing get {
+            let start = UnsafeRawPointer(storage?.base)
+            let raw = RawSpan(_unsafeBytes: UnsafeRawBufferPointer(start: start, count: count))
+            return unsafe _overrideLifetime(raw, borrowing: self)
+        }
+    }
+
+    /// The buffer's bytes as a `MutableSpan<UInt8>`, for reading and writing:
+    /// `var bytes = buffer.mutableSpan; for i in bytes.indices { bytes[i] = 0 }`.
+    ///
+    /// Getting the span does what a write does, once: if the buffer shares its storage with a
+    /// copy, the storage is cloned first (see ``makeUnique()``), and then each page written
+    /// through the span is copied, once. Writes through the span check nothing more, so a loop
+    /// of them costs what the same loop costs on an array, where a loop of subscript writes on
+    /// the buffer asks at each byte whether the storage is shared.
+    ///
+    /// The span holds exclusive access to the buffer while it is in use. If the storage cannot
+    /// be cloned, getting the span stops the program, as a subscript write does.
+    @inlinable
+    public var mutableSpan: MutableSpan<UInt8> {
+        @_lifetime(&self)
+        mutating get {
+            let start = count > 0 ? _writableBase().assumingMemoryBound(to: UInt8.self) : nil
+            let elements = MutableSpan(_unsafeElements: UnsafeMutableBufferPointer(start: start, count: count))
+            return unsafe _overrideLifetime(elements, mutating: &self)
+        }
+    }
+
+    /// Calls `body` with the buffer's bytes as a `Span<UInt8>`, for reading:
+    /// `buffer.withSpan { $0[3] }`. The closure form of ``span``.
     public func withSpan<Result: ~Copyable, Failure: Error>(
         _ body: (Span<UInt8>) throws(Failure) -> Result
     ) throws(Failure) -> Result {
-        // Through a local, as in withMutableBytes.
-        let start = UnsafePointer(storage?.base.assumingMemoryBound(to: UInt8.self))
-        return try body(Span(_unsafeElements: UnsafeBufferPointer(start: start, count: count)))
+        try body(span)
     }
 
     /// Calls `body` with the buffer's bytes as a `MutableSpan<UInt8>`, for reading and
-    /// writing. A loop over the span's indices checks once, before `body` runs, whether
-    /// the storage is shared, where a loop of subscript writes on the buffer checks at
-    /// each byte.
-    ///
-    /// If the buffer shares its storage with a copy, the storage is cloned first (see
-    /// ``makeUnique()``); then each page `body` writes is copied, once.
+    /// writing. The closure form of ``mutableSpan``: the storage is cloned first if it is
+    /// shared, once, before `body` runs.
     public mutating func withMutableSpan<Result: ~Copyable, Failure: Error>(
         _ body: (inout MutableSpan<UInt8>) throws(Failure) -> Result
     ) throws(Failure) -> Result {
-        let start = count > 0 ? _writableBase().assumingMemoryBound(to: UInt8.self) : nil
-        var elements = MutableSpan(_unsafeElements: UnsafeMutableBufferPointer(start: start, count: count))
+        var elements = mutableSpan
         return try body(&elements)
     }
 }
-#endif
 
 extension CowBuffer: RandomAccessCollection, MutableCollection {
     public typealias Index = Int

@@ -180,6 +180,70 @@ public struct Region: ~Copyable {
     }
 }
 
+extension Region {
+    /// The region's bytes as a `RawSpan`, for reading: `region.bytes.unsafeLoad(as: UInt64.self)`.
+    ///
+    /// The span borrows the region: while it is in use the region cannot be written, reset
+    /// or destroyed, and it cannot outlive the region. Reading a page of a clone that nobody
+    /// has written does not copy it.
+    public var bytes: RawSpan {
+        @_lifetime(borrow self)
+        borrowing get {
+            let raw = RawSpan(_unsafeStart: UnsafeRawPointer(unsafeBaseAddress), byteCount: size)
+            return unsafe _overrideLifetime(raw, borrowing: self)
+        }
+    }
+
+    /// The region's bytes as a `MutableRawSpan`, for reading and writing. The span holds
+    /// exclusive access to the region while it is in use; the first write to a page shared
+    /// with another region copies that page, once.
+    public var mutableBytes: MutableRawSpan {
+        @_lifetime(&self)
+        mutating get {
+            let raw = MutableRawSpan(_unsafeStart: unsafeBaseAddress, byteCount: size)
+            return unsafe _overrideLifetime(raw, mutating: &self)
+        }
+    }
+
+    /// The region's memory as a span of `Element` values, for reading:
+    /// `region.span(of: UInt32.self)[10]` is the `UInt32` at byte offset 40.
+    ///
+    /// The span has `size / MemoryLayout<Element>.stride` elements, from the first byte of
+    /// the region (which is page-aligned, so any element's alignment is met); bytes past the
+    /// last whole element are left out. The region's bytes must be valid values of `Element`:
+    /// any bytes are, for integer, floating-point and other plain-data types, but not, for
+    /// example, for `Bool` or an enum. As ``bytes``, the span borrows the region.
+    @_lifetime(borrow self)
+    public func span<Element: BitwiseCopyable>(of type: Element.Type = Element.self) -> Span<Element> {
+        let start = UnsafeRawPointer(unsafeBaseAddress)
+        let elements = Span<Element>(_unsafeBytes: UnsafeRawBufferPointer(start: start, count: elementBytes(Element.self)))
+        return unsafe _overrideLifetime(elements, borrowing: self)
+    }
+
+    /// The region's memory as a span of `Element` values, for reading and writing:
+    /// `var words = region.mutableSpan(of: UInt64.self); words[0] = 1`.
+    ///
+    /// The elements are those of ``span(of:)``. The span holds exclusive access to the region
+    /// while it is in use; the first write to a page shared with another region copies that
+    /// page, once.
+    @_lifetime(&self)
+    public mutating func mutableSpan<Element: BitwiseCopyable>(
+        of type: Element.Type = Element.self
+    ) -> MutableSpan<Element> {
+        let bytes = UnsafeMutableRawBufferPointer(start: unsafeBaseAddress, count: elementBytes(Element.self))
+        let elements = MutableSpan<Element>(_unsafeBytes: bytes)
+        return unsafe _overrideLifetime(elements, mutating: &self)
+    }
+
+    /// The bytes that hold whole `Element`s, from the start of the region.
+    private func elementBytes<Element>(_: Element.Type) -> Int {
+        precondition(MemoryLayout<Element>.alignment <= Region.pageSize,
+                     "Region: \(Element.self) needs an alignment above the page size")
+        let stride = MemoryLayout<Element>.stride
+        return stride == 0 ? 0 : size / stride * stride
+    }
+}
+
 // A region may be used from any thread: the C library's calls are thread-safe, and its
 // memory is ordinary memory. Sending the handle is sound because it is noncopyable: one
 // owner at a time, and the only calls that can run on shared borrows (`clone`, reading)

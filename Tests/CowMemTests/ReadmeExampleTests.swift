@@ -30,8 +30,13 @@ struct ReadmeExampleTests {
         history.append(image)          // keeps this state: no copy
         image[1_000_000] = 0           // the first write after a copy clones the region: one page copied
         image = history.removeLast()   // undo
+
+        let header: CowBuffer = [0x7F, 0x45, 0x4C, 0x46]   // an array literal
+        print(header.span[3])                               // 70: a Span<UInt8>, no closure
         // README end
         #expect(image[1_000_000] == 0xFF)
         #expect(history.isEmpty)
+        let third = header.span[3]
+        #expect(third == 70 && Array(header) == [0x7F, 0x45, 0x4C, 0x46])
     }
 }
