@@ -99,8 +99,9 @@ internal final class FaultServerThread: Sendable {
                 server: error == .resourceBusy ? .libraryThread : .unavailable, claimError: error)
         }
         do {
-            // No signal handler may run here: one that touched region memory would fault on
-            // the only thread that could resolve the fault.
+            // No application signal handler may run here: one that touched region memory
+            // would fault on the only thread that could resolve the fault. The crash
+            // backtracer's suspend signal and the thread's own fault signals stay open.
             let thread = try OwnedThread(name: "cowmem-faults", blockingSignals: true) {
                 serveFaults(on: descriptor)
             }
