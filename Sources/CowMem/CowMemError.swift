@@ -92,18 +92,38 @@ public struct CowMemError: Error, Hashable, Sendable {
         self.reason = reason
     }
 
-    /// Classifies an `errno` that a region call reported.
-    internal init(_ errno: Errno, from function: String) {
-        let code: Code
-        switch errno {
-        case .noMemory, .overflow:
-            code = .outOfMemory
-        case .tooManyOpenFiles, .tooManyOpenFilesInSystem:
-            code = .outOfFileDescriptors
+    /// Classifies an `errno` that a function of the C library reported.
+    internal init(_ errno: Errno, from function: CFunction) {
+        self.init(code: Code(errno, from: function), underlyingError: errno, function: function.rawValue)
+    }
+
+    /// Classifies an `errno` that a system call (`open`, `fsync`, `rename`, ...) reported;
+    /// `call` names it and its arguments for the description.
+    internal init(_ errno: Errno, fromSystemCall call: String) {
+        self.init(code: Code(errno, from: nil), underlyingError: errno, function: call)
+    }
+}
+
+extension CowMemError.Code {
+    /// The one table from an `errno` to a code: what `errno` means when `function` (a
+    /// function of the C library, or `nil` for a system call of the overlay's) reports it.
+    internal init(_ errno: Errno, from function: CFunction?) {
+        switch (errno, function) {
+        // A snapshot file that is not one, or that this system cannot map.
+        case (.invalidArgument, .load?):
+            self = .notASnapshot
+        // The caller's descriptor: not open for that, not seekable, or `O_APPEND` (the
+        // region is live, so `EINVAL` from `cowmem_save` can only be the descriptor's).
+        case (.badFileDescriptor, .load?), (.badFileDescriptor, .save?),
+             (.illegalSeek, .save?), (.invalidArgument, .save?):
+            self = .unusableFileDescriptor
+        case (.noMemory, _), (.overflow, _):
+            self = .outOfMemory
+        case (.tooManyOpenFiles, _), (.tooManyOpenFilesInSystem, _):
+            self = .outOfFileDescriptors
         default:
-            code = .systemError
+            self = .systemError
         }
-        self.init(code: code, underlyingError: errno, function: function)
     }
 }
 

@@ -67,11 +67,7 @@ public struct Region: ~Copyable {
                 because: "size is \(size); a region has at least one byte")
         }
         try faultServer.checkUsable()
-        do {
-            self.init(handle: try Engine.create(size: size))
-        } catch {
-            throw CowMemError(error, from: "cowmem_create")
-        }
+        self.init(handle: try Engine.create(size: size).get())
     }
 
     internal init(handle: OpaquePointer) {
@@ -93,11 +89,7 @@ public struct Region: ~Copyable {
     ///
     /// The C function is `cowmem_clone`.
     public func clone() throws(CowMemError) -> Region {
-        do {
-            return Region(handle: try Engine.clone(handle))
-        } catch {
-            throw CowMemError(error, from: "cowmem_clone")
-        }
+        Region(handle: try Engine.clone(handle).get())
     }
 
     /// Destroys the region now and reports a failure, instead of leaving that to `deinit`.
@@ -109,16 +101,12 @@ public struct Region: ~Copyable {
     public consuming func destroy() throws(CowMemError) {
         let handle = self.handle
         discard self
-        do {
-            try Engine.destroy(handle)
-        } catch {
-            throw CowMemError(error, from: "cowmem_destroy")
-        }
+        try Engine.destroy(handle).get()
     }
 
     deinit {
         // A deinit cannot report a failure; `destroy()` is the way to see one.
-        try? Engine.destroy(handle)
+        _ = Engine.destroy(handle)
     }
 
     /// Touches every page under `range` from user space, for reading or for writing,
@@ -133,11 +121,7 @@ public struct Region: ~Copyable {
     public func prefault(_ range: Range<Int>, forWriting: Bool = false) throws(CowMemError) {
         precondition(range.lowerBound >= 0 && range.upperBound <= size,
                      "Region.prefault(_:forWriting:): range \(range) is outside the region's 0..<\(size)")
-        do {
-            try Engine.prefault(handle, offset: range.lowerBound, count: range.count, forWriting: forWriting)
-        } catch {
-            throw CowMemError(error, from: "cowmem_prefault")
-        }
+        try Engine.prefault(handle, offset: range.lowerBound, count: range.count, forWriting: forWriting).get()
     }
 
     /// Calls `body` with the region's bytes, for reading.

@@ -176,7 +176,7 @@ internal enum FileOperations {
                 path, mode, options: options.union(.closeOnExec), permissions: permissions,
                 retryOnInterrupt: true)
         } catch {
-            throw CowMemError(error as? Errno ?? .ioError, from: "open(\"\(path)\")")
+            throw CowMemError(error as? Errno ?? .ioError, fromSystemCall: "open(\"\(path)\")")
         }
     }
 
@@ -188,7 +188,7 @@ internal enum FileOperations {
     static func sync(_ file: FileDescriptor, path: FilePath) throws(CowMemError) {
         while fsync(file.rawValue) != 0 {
             let error = Errno(rawValue: errno)
-            if error != .interrupted { throw CowMemError(error, from: "fsync(\"\(path)\")") }
+            if error != .interrupted { throw CowMemError(error, fromSystemCall: "fsync(\"\(path)\")") }
         }
     }
 
@@ -204,7 +204,7 @@ internal enum FileOperations {
             }
         }
         if result != 0 {
-            throw CowMemError(Errno(rawValue: errno), from: "rename(\"\(source)\", \"\(target)\")")
+            throw CowMemError(Errno(rawValue: errno), fromSystemCall: "rename(\"\(source)\", \"\(target)\")")
         }
     }
 
@@ -252,7 +252,7 @@ internal struct TemporaryFile {
         } catch {
             // Linux releases the descriptor even when close reports an error.
             FileOperations.removeQuietly(path)
-            throw CowMemError(error as? Errno ?? .ioError, from: "close(\"\(path)\")")
+            throw CowMemError(error as? Errno ?? .ioError, fromSystemCall: "close(\"\(path)\")")
         }
         do {
             try FileOperations.rename(path, to: target)

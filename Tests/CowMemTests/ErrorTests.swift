@@ -1,0 +1,154 @@
+@testable import CowMem
+import SystemPackage
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+// Errors: every errno of every wrapped C call, forced with `EngineMocking`, reaches the
+// caller as the code the documentation promises, or stops the program where it can only be
+// CowMem's own bug; and the limits that an ENOMEM can stand for are told apart.
+
+/// What each errno means, by the documentation of ``CowMemError/Code``: the specification the
+/// table in `CowMemError.swift` must meet.
+private func documentedCode(of errno: Errno, from function: CFunction) -> CowMemError.Code {
+    switch (errno, function) {
+    case (.invalidArgument, .load): .notASnapshot
+    case (.badFileDescriptor, .load), (.badFileDescriptor, .save), (.illegalSeek, .save), (.invalidArgument, .save):
+        .unusableFileDescriptor
+    case (.noMemory, _), (.overflow, _): .outOfMemory
+    case (.tooManyOpenFiles, _), (.tooManyOpenFilesInSystem, _): .outOfFileDescriptors
+    default: .systemError
+    }
+}
+
+/// The errno values that the C library documents (man pages, ERRORS) and a few it does not.
+private let forcedErrnos: [Errno] = [
+    .noMemory, .overflow, .tooManyOpenFiles, .tooManyOpenFilesInSystem, .invalidArgument,
+    .illegalSeek, .ioError, .resourceBusy, .notSupported, .noSpace, .permissionDenied,
+    .resourceTemporarilyUnavailable,
+]
+
+/// Calls the public API that wraps `function` (the engine's own wrapper for the two that no
+/// public API calls in a way a test can reach), on a fresh region or file.
+private func callAPI(wrapping function: CFunction) throws(CowMemError) {
+    // Forced failures name one function, so the calls that set up another one go through.
+    func freshRegion() -> Region {
+        try! Region(size: 2 * pageSize)
+    }
+    switch function {
+    case .create:
+        _ = try Region(size: pageSize)
+    case .clone:
+        _ = try freshRegion().clone()
+    case .destroy:
+        try freshRegion().destroy()
+    case .prefault:
+        try freshRegion().prefault(0..<pageSize)
+    case .dirtyPages:
+        _ = try freshRegion().dirtyPages()
+    case .reset:
+        var region = freshRegion()
+        try region.reset()
+    case .copy:
+        var region = freshRegion()
+        let source = freshRegion()
+        try region.assign(from: source)
+    case .save:
+        let file = try! temporaryFile()
+        defer { try? file.close() }
+        try freshRegion().save(to: file)
+    case .load:
+        let file = try! temporaryFile()
+        defer { try? file.close() }
+        try! freshRegion().save(to: file)
+        _ = try Region(loading: file)
+    case .statistics:
+        _ = try freshRegion().statistics
+    case .backend, .features:
+        _ = try Backend.current
+    case .claimFaultServer:
+        // The claim was made when the overlay started; a second one reports EBUSY, so only
+        // the forced failure is looked at.
+        _ = try Engine.claimFaultServer().get()
+    case .handleFaults:
+        _ = try Engine.handleFaults().get()
+    }
+}
+
+extension CFunction: Codable {}
+
+@Suite("Errors", .timeLimit(.minutes(2)), .watchdog(seconds: 150))
+struct ErrorTests {
+    @Test("Every errno from every C call reaches the caller as its documented code, naming the C function",
+          arguments: CFunction.allCases)
+    func everyMapping(function: CFunction) throws {
+        for errno in forcedErrnos {
+            let error = EngineMocking.forcing([errno], in: function) {
+                #expect(throws: CowMemError.self) { try callAPI(wrapping: function) }
+            }
+            let expected = documentedCode(of: errno, from: function)
+            #expect(error?.code == expected, "\(function.rawValue), \(errno)")
+            #expect(error?.underlyingError == errno, "\(function.rawValue), \(errno)")
+            #expect(error?.description == "\(function.rawValue) failed: \(expected) (\(errno))",
+                    "\(function.rawValue), \(errno)")
+        }
+    }
+
+    @Test("EBADF is the caller's mistake for the calls given the caller's descriptor",
+          arguments: [CFunction.save, .load])
+    func callerDescriptor(function: CFunction) throws {
+        let error = EngineMocking.forcing([.badFileDescriptor], in: function) {
+            #expect(throws: CowMemError.self) { try callAPI(wrapping: function) }
+        }
+        #expect(error?.code == .unusableFileDescriptor)
+    }
+
+    @Test("EINTR is retried until the call goes through, by every call that can be made again",
+          arguments: CFunction.allCases.filter { $0 != .handleFaults && $0 != .claimFaultServer })
+    func interruptedCallsAreRetried(function: CFunction) throws {
+        let mocking = EngineMocking(function, failingWith: [.interrupted, .interrupted, .interrupted])
+        try EngineMocking.$current.withValue(mocking) {
+            try callAPI(wrapping: function)
+        }
+        #expect(mocking.forcedCount == 3)
+    }
+
+    @Test("The fault server's call is not retried on EINTR: its loop polls again")
+    func handleFaultsReportsInterruption() {
+        let result = EngineMocking.forcing([.interrupted], in: .handleFaults) { Engine.handleFaults() }
+        #expect(throws: CowMemError.self) { try result.get() }
+        #expect((try? result.get()) == nil)
+        if case .failure(let error) = result { #expect(error.underlyingError == .interrupted) }
+    }
+
+    @Test("EFAULT from any C call stops the program: only a bug in CowMem can cause it",
+          arguments: CFunction.allCases)
+    func badAddressTraps(function: CFunction) async {
+        await #expect(processExitsWith: .failure) { [function] in
+            try? EngineMocking.forcing([.badAddress], in: function) { () throws(CowMemError) in
+                try callAPI(wrapping: function)
+            }
+        }
+    }
+
+    @Test("EBADF from a call that only uses the library's own descriptors stops the program",
+          arguments: CFunction.allCases.filter { !$0.takesCallerDescriptor })
+    func ownBadDescriptorTraps(function: CFunction) async {
+        await #expect(processExitsWith: .failure) { [function] in
+            try? EngineMocking.forcing([.badFileDescriptor], in: function) { () throws(CowMemError) in
+                try callAPI(wrapping: function)
+            }
+        }
+    }
+
+    @Test("Without forced failures the same calls succeed: the hook changes nothing by itself")
+    func noForcedFailure() throws {
+        for function in CFunction.allCases where function != .claimFaultServer && function != .handleFaults {
+            try EngineMocking.forcing([], in: function) { () throws(CowMemError) in try callAPI(wrapping: function) }
+        }
+    }
+}
