@@ -21,6 +21,7 @@ public struct CowMemError: Error, Hashable, Sendable {
         internal enum Storage: Hashable, Sendable {
             case invalidSize
             case outOfMemory
+            case outOfMappings
             case outOfFileDescriptors
             case faultServerUnavailable
             case notASnapshot
@@ -42,6 +43,17 @@ public struct CowMemError: Error, Hashable, Sendable {
         /// The memory cannot be reserved or mapped (`ENOMEM`, or `EOVERFLOW` for a
         /// size too large to map at all).
         public static var outOfMemory: Code { Code(.outOfMemory) }
+
+        /// The process has no memory mapping left: it holds as many as the kernel allows
+        /// (`vm.max_map_count`, 65530 by default), and the `ENOMEM` of `mmap(2)` or
+        /// `mremap(2)` means that limit, not a lack of memory. Destroying regions, or other
+        /// mappings, frees some; each region takes a few. The description gives the count
+        /// and the limit.
+        ///
+        /// Linux reports this limit with the same `ENOMEM` as a lack of memory, so the
+        /// overlay tells the two apart after the failure, by counting the process's mappings
+        /// in `/proc/self/maps`.
+        public static var outOfMappings: Code { Code(.outOfMappings) }
 
         /// The process or the system has no file descriptor left (`EMFILE`, `ENFILE`).
         public static var outOfFileDescriptors: Code { Code(.outOfFileDescriptors) }
@@ -77,11 +89,16 @@ public struct CowMemError: Error, Hashable, Sendable {
     /// Why Swift refused the input, in the API's own terms; `nil` when a C call failed.
     internal let reason: String?
 
-    internal init(code: Code, underlyingError: Errno?, function: String) {
+    /// What the failure of a C call means here, when the `errno` alone does not say (the
+    /// mapping count and its limit).
+    internal let detail: String?
+
+    internal init(code: Code, underlyingError: Errno?, function: String, detail: String? = nil) {
         self.code = code
         self.underlyingError = underlyingError
         self.function = function
         self.reason = nil
+        self.detail = detail
     }
 
     /// Swift refused the arguments of `api` before calling the C library, because of `reason`.
@@ -90,11 +107,14 @@ public struct CowMemError: Error, Hashable, Sendable {
         self.underlyingError = .invalidArgument
         self.function = api
         self.reason = reason
+        self.detail = nil
     }
 
     /// Classifies an `errno` that a function of the C library reported.
     internal init(_ errno: Errno, from function: CFunction) {
-        self.init(code: Code(errno, from: function), underlyingError: errno, function: function.rawValue)
+        let code = Code(errno, from: function)
+        self.init(code: code, underlyingError: errno, function: function.rawValue,
+                  detail: code == .outOfMappings ? MappingCount.current?.description : nil)
     }
 
     /// Classifies an `errno` that a system call (`open`, `fsync`, `rename`, ...) reported;
@@ -117,6 +137,9 @@ extension CowMemError.Code {
         case (.badFileDescriptor, .load?), (.badFileDescriptor, .save?),
              (.illegalSeek, .save?), (.invalidArgument, .save?):
             self = .unusableFileDescriptor
+        // The kernel says ENOMEM for both; only the count of mappings tells them apart.
+        case (.noMemory, _?) where MappingCount.current?.isExhausted == true:
+            self = .outOfMappings
         case (.noMemory, _), (.overflow, _):
             self = .outOfMemory
         case (.tooManyOpenFiles, _), (.tooManyOpenFilesInSystem, _):
@@ -132,6 +155,7 @@ extension CowMemError.Code: CustomStringConvertible {
         switch storage {
         case .invalidSize: "invalid size"
         case .outOfMemory: "out of memory"
+        case .outOfMappings: "out of memory mappings"
         case .outOfFileDescriptors: "out of file descriptors"
         case .faultServerUnavailable: "fault server unavailable"
         case .notASnapshot: "not a CowMem snapshot"
@@ -152,6 +176,9 @@ extension CowMemError: CustomStringConvertible {
         var text = "\(function) failed: \(code)"
         if let underlyingError {
             text += " (\(underlyingError))"
+        }
+        if let detail {
+            text += ": \(detail)"
         }
         return text
     }

@@ -237,11 +237,16 @@ internal final class EngineMocking: Sendable {
     private let failures: [Errno]
     private let calls = Mutex<Int>(0)
 
+    /// The `vm.max_map_count` that classifying an `ENOMEM` compares the mappings with, in
+    /// place of the system's.
+    let mappingLimit: Int?
+
     /// Fails the next calls of `function` (of any wrapped function, when `nil`) with
     /// `failures`, one each, then lets them through.
-    init(_ function: CFunction?, failingWith failures: [Errno]) {
+    init(_ function: CFunction?, failingWith failures: [Errno], mappingLimit: Int? = nil) {
         self.function = function
         self.failures = failures
+        self.mappingLimit = mappingLimit
     }
 
     /// How many calls of the function were failed so far.
@@ -249,9 +254,10 @@ internal final class EngineMocking: Sendable {
 
     /// Runs `body` with the next calls of `function` failing with `failures`.
     static func forcing<T, E: Error>(
-        _ failures: [Errno], in function: CFunction? = nil, _ body: () throws(E) -> T
+        _ failures: [Errno], in function: CFunction? = nil, mappingLimit: Int? = nil,
+        _ body: () throws(E) -> T
     ) throws(E) -> T {
-        let mocking = EngineMocking(function, failingWith: failures)
+        let mocking = EngineMocking(function, failingWith: failures, mappingLimit: mappingLimit)
         // `withValue` rethrows untyped errors: carry the typed one out in a `Result`.
         return try $current.withValue(mocking) { Result { () throws(E) -> T in try body() } }.get()
     }

@@ -151,4 +151,50 @@ struct ErrorTests {
             try EngineMocking.forcing([], in: function) { () throws(CowMemError) in try callAPI(wrapping: function) }
         }
     }
+
+    @Test("ENOMEM with the mappings at vm.max_map_count is out of mappings, with the count; otherwise out of memory",
+          arguments: [CFunction.create, .clone, .load, .copy, .reset])
+    func mappingLimitOrMemory(function: CFunction) throws {
+        let mappings = try #require(MappingCount.current).mappings
+        let exhausted = EngineMocking.forcing([.noMemory], in: function, mappingLimit: mappings) {
+            #expect(throws: CowMemError.self) { try callAPI(wrapping: function) }
+        }
+        #expect(exhausted?.code == .outOfMappings)
+        #expect(exhausted?.underlyingError == .noMemory)
+        let description = exhausted?.description ?? ""
+        #expect(description.hasPrefix("\(function.rawValue) failed: out of memory mappings (\(Errno.noMemory)): the process has "),
+                "\(description)")
+        #expect(description.contains("memory mappings and vm.max_map_count allows \(mappings)"), "\(description)")
+
+        let roomy = EngineMocking.forcing([.noMemory], in: function, mappingLimit: mappings + 10_000) {
+            #expect(throws: CowMemError.self) { try callAPI(wrapping: function) }
+        }
+        #expect(roomy?.code == .outOfMemory)
+    }
+
+    @Test("A process that has used up vm.max_map_count gets out of mappings, not out of memory",
+          .enabled(if: backendKind != .memfd, "the memfd backend's regions map differently; the table is the same"))
+    func realMappingExhaustion() async throws {
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            var source = try Region(size: 4 * pageSize)   // starts the fault server first
+            source.withMutableBytes { $0.storeBytes(of: 1, toByteOffset: 0, as: UInt8.self) }
+            // Alternate the protection, so that no two neighbouring mappings merge.
+            var made = 0
+            while mmap(nil, pageSize, made % 2 == 0 ? PROT_READ : PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                    != MAP_FAILED {
+                made += 1
+            }
+            let mmapErrno = errno
+            var failures: [CowMemError] = []
+            do throws(CowMemError) { _ = try Region(size: pageSize) } catch { failures.append(error) }
+            do throws(CowMemError) { _ = try source.clone() } catch { failures.append(error) }
+            let report = failures.map(\.description).joined(separator: "\n")
+            _ = Array("mmap stopped after \(made) with errno \(mmapErrno)\n\(report)\n".utf8)
+                .withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+            exit(failures.count == 2 && failures.allSatisfy { $0.code == .outOfMappings } ? 0 : 1)
+        }
+        let errorOutput = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(errorOutput.contains("cowmem_create failed: out of memory mappings"), "\(errorOutput)")
+        #expect(errorOutput.contains("vm.max_map_count allows"), "\(errorOutput)")
+    }
 }
