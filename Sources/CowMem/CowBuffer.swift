@@ -205,7 +205,8 @@ public struct CowBuffer: Sendable {
     /// Cloning copies no page data: it costs microseconds whatever the count. A buffer that
     /// already owns its storage alone is left as it is.
     ///
-    /// - Throws: ``CowMemError`` with code ``CowMemError/Code/outOfMemory`` or
+    /// - Throws: ``CowMemError`` with code ``CowMemError/Code/outOfMemory`` (see ``Region/clone()``
+    ///   for sizes that can never be cloned), ``CowMemError/Code/outOfMappings`` or
     ///   ``CowMemError/Code/outOfFileDescriptors``.
     ///
     /// The C function is `cowmem_clone`.

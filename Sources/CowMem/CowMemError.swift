@@ -89,8 +89,8 @@ public struct CowMemError: Error, Hashable, Sendable {
     /// Why Swift refused the input, in the API's own terms; `nil` when a C call failed.
     internal let reason: String?
 
-    /// What the failure of a C call means here, when the `errno` alone does not say (the
-    /// mapping count and its limit).
+    /// What the failure of a C call means here, when the `errno` alone does not say
+    /// (the mapping count and its limit, a commit charge that can never be met).
     internal let detail: String?
 
     internal init(code: Code, underlyingError: Errno?, function: String, detail: String? = nil) {
@@ -121,6 +121,15 @@ public struct CowMemError: Error, Hashable, Sendable {
     /// `call` names it and its arguments for the description.
     internal init(_ errno: Errno, fromSystemCall call: String) {
         self.init(code: Code(errno, from: nil), underlyingError: errno, function: call)
+    }
+
+    /// This error, with the reason a clone of `size` bytes may never be possible added if it
+    /// is out of memory because the kernel refuses the clone's commit charge.
+    internal func explainingCommitCharge(ofCloning size: Int) -> CowMemError {
+        guard code == .outOfMemory, detail == nil, let why = CommitCharge.refusal(ofCloning: size) else {
+            return self
+        }
+        return CowMemError(code: code, underlyingError: underlyingError, function: function, detail: why)
     }
 }
 

@@ -197,4 +197,81 @@ struct ErrorTests {
         #expect(errorOutput.contains("cowmem_create failed: out of memory mappings"), "\(errorOutput)")
         #expect(errorOutput.contains("vm.max_map_count allows"), "\(errorOutput)")
     }
+
+    @Test("On the first engine a region larger than RAM plus swap can be made but not cloned, and the error says why",
+          .enabled(if: overcommitMode == 0, "the heuristic overcommit mode (vm.overcommit_memory=0) sets this limit"))
+    func sizeThatCanNeverBeCloned() async throws {
+        let limit = try #require(meminfoBytes("MemTotal")) + (try #require(meminfoBytes("SwapTotal")))
+        let size = (limit / pageSize + 1) * pageSize + (1 << 30)
+        // The memfd backend runs the first engine; the child chooses it before its first call.
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) { [size = size as Int] in
+            setenv("COWMEM_BACKEND", "memfd", 1)
+            guard let backend = try? Backend.current, backend.kind == .memfd else { exit(2) }
+            var region = try Region(size: size)
+            region.withMutableBytes { $0.storeBytes(of: 7, toByteOffset: size - 1, as: UInt8.self) }
+            var errors: [CowMemError] = []
+            do throws(CowMemError) { _ = try region.clone() } catch { errors.append(error) }
+            // A buffer's first write after a copy clones: makeUnique() reports the same.
+            var buffer = try CowBuffer(count: size)
+            let copy = buffer
+            do throws(CowMemError) { try buffer.makeUnique() } catch { errors.append(error) }
+            _ = copy
+            let report = errors.map(\.description).joined(separator: "\n") + "\n"
+            _ = Array(report.utf8).withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+            exit(errors.count == 2 && errors.allSatisfy { $0.code == .outOfMemory && $0.underlyingError == .noMemory } ? 0 : 1)
+        }
+        let lines = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self).split(separator: "\n")
+        let expected = "cowmem_clone failed: out of memory (\(Errno.noMemory)): a clone is charged its whole size, "
+            + "\(size) bytes, since any of its pages may be written; with vm.overcommit_memory=0 Linux refuses any "
+            + "charge larger than RAM plus swap, \(limit) bytes here, so a region this large can be created and used "
+            + "but never cloned"
+        #expect(lines.filter { $0 == expected }.count == 2, "\(lines)")
+    }
+
+    @Test("With engine v2 the same region clones: its clones charge nothing up front",
+          .enabled(if: (try? Backend.current)?.features.contains("engine-v2") == true, "needs engine v2"))
+    func engineTwoClonesBeyondRAM() throws {
+        let limit = try #require(meminfoBytes("MemTotal")) + (try #require(meminfoBytes("SwapTotal")))
+        let size = (limit / pageSize + 1) * pageSize + (1 << 30)
+        var region = try Region(size: size)
+        region.withMutableBytes { $0.storeBytes(of: 7, toByteOffset: size - 1, as: UInt8.self) }
+        let clone = try region.clone()
+        #expect(clone.withBytes { $0.unsafeLoad(fromByteOffset: size - 1, as: UInt8.self) } == 7)
+        // And a forced ENOMEM of that clone is not explained as a commit charge.
+        let forced = EngineMocking.forcing([.noMemory], in: .clone) {
+            #expect(throws: CowMemError.self) { _ = try region.clone() }
+        }
+        #expect(forced?.description == "cowmem_clone failed: out of memory (\(Errno.noMemory))")
+    }
+}
+
+
+/// `vm.overcommit_memory`.
+private let overcommitMode: Int? = {
+    guard let file = fopen("/proc/sys/vm/overcommit_memory", "r") else { return nil }
+    defer { fclose(file) }
+    var mode: CInt = -1
+    return withUnsafeMutablePointer(to: &mode) { fscanf_int(file, $0) } ? Int(mode) : nil
+}()
+
+private func fscanf_int(_ file: UnsafeMutablePointer<FILE>, _ value: UnsafeMutablePointer<CInt>) -> Bool {
+    var line = [CChar](repeating: 0, count: 64)
+    guard fgets(&line, CInt(line.count), file) != nil,
+          let number = Int(String(decoding: line.prefix { $0 >= 48 && $0 <= 57 }.map { UInt8($0) }, as: UTF8.self))
+    else { return false }
+    value.pointee = CInt(number)
+    return true
+}
+
+/// A field of `/proc/meminfo`, in bytes.
+private func meminfoBytes(_ field: String) -> Int? {
+    guard let file = fopen("/proc/meminfo", "r") else { return nil }
+    defer { fclose(file) }
+    var line = [CChar](repeating: 0, count: 256)
+    while fgets(&line, CInt(line.count), file) != nil {
+        let text = String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard text.hasPrefix(field + ":") else { continue }
+        return text.split(separator: " ").dropFirst().first.flatMap { Int($0) }.map { $0 * 1024 }
+    }
+    return nil
 }
