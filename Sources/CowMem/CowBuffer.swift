@@ -103,6 +103,11 @@ public struct CowBuffer: Sendable {
     ///
     /// - Throws: as ``init(count:)``.
     public init(repeating value: UInt8, count: Int) throws(CowMemError) {
+        guard count >= 0 else {
+            throw CowMemError(
+                refusing: .invalidSize, in: "CowBuffer(repeating:count:)",
+                because: "count is \(count); a buffer's count cannot be negative")
+        }
         try self.init(count: count)
         if value != 0, let storage {
             storage.base.initializeMemory(as: UInt8.self, repeating: value, count: count)

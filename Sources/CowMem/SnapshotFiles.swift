@@ -35,7 +35,12 @@ extension Region {
     ///
     /// The C function is `cowmem_save`, called on the temporary file.
     public func save(to path: FilePath) throws(CowMemError) {
-        let temporary = try TemporaryFile(replacing: path, for: "Region.save(to:)")
+        try save(to: path, for: "Region.save(to:)")
+    }
+
+    /// ``save(to:)-(FilePath)``, with the errors that Swift raises itself naming `api`.
+    internal func save(to path: FilePath, for api: String) throws(CowMemError) {
+        let temporary = try TemporaryFile(replacing: path, for: api)
         do {
             try save(to: temporary.descriptor)
         } catch {
@@ -161,7 +166,7 @@ extension CowBuffer {
 
 extension CowBufferStorage {
     func save(to file: FileDescriptor) throws(CowMemError) { try region.save(to: file) }
-    func save(to path: FilePath) throws(CowMemError) { try region.save(to: path) }
+    func save(to path: FilePath) throws(CowMemError) { try region.save(to: path, for: "CowBuffer.save(to:)") }
 }
 
 /// The system calls that saving and loading by path make, with their failures as

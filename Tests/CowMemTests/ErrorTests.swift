@@ -246,6 +246,67 @@ struct ErrorTests {
 }
 
 
+@Suite("Errors in Swift's words, and the zero-size rule")
+struct SwiftRefusalTests {
+    @Test("Errors that Swift raises itself name the Swift API that refused, never a C function")
+    func refusalsNameTheSwiftAPI() throws {
+        var region = try Region(size: pageSize)
+        let larger = try Region(size: 2 * pageSize)
+        let file = try temporaryFile()
+        defer { try? file.close() }
+        try region.save(to: file)
+        var refusals: [(error: CowMemError?, api: String)] = []
+        refusals.append((#expect(throws: CowMemError.self) { _ = try Region(size: 0) }, "Region(size:)"))
+        refusals.append((#expect(throws: CowMemError.self) { _ = try Region(size: -5) }, "Region(size:)"))
+        refusals.append((#expect(throws: CowMemError.self) { _ = try CowBuffer(count: -1) }, "CowBuffer(count:)"))
+        refusals.append((#expect(throws: CowMemError.self) { _ = try CowBuffer(repeating: 3, count: -1) },
+                         "CowBuffer(repeating:count:)"))
+        refusals.append((#expect(throws: CowMemError.self) { try region.assign(from: larger) }, "Region.assign(from:)"))
+        refusals.append((#expect(throws: CowMemError.self) { try CowBuffer().save(to: file) }, "CowBuffer.save(to:)"))
+        refusals.append((#expect(throws: CowMemError.self) { try CowBuffer().save(to: FilePath("unused")) },
+                         "CowBuffer.save(to:)"))
+        refusals.append((#expect(throws: CowMemError.self) { try region.save(to: FilePath("/")) }, "Region.save(to:)"))
+        refusals.append((#expect(throws: CowMemError.self) { try CowBuffer(count: 1).save(to: FilePath("/")) },
+                         "CowBuffer.save(to:)"))
+        refusals.append((#expect(throws: CowMemError.self) { _ = try CowBuffer(loading: file, count: 2 * pageSize) },
+                         "CowBuffer(loading:count:)"))
+        for (error, api) in refusals {
+            let description = error?.description ?? ""
+            #expect(description.hasPrefix(api + ": "), "\(description)")
+            #expect(!description.contains("cowmem_"), "\(description)")
+            #expect(error?.underlyingError == .invalidArgument, "\(description)")
+        }
+    }
+
+    @Test("One zero-size rule: every way of making zero bytes of CowBuffer is the empty buffer; a Region refuses zero")
+    func oneZeroSizeRule() throws {
+        let file = try temporaryFile()
+        defer { try? file.close() }
+        try Region(size: pageSize).save(to: file)
+        let empties = [CowBuffer(), try CowBuffer(count: 0), try CowBuffer(repeating: 1, count: 0),
+                       try CowBuffer([UInt8]()), try CowBuffer(EmptyCollection<UInt8>()),
+                       CowBuffer(adopting: try Region(size: pageSize), count: 0),
+                       try CowBuffer(loading: file, count: 0)]
+        for (index, empty) in empties.enumerated() {
+            #expect(empty.isEmpty && empty.storage == nil && empty == CowBuffer(), "#\(index)")
+            #expect(try empty.dirtyPages() == [], "#\(index)")
+        }
+        // Zero is refused by Region as a negative size is, and by nothing else that makes a buffer.
+        for size in [0, -1] {
+            let error = #expect(throws: CowMemError.self) { _ = try Region(size: size) }
+            #expect(error?.code == .invalidSize)
+        }
+        for count in [-1, Int.min] {
+            #expect(throws: CowMemError.self) { _ = try CowBuffer(count: count) }
+            #expect(throws: CowMemError.self) { _ = try CowBuffer(repeating: 0, count: count) }
+        }
+        // And the one byte past zero is a page of memory in both.
+        #expect(try Region(size: 1).size == pageSize)
+        let one = try CowBuffer(count: 1)
+        #expect(one.count == 1 && one.storage?.region.size == pageSize)
+    }
+}
+
 /// `vm.overcommit_memory`.
 private let overcommitMode: Int? = {
     guard let file = fopen("/proc/sys/vm/overcommit_memory", "r") else { return nil }
