@@ -81,6 +81,7 @@ public struct CowBuffer: Sendable {
     /// A zero-filled buffer of `count` bytes; a `count` of zero gives the empty buffer, which
     /// has no region (see ``CowBuffer`` and ``Region/init(size:)`` for the zero-size rule).
     ///
+    /// - Parameter count: the number of bytes, zero or more.
     /// - Throws: ``CowMemError`` with code ``CowMemError/Code/invalidSize`` if `count` is
     ///   negative, ``CowMemError/Code/outOfMemory`` or
     ///   ``CowMemError/Code/outOfFileDescriptors`` if the region cannot be created.
@@ -101,6 +102,9 @@ public struct CowBuffer: Sendable {
 
     /// A buffer of `count` bytes that all hold `value`.
     ///
+    /// - Parameters:
+    ///   - value: the byte every position holds.
+    ///   - count: the number of bytes, zero or more.
     /// - Throws: as ``init(count:)``.
     public init(repeating value: UInt8, count: Int) throws(CowMemError) {
         guard count >= 0 else {
@@ -120,6 +124,7 @@ public struct CowBuffer: Sendable {
     /// Contiguous bytes are copied with one `memcpy`; other sequences are first gathered into
     /// an array, since the buffer's count must be known before its region is created.
     ///
+    /// - Parameter bytes: the bytes to copy, in order.
     /// - Throws: as ``init(count:)``.
     public init(_ bytes: some Sequence<UInt8>) throws(CowMemError) {
         let contiguous = bytes.withContiguousStorageIfAvailable { elements in
@@ -150,6 +155,11 @@ public struct CowBuffer: Sendable {
     /// read or written through the buffer. A `count` of zero makes an empty buffer, which
     /// has no region: `region` is destroyed. A `count` below zero or above the region's size
     /// is a programming error and stops the program, as an index out of range does.
+    ///
+    /// - Parameters:
+    ///   - region: the region to own from now on.
+    ///   - count: the number of bytes the buffer holds, from `0` to `region.size`; all of them when
+    ///     `nil`.
     public init(adopting region: consuming Region, count: Int? = nil) {
         let count = count ?? region.size
         precondition(count >= 0 && count <= region.size,
@@ -168,6 +178,10 @@ public struct CowBuffer: Sendable {
     }
 
     /// The former name of ``init(adopting:count:)``.
+    ///
+    /// - Parameters:
+    ///   - region: the region to own from now on.
+    ///   - count: the number of bytes the buffer holds; all of them when `nil`.
     @available(*, deprecated, renamed: "init(adopting:count:)")
     public init(_ region: consuming Region, count: Int? = nil) {
         self.init(adopting: region, count: count)
@@ -183,6 +197,8 @@ public struct CowBuffer: Sendable {
     /// storage (see ``makeUnique()``); then the page that holds the byte is copied, once.
     /// Each access checks the index and, for a write, whether the storage is shared, once:
     /// a loop over the bytes costs about what the same loop over an `Array` costs.
+    ///
+    /// - Parameter position: an index in `0..<count`.
     @inlinable
     public subscript(position: Int) -> UInt8 {
         get {
@@ -249,6 +265,8 @@ public struct CowBuffer: Sendable {
     }
 
     /// Calls `body` with the buffer's `count` bytes, for reading. Reading copies nothing.
+    ///
+    /// - Parameter body: a closure that reads the buffer's bytes; its result is returned.
     public func withBytes<Result: ~Copyable, Failure: Error>(
         _ body: (RawSpan) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -263,6 +281,9 @@ public struct CowBuffer: Sendable {
     ///
     /// If the buffer shares its storage with a copy, the storage is cloned first (see
     /// ``makeUnique()``); then each page `body` writes is copied, once.
+    ///
+    /// - Parameter body: a closure that reads and writes the buffer's bytes; its result is
+    ///   returned.
     public mutating func withMutableBytes<Result: ~Copyable, Failure: Error>(
         _ body: (inout MutableRawSpan) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -281,6 +302,8 @@ public struct CowBuffer: Sendable {
     /// Calls `body` with a pointer to the buffer's `count` bytes, for reading.
     ///
     /// The pointer must not escape `body`.
+    ///
+    /// - Parameter body: a closure given a pointer to the buffer's bytes; its result is returned.
     @inlinable
     public func withUnsafeBytes<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result
@@ -293,6 +316,9 @@ public struct CowBuffer: Sendable {
     ///
     /// If the buffer shares its storage with a copy, the storage is cloned first. The
     /// pointer must not escape `body`.
+    ///
+    /// - Parameter body: a closure given a mutable pointer to the buffer's bytes; its result is
+    ///   returned.
     @inlinable
     public mutating func withUnsafeMutableBytes<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> Result
@@ -308,6 +334,8 @@ extension CowBuffer {
     ///
     /// The pointer must not escape `body`. An empty buffer passes a buffer pointer with no
     /// base address.
+    ///
+    /// - Parameter body: a closure given a buffer pointer to the bytes; its result is returned.
     @inlinable
     public func withUnsafeBufferPointer<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeBufferPointer<UInt8>) throws(Failure) -> Result
@@ -320,6 +348,9 @@ extension CowBuffer {
     ///
     /// If the buffer shares its storage with a copy, the storage is cloned first. The
     /// pointer must not escape `body`, and `body` must not replace it with another one.
+    ///
+    /// - Parameter body: a closure given a mutable buffer pointer to the bytes, which it must not
+    ///   replace; its result is returned.
     @inlinable
     public mutating func withUnsafeMutableBufferPointer<Result: ~Copyable, Failure: Error>(
         _ body: (inout UnsafeMutableBufferPointer<UInt8>) throws(Failure) -> Result
@@ -341,6 +372,8 @@ extension CowBuffer {
     ///
     /// A `span` property needs lifetime annotations that Swift 6.3 offers only as an
     /// experimental feature; the closure gives the same access meanwhile.
+    ///
+    /// - Parameter body: a closure that reads the bytes through a span; its result is returned.
     public func withSpan<Result: ~Copyable, Failure: Error>(
         _ body: (Span<UInt8>) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -356,6 +389,9 @@ extension CowBuffer {
     ///
     /// If the buffer shares its storage with a copy, the storage is cloned first (see
     /// ``makeUnique()``); then each page `body` writes is copied, once.
+    ///
+    /// - Parameter body: a closure that reads and writes the bytes through a span; its result is
+    ///   returned.
     public mutating func withMutableSpan<Result: ~Copyable, Failure: Error>(
         _ body: (inout MutableSpan<UInt8>) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -375,6 +411,10 @@ extension CowBuffer: RandomAccessCollection, MutableCollection {
     @inlinable
     public var endIndex: Int { count }
 
+    /// Calls `body` with a pointer to the bytes, as every `Sequence` can be asked to: a buffer
+    /// always has contiguous storage, so the result is never `nil`.
+    ///
+    /// - Parameter body: a closure given a buffer pointer to the bytes; its result is returned.
     @inlinable
     public func withContiguousStorageIfAvailable<Result>(
         _ body: (UnsafeBufferPointer<UInt8>) throws -> Result
@@ -382,6 +422,11 @@ extension CowBuffer: RandomAccessCollection, MutableCollection {
         try withUnsafeBytes { bytes in try body(bytes.assumingMemoryBound(to: UInt8.self)) }
     }
 
+    /// Calls `body` with a mutable pointer to the bytes, cloning shared storage first, as
+    /// every `MutableCollection` can be asked to; the result is never `nil`.
+    ///
+    /// - Parameter body: a closure given a mutable buffer pointer to the bytes, which it must
+    ///   not replace; its result is returned.
     @inlinable
     public mutating func withContiguousMutableStorageIfAvailable<Result>(
         _ body: (inout UnsafeMutableBufferPointer<UInt8>) throws -> Result
@@ -400,6 +445,10 @@ extension CowBuffer: Equatable {
     /// was copied from one that has not changed since is compared only on the pages it wrote,
     /// and so are two buffers written after being copied from the same unchanged state.
     /// Otherwise every byte is compared.
+    ///
+    /// - Parameters:
+    ///   - lhs: a buffer.
+    ///   - rhs: another buffer.
     public static func == (lhs: CowBuffer, rhs: CowBuffer) -> Bool {
         compare(lhs, rhs).equal
     }
@@ -436,6 +485,8 @@ extension CowBuffer: Equatable {
 extension CowBuffer: Hashable {
     /// Hashes the count and every byte, so that equal buffers hash alike whatever their
     /// history: hashing costs time in proportion to the count, as hashing an array does.
+    ///
+    /// - Parameter hasher: the hasher to feed the count and the bytes to.
     public func hash(into hasher: inout Hasher) {
         hasher.combine(count)
         withUnsafeBytes { hasher.combine(bytes: $0) }

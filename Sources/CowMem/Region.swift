@@ -68,6 +68,7 @@ public struct Region: ~Copyable {
     /// limit. (Under `vm.overcommit_memory=2` the limit is what `CommitLimit` has left;
     /// under 1 there is none.) Engine v2 charges a clone page by page, as it is written.
     ///
+    /// - Parameter size: the number of bytes, at least 1; rounded up to a multiple of ``pageSize``.
     /// - Throws: ``CowMemError`` with code ``CowMemError/Code/invalidSize`` if `size` is
     ///   not positive, ``CowMemError/Code/outOfMemory`` if it cannot be mapped,
     ///   ``CowMemError/Code/outOfMappings`` if the process has no memory mapping left, or
@@ -134,6 +135,11 @@ public struct Region: ~Copyable {
     /// the other backends it is harmless and unnecessary.
     ///
     /// The C function is `cowmem_prefault`.
+    ///
+    /// - Parameters:
+    ///   - range: the bytes whose pages to touch, within `0..<size`.
+    ///   - forWriting: whether to touch the pages for writing (the first write to a shared page
+    ///     copies it) rather than for reading.
     public func prefault(_ range: Range<Int>, forWriting: Bool = false) throws(CowMemError) {
         precondition(range.lowerBound >= 0 && range.upperBound <= size,
                      "Region.prefault(_:forWriting:): range \(range) is outside the region's 0..<\(size)")
@@ -143,6 +149,8 @@ public struct Region: ~Copyable {
     /// Calls `body` with the region's bytes, for reading.
     ///
     /// Reading a page of a clone that nobody has written does not copy it.
+    ///
+    /// - Parameter body: a closure that reads the region's bytes; its result is returned.
     public func withBytes<Result: ~Copyable, Failure: Error>(
         _ body: (RawSpan) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -153,6 +161,9 @@ public struct Region: ~Copyable {
     /// Calls `body` with the region's bytes, for reading and writing.
     ///
     /// The first write to a page shared with another region copies that page, once.
+    ///
+    /// - Parameter body: a closure that reads and writes the region's bytes; its result is
+    ///   returned.
     public mutating func withMutableBytes<Result: ~Copyable, Failure: Error>(
         _ body: (inout MutableRawSpan) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -163,6 +174,8 @@ public struct Region: ~Copyable {
     /// Calls `body` with a raw pointer to the region's bytes, for reading.
     ///
     /// The pointer must not escape `body`.
+    ///
+    /// - Parameter body: a closure given a pointer to the region's bytes; its result is returned.
     public func withUnsafeBytes<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -173,6 +186,9 @@ public struct Region: ~Copyable {
     /// buffer for `read(2)`, `recv(2)` and other calls that take a pointer.
     ///
     /// The pointer must not escape `body`.
+    ///
+    /// - Parameter body: a closure given a mutable pointer to the region's bytes; its result is
+    ///   returned.
     public mutating func withUnsafeMutableBytes<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> Result
     ) throws(Failure) -> Result {

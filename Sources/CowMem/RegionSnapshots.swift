@@ -103,6 +103,7 @@ extension Region {
     /// For a consistent snapshot of a region that other threads keep writing through
     /// ``unsafeBaseAddress``, clone it while they are stopped and save the clone.
     ///
+    /// - Parameter file: a regular file or memfd, open for writing, without `O_APPEND`.
     /// - Throws: ``CowMemError`` with code ``CowMemError/Code/unusableFileDescriptor`` if
     ///   `file` is not open for writing, not seekable, or opened with `O_APPEND`;
     ///   ``CowMemError/Code/systemError`` for the errors of `pwrite(2)` and `ftruncate(2)`
@@ -129,6 +130,7 @@ extension Region {
     /// not change while the region or any clone of it exists. To replace a snapshot in use,
     /// write a new file and `rename(2)` it over the old one, as ``save(to:)-(FilePath)`` does.
     ///
+    /// - Parameter file: a snapshot file open for reading; the caller may close it afterwards.
     /// - Throws: ``CowMemError`` with code ``CowMemError/Code/notASnapshot`` if the file is
     ///   not a CowMem snapshot (or was saved with another page size),
     ///   ``CowMemError/Code/unusableFileDescriptor`` if `file` is not open for reading,
