@@ -51,15 +51,9 @@ public struct Backend: Hashable, Sendable {
     /// The C functions are `cowmem_backend` and `cowmem_features`.
     public static var current: Backend {
         get throws(CowMemError) {
-            do {
-                let name = try Engine.backendName()
-                let features = try Engine.features()
-                return Backend(
-                    kind: Kind(name: name),
-                    features: features.split(separator: ",").map(String.init))
-            } catch {
-                throw CowMemError(error, from: "cowmem_backend")
-            }
+            let name = try Engine.backendName().get()
+            let features = try Engine.features().get()
+            return Backend(kind: Kind(name: name), features: features.split(separator: ",").map(String.init))
         }
     }
 }

@@ -81,6 +81,7 @@ public struct CowBuffer: Sendable {
     /// A zero-filled buffer of `count` bytes; a `count` of zero gives the empty buffer, which
     /// has no region (see ``CowBuffer`` and ``Region/init(size:)`` for the zero-size rule).
     ///
+    /// - Parameter count: the number of bytes, zero or more.
     /// - Throws: ``CowMemError`` with code ``CowMemError/Code/invalidSize`` if `count` is
     ///   negative, ``CowMemError/Code/outOfMemory`` or
     ///   ``CowMemError/Code/outOfFileDescriptors`` if the region cannot be created.
@@ -101,8 +102,16 @@ public struct CowBuffer: Sendable {
 
     /// A buffer of `count` bytes that all hold `value`.
     ///
+    /// - Parameters:
+    ///   - value: the byte every position holds.
+    ///   - count: the number of bytes, zero or more.
     /// - Throws: as ``init(count:)``.
     public init(repeating value: UInt8, count: Int) throws(CowMemError) {
+        guard count >= 0 else {
+            throw CowMemError(
+                refusing: .invalidSize, in: "CowBuffer(repeating:count:)",
+                because: "count is \(count); a buffer's count cannot be negative")
+        }
         try self.init(count: count)
         if value != 0, let storage {
             storage.base.initializeMemory(as: UInt8.self, repeating: value, count: count)
@@ -115,6 +124,7 @@ public struct CowBuffer: Sendable {
     /// Contiguous bytes are copied with one `memcpy`; other sequences are first gathered into
     /// an array, since the buffer's count must be known before its region is created.
     ///
+    /// - Parameter bytes: the bytes to copy, in order.
     /// - Throws: as ``init(count:)``.
     public init(_ bytes: some Sequence<UInt8>) throws(CowMemError) {
         let contiguous = bytes.withContiguousStorageIfAvailable { elements in
@@ -145,6 +155,11 @@ public struct CowBuffer: Sendable {
     /// read or written through the buffer. A `count` of zero makes an empty buffer, which
     /// has no region: `region` is destroyed. A `count` below zero or above the region's size
     /// is a programming error and stops the program, as an index out of range does.
+    ///
+    /// - Parameters:
+    ///   - region: the region to own from now on.
+    ///   - count: the number of bytes the buffer holds, from `0` to `region.size`; all of them when
+    ///     `nil`.
     public init(adopting region: consuming Region, count: Int? = nil) {
         let count = count ?? region.size
         precondition(count >= 0 && count <= region.size,
@@ -163,6 +178,10 @@ public struct CowBuffer: Sendable {
     }
 
     /// The former name of ``init(adopting:count:)``.
+    ///
+    /// - Parameters:
+    ///   - region: the region to own from now on.
+    ///   - count: the number of bytes the buffer holds; all of them when `nil`.
     @available(*, deprecated, renamed: "init(adopting:count:)")
     public init(_ region: consuming Region, count: Int? = nil) {
         self.init(adopting: region, count: count)
@@ -182,6 +201,8 @@ public struct CowBuffer: Sendable {
     /// stays in the loop, so a loop of subscript writes is many times slower than on an
     /// array. To write many bytes, write them through one ``mutableSpan``, which asks once:
     /// `var bytes = buffer.mutableSpan; for i in bytes.indices { bytes[i] = 0 }`.
+    ///
+    /// - Parameter position: an index in `0..<count`.
     @inlinable
     public subscript(position: Int) -> UInt8 {
         get {
@@ -209,7 +230,8 @@ public struct CowBuffer: Sendable {
     /// Cloning copies no page data: it costs microseconds whatever the count. A buffer that
     /// already owns its storage alone is left as it is.
     ///
-    /// - Throws: ``CowMemError`` with code ``CowMemError/Code/outOfMemory`` or
+    /// - Throws: ``CowMemError`` with code ``CowMemError/Code/outOfMemory`` (see ``Region/clone()``
+    ///   for sizes that can never be cloned), ``CowMemError/Code/outOfMappings`` or
     ///   ``CowMemError/Code/outOfFileDescriptors``.
     ///
     /// The C function is `cowmem_clone`.
@@ -259,6 +281,8 @@ public struct CowBuffer: Sendable {
     }
 
     /// Calls `body` with the buffer's `count` bytes, for reading. Reading copies nothing.
+    ///
+    /// - Parameter body: a closure that reads the buffer's bytes; its result is returned.
     public func withBytes<Result: ~Copyable, Failure: Error>(
         _ body: (RawSpan) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -273,6 +297,9 @@ public struct CowBuffer: Sendable {
     ///
     /// If the buffer shares its storage with a copy, the storage is cloned first (see
     /// ``makeUnique()``); then each page `body` writes is copied, once.
+    ///
+    /// - Parameter body: a closure that reads and writes the buffer's bytes; its result is
+    ///   returned.
     public mutating func withMutableBytes<Result: ~Copyable, Failure: Error>(
         _ body: (inout MutableRawSpan) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -291,6 +318,8 @@ public struct CowBuffer: Sendable {
     /// Calls `body` with a pointer to the buffer's `count` bytes, for reading.
     ///
     /// The pointer must not escape `body`.
+    ///
+    /// - Parameter body: a closure given a pointer to the buffer's bytes; its result is returned.
     @inlinable
     public func withUnsafeBytes<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result
@@ -303,6 +332,9 @@ public struct CowBuffer: Sendable {
     ///
     /// If the buffer shares its storage with a copy, the storage is cloned first. The
     /// pointer must not escape `body`.
+    ///
+    /// - Parameter body: a closure given a mutable pointer to the buffer's bytes; its result is
+    ///   returned.
     @inlinable
     public mutating func withUnsafeMutableBytes<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> Result
@@ -318,6 +350,8 @@ extension CowBuffer {
     ///
     /// The pointer must not escape `body`. An empty buffer passes a buffer pointer with no
     /// base address.
+    ///
+    /// - Parameter body: a closure given a buffer pointer to the bytes; its result is returned.
     @inlinable
     public func withUnsafeBufferPointer<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeBufferPointer<UInt8>) throws(Failure) -> Result
@@ -330,6 +364,9 @@ extension CowBuffer {
     ///
     /// If the buffer shares its storage with a copy, the storage is cloned first. The
     /// pointer must not escape `body`, and `body` must not replace it with another one.
+    ///
+    /// - Parameter body: a closure given a mutable buffer pointer to the bytes, which it must not
+    ///   replace; its result is returned.
     @inlinable
     public mutating func withUnsafeMutableBufferPointer<Result: ~Copyable, Failure: Error>(
         _ body: (inout UnsafeMutableBufferPointer<UInt8>) throws(Failure) -> Result
@@ -398,6 +435,8 @@ extension CowBuffer {
 
     /// Calls `body` with the buffer's bytes as a `Span<UInt8>`, for reading:
     /// `buffer.withSpan { $0[3] }`. The closure form of ``span``.
+    ///
+    /// - Parameter body: a closure that reads the bytes through a span; its result is returned.
     public func withSpan<Result: ~Copyable, Failure: Error>(
         _ body: (Span<UInt8>) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -407,6 +446,9 @@ extension CowBuffer {
     /// Calls `body` with the buffer's bytes as a `MutableSpan<UInt8>`, for reading and
     /// writing. The closure form of ``mutableSpan``: the storage is cloned first if it is
     /// shared, once, before `body` runs.
+    ///
+    /// - Parameter body: a closure that reads and writes the bytes through a span; its result is
+    ///   returned.
     public mutating func withMutableSpan<Result: ~Copyable, Failure: Error>(
         _ body: (inout MutableSpan<UInt8>) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -424,6 +466,10 @@ extension CowBuffer: RandomAccessCollection, MutableCollection {
     @inlinable
     public var endIndex: Int { count }
 
+    /// Calls `body` with a pointer to the bytes, as every `Sequence` can be asked to: a buffer
+    /// always has contiguous storage, so the result is never `nil`.
+    ///
+    /// - Parameter body: a closure given a buffer pointer to the bytes; its result is returned.
     @inlinable
     public func withContiguousStorageIfAvailable<Result>(
         _ body: (UnsafeBufferPointer<UInt8>) throws -> Result
@@ -431,6 +477,11 @@ extension CowBuffer: RandomAccessCollection, MutableCollection {
         try withUnsafeBytes { bytes in try body(bytes.assumingMemoryBound(to: UInt8.self)) }
     }
 
+    /// Calls `body` with a mutable pointer to the bytes, cloning shared storage first, as
+    /// every `MutableCollection` can be asked to; the result is never `nil`.
+    ///
+    /// - Parameter body: a closure given a mutable buffer pointer to the bytes, which it must
+    ///   not replace; its result is returned.
     @inlinable
     public mutating func withContiguousMutableStorageIfAvailable<Result>(
         _ body: (inout UnsafeMutableBufferPointer<UInt8>) throws -> Result
@@ -449,6 +500,10 @@ extension CowBuffer: Equatable {
     /// was copied from one that has not changed since is compared only on the pages it wrote,
     /// and so are two buffers written after being copied from the same unchanged state.
     /// Otherwise every byte is compared.
+    ///
+    /// - Parameters:
+    ///   - lhs: a buffer.
+    ///   - rhs: another buffer.
     public static func == (lhs: CowBuffer, rhs: CowBuffer) -> Bool {
         compare(lhs, rhs).equal
     }
@@ -485,6 +540,8 @@ extension CowBuffer: Equatable {
 extension CowBuffer: Hashable {
     /// Hashes the count and every byte, so that equal buffers hash alike whatever their
     /// history: hashing costs time in proportion to the count, as hashing an array does.
+    ///
+    /// - Parameter hasher: the hasher to feed the count and the bytes to.
     public func hash(into hasher: inout Hasher) {
         hasher.combine(count)
         withUnsafeBytes { hasher.combine(bytes: $0) }

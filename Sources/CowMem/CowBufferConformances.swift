@@ -7,6 +7,8 @@ extension CowBuffer: ExpressibleByArrayLiteral {
     /// so if the region cannot be created (out of memory, or no file descriptor left) the
     /// program stops, as an array literal does when it cannot allocate; use ``init(_:)`` to
     /// get that failure as a ``CowMemError`` instead.
+    ///
+    /// - Parameter bytes: the literal's bytes.
     public init(arrayLiteral bytes: UInt8...) {
         do {
             try self.init(bytes)
@@ -24,6 +26,8 @@ extension CowBuffer: Encodable {
     /// nothing about history: a decoded buffer is a new one, with all its pages written. As
     /// for an array, a text format such as JSON spends a number per byte: keep large buffers
     /// in files with ``save(to:)-(FilePath)`` instead.
+    ///
+    /// - Parameter encoder: the encoder to write the bytes to.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.unkeyedContainer()
         try withSpan { bytes throws in
@@ -36,6 +40,7 @@ extension CowBuffer: Decodable {
     /// Decodes bytes encoded as `[UInt8]` encodes them (see ``encode(to:)``), into a new
     /// buffer; zero bytes give the empty buffer.
     ///
+    /// - Parameter decoder: the decoder to read the bytes from.
     /// - Throws: the decoder's `DecodingError` if the data is not a list of values from 0 to
     ///   255, or ``CowMemError`` if the region cannot be created.
     public init(from decoder: any Decoder) throws {

@@ -21,6 +21,7 @@ public struct CowMemError: Error, Hashable, Sendable {
         internal enum Storage: Hashable, Sendable {
             case invalidSize
             case outOfMemory
+            case outOfMappings
             case outOfFileDescriptors
             case faultServerUnavailable
             case notASnapshot
@@ -42,6 +43,17 @@ public struct CowMemError: Error, Hashable, Sendable {
         /// The memory cannot be reserved or mapped (`ENOMEM`, or `EOVERFLOW` for a
         /// size too large to map at all).
         public static var outOfMemory: Code { Code(.outOfMemory) }
+
+        /// The process has no memory mapping left: it holds as many as the kernel allows
+        /// (`vm.max_map_count`, 65530 by default), and the `ENOMEM` of `mmap(2)` or
+        /// `mremap(2)` means that limit, not a lack of memory. Destroying regions, or other
+        /// mappings, frees some; each region takes a few. The description gives the count
+        /// and the limit.
+        ///
+        /// Linux reports this limit with the same `ENOMEM` as a lack of memory, so the
+        /// overlay tells the two apart after the failure, by counting the process's mappings
+        /// in `/proc/self/maps`.
+        public static var outOfMappings: Code { Code(.outOfMappings) }
 
         /// The process or the system has no file descriptor left (`EMFILE`, `ENFILE`).
         public static var outOfFileDescriptors: Code { Code(.outOfFileDescriptors) }
@@ -77,11 +89,16 @@ public struct CowMemError: Error, Hashable, Sendable {
     /// Why Swift refused the input, in the API's own terms; `nil` when a C call failed.
     internal let reason: String?
 
-    internal init(code: Code, underlyingError: Errno?, function: String) {
+    /// What the failure of a C call means here, when the `errno` alone does not say
+    /// (the mapping count and its limit, a commit charge that can never be met).
+    internal let detail: String?
+
+    internal init(code: Code, underlyingError: Errno?, function: String, detail: String? = nil) {
         self.code = code
         self.underlyingError = underlyingError
         self.function = function
         self.reason = nil
+        self.detail = detail
     }
 
     /// Swift refused the arguments of `api` before calling the C library, because of `reason`.
@@ -90,20 +107,55 @@ public struct CowMemError: Error, Hashable, Sendable {
         self.underlyingError = .invalidArgument
         self.function = api
         self.reason = reason
+        self.detail = nil
     }
 
-    /// Classifies an `errno` that a region call reported.
-    internal init(_ errno: Errno, from function: String) {
-        let code: Code
-        switch errno {
-        case .noMemory, .overflow:
-            code = .outOfMemory
-        case .tooManyOpenFiles, .tooManyOpenFilesInSystem:
-            code = .outOfFileDescriptors
-        default:
-            code = .systemError
+    /// Classifies an `errno` that a function of the C library reported.
+    internal init(_ errno: Errno, from function: CFunction) {
+        let code = Code(errno, from: function)
+        self.init(code: code, underlyingError: errno, function: function.rawValue,
+                  detail: code == .outOfMappings ? MappingCount.current?.description : nil)
+    }
+
+    /// Classifies an `errno` that a system call (`open`, `fsync`, `rename`, ...) reported;
+    /// `call` names it and its arguments for the description.
+    internal init(_ errno: Errno, fromSystemCall call: String) {
+        self.init(code: Code(errno, from: nil), underlyingError: errno, function: call)
+    }
+
+    /// This error, with the reason a clone of `size` bytes may never be possible added if it
+    /// is out of memory because the kernel refuses the clone's commit charge.
+    internal func explainingCommitCharge(ofCloning size: Int) -> CowMemError {
+        guard code == .outOfMemory, detail == nil, let why = CommitCharge.refusal(ofCloning: size) else {
+            return self
         }
-        self.init(code: code, underlyingError: errno, function: function)
+        return CowMemError(code: code, underlyingError: underlyingError, function: function, detail: why)
+    }
+}
+
+extension CowMemError.Code {
+    /// The one table from an `errno` to a code: what `errno` means when `function` (a
+    /// function of the C library, or `nil` for a system call of the overlay's) reports it.
+    internal init(_ errno: Errno, from function: CFunction?) {
+        switch (errno, function) {
+        // A snapshot file that is not one, or that this system cannot map.
+        case (.invalidArgument, .load?):
+            self = .notASnapshot
+        // The caller's descriptor: not open for that, not seekable, or `O_APPEND` (the
+        // region is live, so `EINVAL` from `cowmem_save` can only be the descriptor's).
+        case (.badFileDescriptor, .load?), (.badFileDescriptor, .save?),
+             (.illegalSeek, .save?), (.invalidArgument, .save?):
+            self = .unusableFileDescriptor
+        // The kernel says ENOMEM for both; only the count of mappings tells them apart.
+        case (.noMemory, _?) where MappingCount.current?.isExhausted == true:
+            self = .outOfMappings
+        case (.noMemory, _), (.overflow, _):
+            self = .outOfMemory
+        case (.tooManyOpenFiles, _), (.tooManyOpenFilesInSystem, _):
+            self = .outOfFileDescriptors
+        default:
+            self = .systemError
+        }
     }
 }
 
@@ -112,6 +164,7 @@ extension CowMemError.Code: CustomStringConvertible {
         switch storage {
         case .invalidSize: "invalid size"
         case .outOfMemory: "out of memory"
+        case .outOfMappings: "out of memory mappings"
         case .outOfFileDescriptors: "out of file descriptors"
         case .faultServerUnavailable: "fault server unavailable"
         case .notASnapshot: "not a CowMem snapshot"
@@ -132,6 +185,9 @@ extension CowMemError: CustomStringConvertible {
         var text = "\(function) failed: \(code)"
         if let underlyingError {
             text += " (\(underlyingError))"
+        }
+        if let detail {
+            text += ": \(detail)"
         }
         return text
     }

@@ -92,15 +92,18 @@ internal final class FaultServerThread: Sendable {
 
     static func start() -> FaultServerThread {
         let descriptor: CInt
-        do {
-            descriptor = try Engine.claimFaultServer()
-        } catch {
+        switch Engine.claimFaultServer() {
+        case .success(let claimed):
+            descriptor = claimed
+        case .failure(let error):
+            let errno = error.underlyingError ?? .ioError
             return FaultServerThread(
-                server: error == .resourceBusy ? .libraryThread : .unavailable, claimError: error)
+                server: errno == .resourceBusy ? .libraryThread : .unavailable, claimError: errno)
         }
         do {
-            // No signal handler may run here: one that touched region memory would fault on
-            // the only thread that could resolve the fault.
+            // No application signal handler may run here: one that touched region memory
+            // would fault on the only thread that could resolve the fault. The crash
+            // backtracer's suspend signal and the thread's own fault signals stay open.
             let thread = try OwnedThread(name: "cowmem-faults", blockingSignals: true) {
                 serveFaults(on: descriptor)
             }
@@ -137,17 +140,19 @@ internal final class FaultServerThread: Sendable {
                 fatalError("CowMem's fault server: the fault descriptor was closed")
             }
             faultServerWakeups.add(1, ordering: .releasing)
-            do {
-                _ = try Engine.handleFaults()
+            switch Engine.handleFaults() {
+            case .success:
                 lastReported = nil
-            } catch where error == .interrupted || error == .resourceTemporarilyUnavailable {
+            case .failure(let failure)
+                where failure.underlyingError == .interrupted || failure.underlyingError == .resourceTemporarilyUnavailable:
                 continue
-            } catch {
+            case .failure(let failure):
                 // The library has already failed the faulting thread (SIGBUS or an error);
                 // say so once per run of failures, and keep serving the others.
+                let error = failure.underlyingError
                 if error != lastReported {
                     lastReported = error
-                    let message = "cowmem: fault server: cowmem_server_handle failed: \(error)\n"
+                    let message = "cowmem: fault server: \(failure)\n"
                     _ = Array(message.utf8).withUnsafeBytes {
                         write(STDERR_FILENO, $0.baseAddress, $0.count)
                     }

@@ -20,17 +20,17 @@ internal final class OwnedThread: @unchecked Sendable {
     /// Starts a thread named `name` (at most 15 bytes show up in `/proc`) that runs `body`.
     /// Returns once the thread runs and carries its name.
     ///
-    /// With `blockingSignals`, the thread starts with every signal blocked, so that no
-    /// signal handler ever runs on it (signals then go to the application's threads).
+    /// With `blockingSignals`, the thread starts with every signal blocked that the
+    /// application may send or handle (see ``serviceThreadSignalMask()``), so that the
+    /// application's signal handlers run on its own threads, never on this one.
     init(name: String, blockingSignals: Bool = false, _ body: @escaping @Sendable () -> Void) throws(Errno) {
         let startInfo = Start(name: name, body: body)
         let start = Unmanaged.passRetained(startInfo)
         var thread = pthread_t()
-        // A new thread inherits its creator's signal mask: block all around the creation.
-        var all = sigset_t(), previous = sigset_t()
+        // A new thread inherits its creator's signal mask: set it around the creation.
+        var mask = OwnedThread.serviceThreadSignalMask(), previous = sigset_t()
         if blockingSignals {
-            sigfillset(&all)
-            pthread_sigmask(SIG_SETMASK, &all, &previous)
+            pthread_sigmask(SIG_SETMASK, &mask, &previous)
         }
         defer {
             if blockingSignals { pthread_sigmask(SIG_SETMASK, &previous, nil) }
@@ -61,6 +61,30 @@ internal final class OwnedThread: @unchecked Sendable {
     deinit {
         // A thread nobody joins releases its resources itself when it ends.
         if !joined { pthread_detach(thread) }
+    }
+
+    /// The signal mask of a thread that serves the library (the fault server): every signal
+    /// blocked except those that must reach it. The C library's threads use the same set
+    /// (`engine_start_thread` in `server.c`).
+    ///
+    /// - `SIGPROF` stays open so that Swift's crash backtracer can suspend the thread while
+    ///   it prints a backtrace: on Linux it suspends each thread with the first of
+    ///   `SIGUSR1`, `SIGUSR2` and `SIGPROF` that the thread does not block, and prints
+    ///   `failed to suspend thread N while processing a crash` when all three are blocked.
+    ///   `SIGUSR1` and `SIGUSR2` are the application's to handle, where a handler may touch
+    ///   region memory; a `SIGPROF` handler is a profiler's sampler, which reads the stack.
+    /// - The signals of a fault in the thread itself (`SIGSEGV`, `SIGBUS`, `SIGILL`,
+    ///   `SIGFPE`, `SIGTRAP`, `SIGSYS`) stay open so that a crash of this thread is reported
+    ///   by the crash handler: the kernel kills a thread that faults with the signal blocked
+    ///   without running any handler. The thread never touches region memory, so only its
+    ///   own bugs raise them here.
+    static func serviceThreadSignalMask() -> sigset_t {
+        var mask = sigset_t()
+        sigfillset(&mask)
+        for signal in [SIGPROF, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS] {
+            sigdelset(&mask, signal)
+        }
+        return mask
     }
 
     /// Names the calling thread, for `top -H`, `gdb` and `/proc/<pid>/task/*/comm`.

@@ -56,8 +56,23 @@ public struct Region: ~Copyable {
     /// created. Zero bytes are a value only for ``CowBuffer``: every way of making a buffer of
     /// zero bytes gives the empty buffer, which has no region.
     ///
+    /// ### Sizes that cannot be cloned
+    ///
+    /// Creating a region charges nothing against the system's commit limit: its pages are
+    /// charged when they are written. With the first engine (the ``Backend/Kind/memfd``
+    /// backend; ``Backend/features`` without `engine-v2`) a clone is charged its whole size
+    /// at once, since any of its pages may be written, and under `vm.overcommit_memory=0`
+    /// (Linux's default) the kernel refuses any one charge larger than RAM plus swap. So a
+    /// region larger than that can be created and used there, but ``clone()`` fails with
+    /// ``CowMemError/Code/outOfMemory``, and the error's description gives the size and the
+    /// limit. (Under `vm.overcommit_memory=2` the limit is what `CommitLimit` has left;
+    /// under 1 there is none.) Engine v2 charges a clone page by page, as it is written.
+    ///
+    /// - Parameter size: the number of bytes, at least 1; rounded up to a multiple of ``pageSize``.
     /// - Throws: ``CowMemError`` with code ``CowMemError/Code/invalidSize`` if `size` is
-    ///   not positive, ``CowMemError/Code/outOfMemory`` if it cannot be mapped.
+    ///   not positive, ``CowMemError/Code/outOfMemory`` if it cannot be mapped,
+    ///   ``CowMemError/Code/outOfMappings`` if the process has no memory mapping left, or
+    ///   ``CowMemError/Code/outOfFileDescriptors``.
     ///
     /// The C function is `cowmem_create`.
     public init(size: Int) throws(CowMemError) {
@@ -67,11 +82,7 @@ public struct Region: ~Copyable {
                 because: "size is \(size); a region has at least one byte")
         }
         try faultServer.checkUsable()
-        do {
-            self.init(handle: try Engine.create(size: size))
-        } catch {
-            throw CowMemError(error, from: "cowmem_create")
-        }
+        self.init(handle: try Engine.create(size: size).get())
     }
 
     internal init(handle: OpaquePointer) {
@@ -88,16 +99,14 @@ public struct Region: ~Copyable {
     /// Cloning while another thread writes this region races the way `memcpy` would: each
     /// page shows either the old or the new bytes.
     ///
-    /// - Throws: ``CowMemError`` with code ``CowMemError/Code/outOfMemory`` or
+    /// - Throws: ``CowMemError`` with code ``CowMemError/Code/outOfMemory`` (also for a
+    ///   region too large ever to be cloned with the first engine: see "Sizes that cannot be
+    ///   cloned" in ``init(size:)``), ``CowMemError/Code/outOfMappings`` or
     ///   ``CowMemError/Code/outOfFileDescriptors``.
     ///
     /// The C function is `cowmem_clone`.
     public func clone() throws(CowMemError) -> Region {
-        do {
-            return Region(handle: try Engine.clone(handle))
-        } catch {
-            throw CowMemError(error, from: "cowmem_clone")
-        }
+        Region(handle: try Engine.clone(handle).get())
     }
 
     /// Destroys the region now and reports a failure, instead of leaving that to `deinit`.
@@ -109,16 +118,12 @@ public struct Region: ~Copyable {
     public consuming func destroy() throws(CowMemError) {
         let handle = self.handle
         discard self
-        do {
-            try Engine.destroy(handle)
-        } catch {
-            throw CowMemError(error, from: "cowmem_destroy")
-        }
+        try Engine.destroy(handle).get()
     }
 
     deinit {
         // A deinit cannot report a failure; `destroy()` is the way to see one.
-        try? Engine.destroy(handle)
+        _ = Engine.destroy(handle)
     }
 
     /// Touches every page under `range` from user space, for reading or for writing,
@@ -130,19 +135,22 @@ public struct Region: ~Copyable {
     /// the other backends it is harmless and unnecessary.
     ///
     /// The C function is `cowmem_prefault`.
+    ///
+    /// - Parameters:
+    ///   - range: the bytes whose pages to touch, within `0..<size`.
+    ///   - forWriting: whether to touch the pages for writing (the first write to a shared page
+    ///     copies it) rather than for reading.
     public func prefault(_ range: Range<Int>, forWriting: Bool = false) throws(CowMemError) {
         precondition(range.lowerBound >= 0 && range.upperBound <= size,
                      "Region.prefault(_:forWriting:): range \(range) is outside the region's 0..<\(size)")
-        do {
-            try Engine.prefault(handle, offset: range.lowerBound, count: range.count, forWriting: forWriting)
-        } catch {
-            throw CowMemError(error, from: "cowmem_prefault")
-        }
+        try Engine.prefault(handle, offset: range.lowerBound, count: range.count, forWriting: forWriting).get()
     }
 
     /// Calls `body` with the region's bytes, for reading.
     ///
     /// Reading a page of a clone that nobody has written does not copy it.
+    ///
+    /// - Parameter body: a closure that reads the region's bytes; its result is returned.
     public func withBytes<Result: ~Copyable, Failure: Error>(
         _ body: (RawSpan) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -153,6 +161,9 @@ public struct Region: ~Copyable {
     /// Calls `body` with the region's bytes, for reading and writing.
     ///
     /// The first write to a page shared with another region copies that page, once.
+    ///
+    /// - Parameter body: a closure that reads and writes the region's bytes; its result is
+    ///   returned.
     public mutating func withMutableBytes<Result: ~Copyable, Failure: Error>(
         _ body: (inout MutableRawSpan) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -163,6 +174,8 @@ public struct Region: ~Copyable {
     /// Calls `body` with a raw pointer to the region's bytes, for reading.
     ///
     /// The pointer must not escape `body`.
+    ///
+    /// - Parameter body: a closure given a pointer to the region's bytes; its result is returned.
     public func withUnsafeBytes<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -173,6 +186,9 @@ public struct Region: ~Copyable {
     /// buffer for `read(2)`, `recv(2)` and other calls that take a pointer.
     ///
     /// The pointer must not escape `body`.
+    ///
+    /// - Parameter body: a closure given a mutable pointer to the region's bytes; its result is
+    ///   returned.
     public mutating func withUnsafeMutableBytes<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> Result
     ) throws(Failure) -> Result {
@@ -213,6 +229,8 @@ extension Region {
     /// last whole element are left out. The region's bytes must be valid values of `Element`:
     /// any bytes are, for integer, floating-point and other plain-data types, but not, for
     /// example, for `Bool` or an enum. As ``bytes``, the span borrows the region.
+    ///
+    /// - Parameter type: the element type; it can be left to the context.
     @_lifetime(borrow self)
     public func span<Element: BitwiseCopyable>(of type: Element.Type = Element.self) -> Span<Element> {
         let start = UnsafeRawPointer(unsafeBaseAddress)
@@ -226,6 +244,8 @@ extension Region {
     /// The elements are those of ``span(of:)``. The span holds exclusive access to the region
     /// while it is in use; the first write to a page shared with another region copies that
     /// page, once.
+    ///
+    /// - Parameter type: the element type; it can be left to the context.
     @_lifetime(&self)
     public mutating func mutableSpan<Element: BitwiseCopyable>(
         of type: Element.Type = Element.self

@@ -31,11 +31,7 @@ extension Region {
     ///
     /// The C function is `cowmem_dirty_pages`.
     public func dirtyPages() throws(CowMemError) -> [Int] {
-        do {
-            return try Engine.dirtyPages(handle)
-        } catch {
-            throw CowMemError(error, from: "cowmem_dirty_pages")
-        }
+        try Engine.dirtyPages(handle).get()
     }
 
     /// Discards every change made to the region: its content becomes its origin again.
@@ -57,11 +53,7 @@ extension Region {
     ///
     /// The C function is `cowmem_reset`.
     public mutating func reset() throws(CowMemError) {
-        do {
-            try Engine.reset(handle)
-        } catch {
-            throw CowMemError(error, from: "cowmem_reset")
-        }
+        try Engine.reset(handle).get()
     }
 
     /// Makes this region's content equal to `source`'s, in place: the copy-on-write
@@ -93,11 +85,7 @@ extension Region {
                 refusing: .invalidSize, in: "Region.assign(from:)",
                 because: "the source has \(source.size) bytes and this region \(size); they must be the same")
         }
-        do {
-            try Engine.copy(into: handle, from: source.handle)
-        } catch {
-            throw CowMemError(error, from: "cowmem_copy")
-        }
+        try Engine.copy(into: handle, from: source.handle).get()
     }
 
     /// Writes the region's content to `file` as a CowMem snapshot, which
@@ -115,6 +103,7 @@ extension Region {
     /// For a consistent snapshot of a region that other threads keep writing through
     /// ``unsafeBaseAddress``, clone it while they are stopped and save the clone.
     ///
+    /// - Parameter file: a regular file or memfd, open for writing, without `O_APPEND`.
     /// - Throws: ``CowMemError`` with code ``CowMemError/Code/unusableFileDescriptor`` if
     ///   `file` is not open for writing, not seekable, or opened with `O_APPEND`;
     ///   ``CowMemError/Code/systemError`` for the errors of `pwrite(2)` and `ftruncate(2)`
@@ -123,17 +112,7 @@ extension Region {
     ///
     /// The C function is `cowmem_save`.
     public func save(to file: FileDescriptor) throws(CowMemError) {
-        do {
-            try Engine.save(handle, to: file.rawValue)
-        } catch {
-            switch error {
-            // The region is live, so EINVAL can only be the descriptor's O_APPEND.
-            case .badFileDescriptor, .illegalSeek, .invalidArgument:
-                throw CowMemError(code: .unusableFileDescriptor, underlyingError: error, function: "cowmem_save")
-            default:
-                throw CowMemError(error, from: "cowmem_save")
-            }
-        }
+        try Engine.save(handle, to: file.rawValue).get()
     }
 
     /// Opens a snapshot written by ``save(to:)-(FileDescriptor)`` as a new region with the snapshot's content
@@ -151,6 +130,7 @@ extension Region {
     /// not change while the region or any clone of it exists. To replace a snapshot in use,
     /// write a new file and `rename(2)` it over the old one, as ``save(to:)-(FilePath)`` does.
     ///
+    /// - Parameter file: a snapshot file open for reading; the caller may close it afterwards.
     /// - Throws: ``CowMemError`` with code ``CowMemError/Code/notASnapshot`` if the file is
     ///   not a CowMem snapshot (or was saved with another page size),
     ///   ``CowMemError/Code/unusableFileDescriptor`` if `file` is not open for reading,
@@ -161,18 +141,7 @@ extension Region {
     public init(loading file: FileDescriptor) throws(CowMemError) {
         // The overlay's fault server must be claimed before the library makes any region.
         try faultServer.checkUsable()
-        do {
-            self.init(handle: try Engine.load(from: file.rawValue))
-        } catch {
-            switch error {
-            case .invalidArgument:
-                throw CowMemError(code: .notASnapshot, underlyingError: error, function: "cowmem_load")
-            case .badFileDescriptor:
-                throw CowMemError(code: .unusableFileDescriptor, underlyingError: error, function: "cowmem_load")
-            default:
-                throw CowMemError(error, from: "cowmem_load")
-            }
-        }
+        self.init(handle: try Engine.load(from: file.rawValue).get())
     }
 
     /// Figures about the region's memory and the page faults served for it, taken at the
@@ -186,11 +155,7 @@ extension Region {
     /// The C function is `cowmem_stats`.
     public var statistics: Statistics {
         get throws(CowMemError) {
-            do {
-                return Statistics(try Engine.statistics(handle))
-            } catch {
-                throw CowMemError(error, from: "cowmem_stats")
-            }
+            Statistics(try Engine.statistics(handle).get())
         }
     }
 

@@ -35,7 +35,12 @@ extension Region {
     ///
     /// The C function is `cowmem_save`, called on the temporary file.
     public func save(to path: FilePath) throws(CowMemError) {
-        let temporary = try TemporaryFile(replacing: path, for: "Region.save(to:)")
+        try save(to: path, for: "Region.save(to:)")
+    }
+
+    /// ``save(to:)-(FilePath)``, with the errors that Swift raises itself naming `api`.
+    internal func save(to path: FilePath, for api: String) throws(CowMemError) {
+        let temporary = try TemporaryFile(replacing: path, for: api)
         do {
             try save(to: temporary.descriptor)
         } catch {
@@ -161,7 +166,7 @@ extension CowBuffer {
 
 extension CowBufferStorage {
     func save(to file: FileDescriptor) throws(CowMemError) { try region.save(to: file) }
-    func save(to path: FilePath) throws(CowMemError) { try region.save(to: path) }
+    func save(to path: FilePath) throws(CowMemError) { try region.save(to: path, for: "CowBuffer.save(to:)") }
 }
 
 /// The system calls that saving and loading by path make, with their failures as
@@ -176,7 +181,7 @@ internal enum FileOperations {
                 path, mode, options: options.union(.closeOnExec), permissions: permissions,
                 retryOnInterrupt: true)
         } catch {
-            throw CowMemError(error as? Errno ?? .ioError, from: "open(\"\(path)\")")
+            throw CowMemError(error as? Errno ?? .ioError, fromSystemCall: "open(\"\(path)\")")
         }
     }
 
@@ -188,7 +193,7 @@ internal enum FileOperations {
     static func sync(_ file: FileDescriptor, path: FilePath) throws(CowMemError) {
         while fsync(file.rawValue) != 0 {
             let error = Errno(rawValue: errno)
-            if error != .interrupted { throw CowMemError(error, from: "fsync(\"\(path)\")") }
+            if error != .interrupted { throw CowMemError(error, fromSystemCall: "fsync(\"\(path)\")") }
         }
     }
 
@@ -204,7 +209,7 @@ internal enum FileOperations {
             }
         }
         if result != 0 {
-            throw CowMemError(Errno(rawValue: errno), from: "rename(\"\(source)\", \"\(target)\")")
+            throw CowMemError(Errno(rawValue: errno), fromSystemCall: "rename(\"\(source)\", \"\(target)\")")
         }
     }
 
@@ -252,7 +257,7 @@ internal struct TemporaryFile {
         } catch {
             // Linux releases the descriptor even when close reports an error.
             FileOperations.removeQuietly(path)
-            throw CowMemError(error as? Errno ?? .ioError, from: "close(\"\(path)\")")
+            throw CowMemError(error as? Errno ?? .ioError, fromSystemCall: "close(\"\(path)\")")
         }
         do {
             try FileOperations.rename(path, to: target)

@@ -129,7 +129,7 @@ struct FaultServerTests {
         }
     }
 
-    @Test("The overlay's server thread blocks signals, so no handler can run on it",
+    @Test("The overlay's server thread blocks the application's signals, not the crash handler's",
           .enabled(if: backendKind != .memfd, "needs userfaultfd: without it no faults are served"))
     func serverBlocksSignals() throws {
         _ = FaultServer.current
@@ -138,6 +138,47 @@ struct FaultServerTests {
         for signal in [SIGINT, SIGTERM, SIGALRM, SIGUSR1, SIGUSR2, SIGCHLD, SIGPIPE] {
             #expect(blocked & (1 << UInt64(signal - 1)) != 0, "signal \(signal) is not blocked")
         }
+        for signal in [SIGPROF, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS] {
+            #expect(blocked & (1 << UInt64(signal - 1)) == 0, "signal \(signal) is blocked")
+        }
+    }
+
+    @Test("A program that traps after using regions prints its backtrace, with CowMem's threads suspended",
+          .enabled(if: backendKind != .memfd, "needs userfaultfd: without it no faults are served"),
+          .enabled(if: backtracerInstalled, "needs the Swift runtime's swift-backtrace"))
+    func crashBacktraceSuspendsCowMemThreads() async throws {
+        let result = await withBacktracesInExitTests {
+            await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+                // A clone after a write folds, which may start the C library's threads too.
+                var region = try Region(size: 64 * pageSize)
+                region.withMutableBytes { $0.storeBytes(of: 1, toByteOffset: 0, as: UInt8.self) }
+                let first = try region.clone()
+                region.withMutableBytes { $0.storeBytes(of: 2, toByteOffset: pageSize, as: UInt8.self) }
+                let second = try region.clone()
+                _ = first.withBytes { $0.unsafeLoad(as: UInt8.self) }
+                _ = second.withBytes { $0.unsafeLoad(as: UInt8.self) }
+                // Name CowMem's threads for the parent (the overlay's and the C library's).
+                for thread in FaultServerTests().threads() where thread.name.hasPrefix("cowmem") {
+                    let line = Array("cowmem thread \(thread.id)\n".utf8)
+                    _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+                }
+                fatalError("deliberate crash after using regions")
+            }
+        }
+        let errorOutput = String(decoding: try #require(result).standardErrorContent, as: UTF8.self)
+        let lines = errorOutput.split(separator: "\n")
+        let cowMemThreads = Set(lines.compactMap { $0.firstMatch(of: /^cowmem thread (\d+)$/)?.1 })
+        // The backtracer says `failed to suspend thread <id> while processing a crash`.
+        let unsuspended = Set(lines.compactMap { $0.firstMatch(of: /failed to suspend thread (\d+)/)?.1 })
+        #expect(!cowMemThreads.isEmpty, "the child named no CowMem thread:\n\(errorOutput)")
+        #expect(errorOutput.contains("deliberate crash after using regions"))
+        #expect(errorOutput.contains("Program crashed"), "no backtrace printed:\n\(errorOutput)")
+        #expect(errorOutput.contains(" crashed:"), "no crashed thread in the backtrace:\n\(errorOutput)")
+        // Other threads can fail to suspend for a moment of their own: glibc blocks every
+        // signal in a thread while it starts and while it exits, and the concurrency pool
+        // starts and ends threads as it likes. CowMem's threads live for the whole process.
+        #expect(cowMemThreads.isDisjoint(with: unsuspended),
+                "CowMem's threads \(cowMemThreads.intersection(unsuspended).sorted()) were not suspended:\n\(errorOutput)")
     }
 
     /// The names of this process's threads.
@@ -181,4 +222,38 @@ struct FaultServerTests {
         }
         return lines
     }
+}
+
+/// Whether the Swift runtime's backtracer is installed with the runtime this test runs on: the
+/// runtime runs `libexec/swift/linux/swift-backtrace` beside its own `lib/swift/linux`.
+private let backtracerInstalled: Bool = {
+    guard let maps = fopen("/proc/self/maps", "r") else { return false }
+    defer { fclose(maps) }
+    var line = [CChar](repeating: 0, count: 4096)
+    while fgets(&line, CInt(line.count), maps) != nil {
+        let text = String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard text.hasSuffix("/libswiftCore.so"), let start = text.firstIndex(of: "/"),
+              let lib = text.firstRange(of: "/lib/swift/linux/") else { continue }
+        return access(String(text[start..<lib.lowerBound]) + "/libexec/swift/linux/swift-backtrace", X_OK) == 0
+    }
+    return false
+}()
+
+/// Runs `body` with the Swift backtracer enabled, and its output fixed, in the exit tests it
+/// starts.
+///
+/// Swift Testing runs an exit test's child with `SWIFT_BACKTRACE=enable=no` unless the parent's
+/// environment sets the variable; the child inherits the parent's environment when it starts.
+/// Fixing every setting that changes what is printed (no colour, no interactive prompt, on
+/// standard error, only the crashed thread, no symbol look-up, which takes seconds) keeps the
+/// output the same whatever the caller's own `SWIFT_BACKTRACE` says.
+private func withBacktracesInExitTests<T>(_ body: () async throws -> T) async rethrows -> T {
+    let previous = getenv("SWIFT_BACKTRACE").map { String(cString: $0) }
+    setenv("SWIFT_BACKTRACE",
+           "enable=yes,interactive=no,color=no,output-to=stderr,threads=crashed,symbolicate=off,images=none,registers=none",
+           1)
+    defer {
+        if let previous { setenv("SWIFT_BACKTRACE", previous, 1) } else { unsetenv("SWIFT_BACKTRACE") }
+    }
+    return try await body()
 }
