@@ -63,6 +63,10 @@ static TEST_UNUSED const char *errno_name(int error)
 	case EFAULT: return "EFAULT";
 	case EPERM: return "EPERM";
 	case EACCES: return "EACCES";
+	case ESPIPE: return "ESPIPE";
+	case EIO: return "EIO";
+	case ENOSPC: return "ENOSPC";
+	case EDQUOT: return "EDQUOT";
 	default: return strerror(error);
 	}
 }
