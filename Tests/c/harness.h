@@ -48,6 +48,7 @@
 
 #include <fnmatch.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 
 struct test_case {
 	const char *name;
@@ -66,7 +67,7 @@ struct test_case {
 #define TEST_COVERED(case_name, where) { .name = (case_name), .covered_by = (where) }
 #define TEST_CASE_COUNT(cases) (sizeof(cases) / sizeof((cases)[0]))
 /* A case that takes longer fails (its process is killed). */
-#define TEST_CASE_TIMEOUT 300
+#define TEST_CASE_TIMEOUT 600
 
 /* The name of the case this process runs, NULL in main. */
 static const char *test_case_name TEST_UNUSED;
@@ -120,11 +121,11 @@ static TEST_UNUSED void test_case_requirements(const struct test_case *c)
 	char missing[256], have[256];
 	if (c->features & ~mask) {
 		test_feature_list(c->features & ~mask, missing, sizeof missing);
-		test_skip("needs feature %s: feature %s not in use (features: %s)", missing,
-			  missing, test_feature_list(mask, have, sizeof have));
+		test_skip("feature %s not in use (in use: %s)", missing,
+			  test_feature_list(mask, have, sizeof have));
 	}
 	if (!test_backend_allowed(c->backends, test_backend()))
-		test_skip("needs backend %s: backend %s in use", c->backends, test_backend());
+		test_skip("runs on backend %s; backend %s in use", c->backends, test_backend());
 }
 
 static TEST_UNUSED void test_case_list(const struct test_case *c)
@@ -160,9 +161,14 @@ static TEST_UNUSED int test_case_run(const struct test_case *c, char *report,
 	memset(report, 0, TEST_REPORT_SIZE);
 	fflush(stdout);
 	fflush(stderr);
-	pid_t pid = fork();
+	pid_t parent = getpid(), pid = fork();
 	CHECK(pid >= 0, "fork: %s", strerror(errno));
 	if (pid == 0) {
+		/* A program killed (a timeout, a watchdog's SIGALRM) takes its
+		 * case with it, and with it the case's hold on its output. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(TEST_EXIT_FAIL);
 		test_report = report;
 		test_report_pid = getpid();
 		test_case_name = c->name;

@@ -54,13 +54,21 @@ static TEST_UNUSED int test_reporting(void)
 }
 
 /* The first message of this case wins (two threads may fail at once). */
-static TEST_UNUSED void test_report_vset(const char *prefix, const char *format, va_list args)
+static TEST_UNUSED void test_report_vset(const char *format, va_list args)
 {
 	if (!test_reporting() || !__sync_bool_compare_and_swap(&test_report[0], 0, 1))
 		return;
-	size_t used = (size_t)snprintf(test_report + 1, TEST_REPORT_SIZE - 1, "%s", prefix);
-	if (used < TEST_REPORT_SIZE - 1)
-		vsnprintf(test_report + 1 + used, TEST_REPORT_SIZE - 1 - used, format, args);
+	vsnprintf(test_report + 1, TEST_REPORT_SIZE - 1, format, args);
+}
+
+static TEST_UNUSED void test_report_set(const char *format, ...)
+	__attribute__((format(printf, 1, 2)));
+static TEST_UNUSED void test_report_set(const char *format, ...)
+{
+	va_list args;
+	va_start(args, format);
+	test_report_vset(format, args);
+	va_end(args);
 }
 
 static void test_fail_vat(const char *file, int line, const char *condition,
@@ -72,11 +80,12 @@ static void test_fail_vat(const char *file, int line, const char *condition,
 	fflush(stdout);
 	if (test_reporting()) {
 		/* The harness prints it as the case's result, with the seed. */
-		char where[512];
-		snprintf(where, sizeof where, "%s:%d: %s%s%s", file, line,
-			 condition ? "(" : "", condition ? condition : "",
-			 condition ? ") " : "");
-		test_report_vset(where, format, args);
+		char message[TEST_REPORT_SIZE];
+		vsnprintf(message, sizeof message, format, args);
+		test_report_set("%s:%d: %s%s%s%s%s%s%s", file, line, condition ? "(" : "",
+				condition ? condition : "", condition ? ") " : "", message,
+				test_replay_hint[0] ? " (replay options: " : "", test_replay_hint,
+				test_replay_hint[0] ? ")" : "");
 		fflush(stderr);
 		_exit(TEST_EXIT_FAIL);
 	}
@@ -114,7 +123,7 @@ static void test_skip(const char *format, ...)
 	fflush(stdout);
 	if (test_reporting()) {
 		va_start(args, format);
-		test_report_vset("", format, args);
+		test_report_vset(format, args);
 		va_end(args);
 		fflush(stderr);
 		_exit(TEST_EXIT_SKIP);
