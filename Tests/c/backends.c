@@ -31,11 +31,13 @@
  * cowmem_prefault() keeps every byte in each backend, and read(2) into
  * lent pages just prefaulted for writing succeeds.
  *
- * Prints a table: environment, backend, features, result.
+ * Each run is a case named after its environment; one that this machine
+ * cannot make (not root, no seccomp filter for the architecture, ...) skips
+ * and says why.
  * Options: --seed=N (COWMEM_TEST_SEED; passed to every differential run),
  * --ops=N (COWMEM_TEST_OPS, default 4000 per thread; two threads).
  */
-#include "test_util.h"
+#include "harness.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -562,7 +564,7 @@ static void check_read_after_prefault(void)
 	printf("read(2) into lent pages prefaulted for writing moved every byte\n");
 }
 
-static void run_in_child(const struct run *run)
+static void run_configured(const struct run *run)
 {
 	char seed_option[64], ops_option[64];
 
@@ -581,8 +583,8 @@ static void run_in_child(const struct run *run)
 		if (first < 0)
 			setup_failed("fork: %s", strerror(errno));
 		if (first == 0) {
-			execl(differential, differential, seed_option, ops_option,
-			      "--threads=2", (char *)NULL);
+			execl(differential, differential, "-f", "threads", seed_option,
+			      ops_option, "--threads=2", (char *)NULL);
 			setup_failed("exec %s: %s", differential, strerror(errno));
 		}
 		int status;
@@ -625,7 +627,7 @@ static int run_child(const struct run *run, char **output)
 	if (child == 0) {
 		dup2(fds[1], STDOUT_FILENO);
 		dup2(fds[1], STDERR_FILENO);
-		run_in_child(run);
+		run_configured(run);
 	}
 	close(fds[1]);
 
@@ -656,7 +658,7 @@ static int run_child(const struct run *run, char **output)
 
 /* ---- Verdicts ------------------------------------------------------------------- */
 
-static void describe_status(int status, char *text, size_t capacity)
+static void describe_wait(int status, char *text, size_t capacity)
 {
 	if (WIFEXITED(status))
 		snprintf(text, capacity, "exit status %d", WEXITSTATUS(status));
@@ -737,13 +739,29 @@ static bool check_backend(struct run *run, const char *expected)
 	return true;
 }
 
+/* The program's summary line (harness.h) says that no case failed or
+ * was skipped. */
+static bool ran_clean(const char *output, const char *program)
+{
+	char start[64];
+	snprintf(start, sizeof start, "%s: ", program);
+	for (const char *line = strstr(output, start); line; line = strstr(line + 1, start)) {
+		unsigned passed, failed, skipped;
+		if ((line == output || line[-1] == '\n') &&
+		    sscanf(line + strlen(start), "%u passed, %u failed, %u skipped", &passed,
+			   &failed, &skipped) == 3)
+			return passed > 0 && failed == 0 && skipped == 0;
+	}
+	return false;
+}
+
 static void judge_differential(struct run *run, int status, const char *output)
 {
 	const char *expected = expected_backend(run);
 	char how[96];
 	bool have_line = parse_backend_line(run, output);
 
-	describe_status(status, how, sizeof how);
+	describe_wait(status, how, sizeof how);
 	if (!expected) {
 		/* Forced, and not available: the library says so, the test skips. */
 		const char *message = strstr(output, "is not available here: ");
@@ -765,7 +783,7 @@ static void judge_differential(struct run *run, int status, const char *output)
 	if (!check_backend(run, expected))
 		return;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == TEST_EXIT_PASS &&
-	    strstr(output, "differential: no mismatch") && strstr(output, "tracking: no mismatch"))
+	    ran_clean(output, "differential") && ran_clean(output, "tracking"))
 		verdict(run, true, "pass");
 	else
 		verdict(run, false, "FAIL: differential %s", how);
@@ -775,7 +793,7 @@ static void judge_in_process(struct run *run, int status, const char *output)
 {
 	char how[96];
 
-	describe_status(status, how, sizeof how);
+	describe_wait(status, how, sizeof how);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != TEST_EXIT_PASS) {
 		verdict(run, false, "FAIL: %s", how);
 		return;
@@ -825,6 +843,8 @@ static void make_label(struct run *run)
 	if (run->action == PREFAULT)
 		snprintf(run->label + used, sizeof run->label - (size_t)used,
 			 " (cowmem_prefault)");
+	if (run->action == UNKNOWN_VALUE || run->action == FORCED_UNAVAILABLE)
+		snprintf(run->label + used, sizeof run->label - (size_t)used, " (refused)");
 }
 
 static void print_output(const char *output)
@@ -850,6 +870,31 @@ static const char *run_unavailable(const struct run *run)
 	if (run->action == FORCED_UNAVAILABLE && expected_backend(run))
 		return "that backend is available here";
 	return NULL;
+}
+
+/* The case: the run whose label is its name. */
+static void run_case(void)
+{
+	struct run *run = NULL;
+	for (size_t i = 0; i < RUN_COUNT; i++)
+		if (runs[i].label == test_case_name)
+			run = &runs[i];
+	CHECK(run != NULL, "no run for case %s", test_case_name);
+	const char *why = run_unavailable(run);
+	if (why)
+		test_skip("%s", why);
+	char *output;
+	int status = run_child(run, &output);
+	if (run->action == DIFFERENTIAL)
+		judge_differential(run, status, output);
+	else
+		judge_in_process(run, status, output);
+	printf("seen: backend=%s features=%s -> %s\n", run->backend_seen[0] ? run->backend_seen : "-",
+	       run->features_seen[0] ? run->features_seen : "-", run->result);
+	if (run->failed)
+		print_output(output);
+	free(output);
+	CHECK(!run->failed, "%s", run->result);
 }
 
 int main(int argc, char **argv)
@@ -897,54 +942,11 @@ int main(int argc, char **argv)
 	printf("differential runs: --seed=%" PRIu64 " --ops=%" PRIu64 " --threads=2\n\n",
 	       seed, operations);
 
-	unsigned failures = 0, skipped = 0;
-	int width = 0;
+	static struct test_case cases[RUN_COUNT];
 	for (size_t i = 0; i < RUN_COUNT; i++) {
 		make_label(&runs[i]);
-		if ((int)strlen(runs[i].label) > width)
-			width = (int)strlen(runs[i].label);
+		cases[i] = (struct test_case){ .name = runs[i].label, .run = run_case,
+					       .timeout = CHILD_SECONDS + 30 };
 	}
-	for (size_t i = 0; i < RUN_COUNT; i++) {
-		struct run *run = &runs[i];
-		const char *why = run_unavailable(run);
-		if (why) {
-			snprintf(run->result, sizeof run->result, "skip: %s", why);
-			skipped++;
-			printf("%s: %s\n", run->label, run->result);
-			continue;
-		}
-		char *output;
-		int status = run_child(run, &output);
-		if (run->action == DIFFERENTIAL)
-			judge_differential(run, status, output);
-		else
-			judge_in_process(run, status, output);
-		printf("%s: backend=%s features=%s -> %s\n", run->label,
-		       run->backend_seen[0] ? run->backend_seen : "-",
-		       run->features_seen, run->result);
-		if (run->failed) {
-			failures++;
-			print_output(output);
-		}
-		fflush(stdout);
-		free(output);
-	}
-
-	int features_width = 8;
-	for (size_t i = 0; i < RUN_COUNT; i++)
-		if ((int)strlen(runs[i].features_seen) > features_width)
-			features_width = (int)strlen(runs[i].features_seen);
-	printf("\n%-*s  %-16s  %-*s  %s\n", width, "environment", "backend",
-	       features_width, "features", "result");
-	for (size_t i = 0; i < RUN_COUNT; i++) {
-		const struct run *run = &runs[i];
-		printf("%-*s  %-16s  %-*s  %s\n", width, run->label,
-		       run->backend_seen[0] ? run->backend_seen : "-", features_width,
-		       run->features_seen[0] ? run->features_seen : "-", run->result);
-	}
-	printf("\n%zu runs: %zu as expected, %u failed, %u not possible here\n",
-	       RUN_COUNT, RUN_COUNT - failures - skipped, failures, skipped);
-	if (failures)
-		FAIL("%u of %zu runs failed (see above)", failures, RUN_COUNT);
-	return TEST_EXIT_PASS;
+	return test_main(argc, argv, cases, RUN_COUNT);
 }
