@@ -282,15 +282,6 @@ static void backend_named(void)
 	if (forced && *forced && strcmp(forced, "auto") != 0)
 		CHECK(strcmp(backend, forced) == 0, "COWMEM_BACKEND=%s in effect, got %s",
 		      forced, backend);
-	uint64_t mask;
-	char names[256];
-	CHECK(cowmem_feature_mask(&mask) == 0, "cowmem_feature_mask: %s", strerror(errno));
-	for (size_t i = 0; i < sizeof test_feature_names / sizeof test_feature_names[0]; i++)
-		CHECK(!(mask & test_feature_names[i].bit) ==
-		      !test_feature_listed(features, test_feature_names[i].name),
-		      "the mask (%s) and cowmem_features() (%s) disagree on %s",
-		      test_feature_list(mask, names, sizeof names), features,
-		      test_feature_names[i].name);
 	printf("backend %s, features %s\n", backend, features);
 }
 

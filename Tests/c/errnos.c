@@ -577,6 +577,8 @@ static const struct test_case cases[] = {
 	TEST_CASE("cowmem_feature_mask/EINVAL/null", mask_null),
 	TEST_CASE("cowmem_feature_mask/EINVAL/unknown-backend", mask_einval,
 	  .environment = { UNKNOWN_BACKEND }),
+	TEST_CASE("cowmem_feature_mask/EINVAL/unknown-disable", mask_einval,
+	  .environment = { "COWMEM_DISABLE=no-such-feature" }),
 	TEST_COVERED("cowmem_feature_mask/ENOMEM", NOT_ALLOC),
 	TEST_COVERED("cowmem_feature_mask/ENOSYS", START_ERRORS),
 	TEST_COVERED("cowmem_feature_mask/ENOTSUP", START_ERRORS),
