@@ -400,83 +400,77 @@ static void set_or_unset(const char *name, const char *value)
 		unsetenv(name);
 }
 
-/* In-process checks print "check failed: ..." and exit 1. */
-#define CHILD_CHECK(condition, ...)                                         \
-	do {                                                                \
-		if (!(condition)) {                                         \
-			printf("check failed: " __VA_ARGS__);               \
-			printf(" [%s]\n", #condition);                      \
-			fflush(stdout);                                     \
-			_exit(TEST_EXIT_FAIL);                              \
-		}                                                           \
-	} while (0)
-
 /* Every entry point that starts the library fails with `expected`. */
 static void check_refused(int expected)
 {
 	errno = 0;
-	CHILD_CHECK(cowmem_create(page) == NULL && errno == expected,
-		    "cowmem_create: errno %d (%s), expected %d", errno,
-		    strerror(errno), expected);
+	CHECK(cowmem_create(page) == NULL && errno == expected,
+	      "cowmem_create: errno %d (%s), expected %d", errno,
+	      strerror(errno), expected);
 	errno = 0;
-	CHILD_CHECK(cowmem_backend() == NULL && errno == expected,
-		    "cowmem_backend: errno %d, expected %d", errno, expected);
+	CHECK(cowmem_backend() == NULL && errno == expected,
+	      "cowmem_backend: errno %d, expected %d", errno, expected);
 	errno = 0;
-	CHILD_CHECK(cowmem_features() == NULL && errno == expected,
-		    "cowmem_features: errno %d, expected %d", errno, expected);
+	CHECK(cowmem_features() == NULL && errno == expected,
+	      "cowmem_features: errno %d, expected %d", errno, expected);
 	errno = 0;
-	CHILD_CHECK(cowmem_server_claim() == -1 && errno == expected,
-		    "cowmem_server_claim: errno %d, expected %d", errno, expected);
+	CHECK(cowmem_server_claim() == -1 && errno == expected,
+	      "cowmem_server_claim: errno %d, expected %d", errno, expected);
 	errno = 0;
-	CHILD_CHECK(cowmem_server_handle() == -1 && errno == expected,
-		    "cowmem_server_handle: errno %d, expected %d", errno, expected);
+	CHECK(cowmem_server_handle() == -1 && errno == expected,
+	      "cowmem_server_handle: errno %d, expected %d", errno, expected);
+	uint64_t mask = 1;
+	errno = 0;
+	CHECK(cowmem_feature_mask(&mask) == -1 && errno == expected && mask == 0,
+	      "cowmem_feature_mask: errno %d, mask %#llx, expected %d and 0", errno,
+	      (unsigned long long)mask, expected);
 	printf("every call failed with %s\n", strerror(expected));
 }
 
 /* Prefaulting, for reading and for writing, changes no byte of a clone
  * that has holes, pages its source lends it and pages of its base, nor of
- * the region that lends them. (errors.c checks its bad arguments.) */
+ * the region that lends them. (errnos.c checks its bad arguments.) */
 static void check_prefault(void)
 {
 	enum { PAGES = 8 };
 	size_t size = PAGES * page;
 	unsigned char *model = calloc(1, size);
-	CHILD_CHECK(model != NULL, "calloc");
+	CHECK(model != NULL, "calloc");
 	const char *backend = cowmem_backend();
-	CHILD_CHECK(backend != NULL, "cowmem_backend: %s", strerror(errno));
+	CHECK(backend != NULL, "cowmem_backend: %s", strerror(errno));
 	printf("backend=%s features=%s\n", backend, cowmem_features());
 
 	/* Pages 0-3 written in the source, page 1 again in the middle
 	 * region after the source was cloned; pages 4-7 are never written. */
 	cowmem_region *source = cowmem_create(size);
-	CHILD_CHECK(source != NULL, "cowmem_create: %s", strerror(errno));
+	CHECK(source != NULL, "cowmem_create: %s", strerror(errno));
 	for (size_t p = 0; p < 4; p++) {
 		test_pattern_fill(model + p * page, page, 1, p * page);
 		memcpy((unsigned char *)cowmem_data(source) + p * page,
 		       model + p * page, page);
 	}
 	cowmem_region *middle = cowmem_clone(source);
-	CHILD_CHECK(middle != NULL, "cowmem_clone: %s", strerror(errno));
+	CHECK(middle != NULL, "cowmem_clone: %s", strerror(errno));
 	test_pattern_fill(model + page, page, 2, page);
 	memcpy((unsigned char *)cowmem_data(middle) + page, model + page, page);
 	cowmem_region *clone = cowmem_clone(middle); /* waits for page 1 */
-	CHILD_CHECK(clone != NULL, "cowmem_clone: %s", strerror(errno));
+	CHECK(clone != NULL, "cowmem_clone: %s", strerror(errno));
 
 	for (int for_write = 0; for_write <= 1; for_write++) {
 		/* The lender first: for writing, it hands page 1 over. */
-		CHILD_CHECK(cowmem_prefault(middle, page / 2, page, for_write) == 0,
-			    "cowmem_prefault(middle, ...): %s", strerror(errno));
-		CHILD_CHECK(memcmp(cowmem_data(middle), model, size) == 0,
-			    "the lending region changed after cowmem_prefault");
-		CHILD_CHECK(cowmem_prefault(clone, 0, size, for_write) == 0,
-			    "cowmem_prefault(clone, 0, size, %d): %s", for_write,
-			    strerror(errno));
-		CHILD_CHECK(memcmp(cowmem_data(clone), model, size) == 0,
-			    "the clone changed after cowmem_prefault(for_write %d)",
-			    for_write);
+		CHECK(cowmem_prefault(middle, page / 2, page, for_write) == 0,
+		      "cowmem_prefault(middle, ...): %s", strerror(errno));
+		CHECK(memcmp(cowmem_data(middle), model, size) == 0,
+		      "the lending region changed after cowmem_prefault");
+		CHECK(cowmem_prefault(clone, 0, size, for_write) == 0,
+		      "cowmem_prefault(clone, 0, size, %d): %s", for_write,
+		      strerror(errno));
+		CHECK(memcmp(cowmem_data(clone), model, size) == 0,
+		      "the clone changed after cowmem_prefault(for_write %d)",
+		      for_write);
 	}
-	CHILD_CHECK(cowmem_destroy(clone) == 0 && cowmem_destroy(middle) == 0 &&
-		    cowmem_destroy(source) == 0, "destroy: %s", strerror(errno));
+	CHECK(cowmem_destroy(clone) == 0 && cowmem_destroy(middle) == 0 &&
+	      cowmem_destroy(source) == 0, "destroy: %s", strerror(errno));
 	free(model);
 	printf("cowmem_prefault kept every byte\n");
 }
@@ -499,23 +493,23 @@ static void check_read_after_prefault(void)
 	size_t size = LENT_PAGES * page;
 	cowmem_region *regions[LENT_REGIONS];
 	unsigned char *models[LENT_REGIONS], *bytes = malloc(page);
-	CHILD_CHECK(bytes != NULL, "malloc");
+	CHECK(bytes != NULL, "malloc");
 	for (int i = 0; i < LENT_REGIONS; i++) {
 		models[i] = malloc(size);
-		CHILD_CHECK(models[i] != NULL, "malloc");
+		CHECK(models[i] != NULL, "malloc");
 	}
 	regions[0] = cowmem_create(size);
-	CHILD_CHECK(regions[0] != NULL, "cowmem_create: %s", strerror(errno));
+	CHECK(regions[0] != NULL, "cowmem_create: %s", strerror(errno));
 	test_pattern_fill(models[0], size, 3, 0);
 	memcpy(cowmem_data(regions[0]), models[0], size);
 	regions[1] = cowmem_clone(regions[0]);
-	CHILD_CHECK(regions[1] != NULL, "cowmem_clone: %s", strerror(errno));
+	CHECK(regions[1] != NULL, "cowmem_clone: %s", strerror(errno));
 	memcpy(models[1], models[0], size);
 	test_pattern_fill(models[0], size, 4, 0);
 	memcpy(cowmem_data(regions[0]), models[0], size);
 	for (int i = 2; i < LENT_REGIONS; i++) {
 		regions[i] = cowmem_clone(regions[0]);
-		CHILD_CHECK(regions[i] != NULL, "cowmem_clone: %s", strerror(errno));
+		CHECK(regions[i] != NULL, "cowmem_clone: %s", strerror(errno));
 		memcpy(models[i], models[0], size);
 	}
 
@@ -530,34 +524,34 @@ static void check_read_after_prefault(void)
 		size_t pages_and_half;
 	} targets[] = { { 0, 0 }, { 2, 2 }, { 3, 4 }, { 0, 4 } };
 	int fds[2];
-	CHILD_CHECK(pipe(fds) == 0, "pipe: %s", strerror(errno));
+	CHECK(pipe(fds) == 0, "pipe: %s", strerror(errno));
 	for (size_t t = 0; t < sizeof targets / sizeof targets[0]; t++) {
 		int i = targets[t].region;
 		size_t offset = targets[t].pages_and_half * page + page / 2;
 		test_pattern_fill(bytes, page, 10 + t, offset);
-		CHILD_CHECK(cowmem_prefault(regions[i], offset, page, 1) == 0,
-			    "cowmem_prefault(%s, %zu, %zu, 1): %s", names[i], offset,
-			    page, strerror(errno));
-		CHILD_CHECK(write(fds[1], bytes, page) == (ssize_t)page,
-			    "write to the pipe: %s", strerror(errno));
+		CHECK(cowmem_prefault(regions[i], offset, page, 1) == 0,
+		      "cowmem_prefault(%s, %zu, %zu, 1): %s", names[i], offset,
+		      page, strerror(errno));
+		CHECK(write(fds[1], bytes, page) == (ssize_t)page,
+		      "write to the pipe: %s", strerror(errno));
 		errno = 0;
 		ssize_t n = read(fds[0], (unsigned char *)cowmem_data(regions[i]) + offset,
 				 page);
-		CHILD_CHECK(n == (ssize_t)page,
-			    "read(2) into %s at offset %zu, just prefaulted for "
-			    "writing: returned %zd (%s), expected %zu", names[i], offset,
-			    n, n < 0 ? strerror(errno) : "short count", page);
+		CHECK(n == (ssize_t)page,
+		      "read(2) into %s at offset %zu, just prefaulted for "
+		      "writing: returned %zd (%s), expected %zu", names[i], offset,
+		      n, n < 0 ? strerror(errno) : "short count", page);
 		memcpy(models[i] + offset, bytes, page);
 		for (int k = 0; k < LENT_REGIONS; k++)
-			CHILD_CHECK(memcmp(cowmem_data(regions[k]), models[k], size) == 0,
-				    "after read(2) into %s at offset %zu, %s differs "
-				    "from plain memory", names[i], offset, names[k]);
+			CHECK(memcmp(cowmem_data(regions[k]), models[k], size) == 0,
+			      "after read(2) into %s at offset %zu, %s differs "
+			      "from plain memory", names[i], offset, names[k]);
 	}
 	close(fds[0]);
 	close(fds[1]);
 	for (int i = LENT_REGIONS - 1; i >= 0; i--) {
-		CHILD_CHECK(cowmem_destroy(regions[i]) == 0, "destroy: %s",
-			    strerror(errno));
+		CHECK(cowmem_destroy(regions[i]) == 0, "destroy: %s",
+		      strerror(errno));
 		free(models[i]);
 	}
 	free(bytes);
