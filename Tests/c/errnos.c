@@ -297,6 +297,23 @@ static void prefault_overflows(void)
 static void data_null(void) { CHECK_FAILS_WITH(cowmem_data(NULL) == NULL, EINVAL, 0); }
 static void size_null(void) { CHECK_FAILS_WITH(cowmem_size(NULL) == 0, EINVAL, 0); }
 static void reset_null(void) { CHECK_FAILS_WITH(cowmem_reset(NULL) == -1, EINVAL, 0); }
+/* A region that was live once; the calls that check handles refuse it. */
+static cowmem_region *destroyed_region(void)
+{
+	cowmem_region *r = test_create_or_skip(4 * page);
+	memset(cowmem_data(r), 0x21, page);
+	CHECK(cowmem_destroy(r) == 0, "destroy: %s", strerror(errno));
+	return r;
+}
+static void reset_destroyed(void)
+{
+	CHECK_FAILS_WITH(cowmem_reset(destroyed_region()) == -1, EINVAL, 0);
+}
+static void dirty_destroyed(void)
+{
+	size_t list[4];
+	CHECK_FAILS_WITH(cowmem_dirty_pages(destroyed_region(), list, 4) == -1, EINVAL, 0);
+}
 static void stats_null(void)
 {
 	struct cowmem_stats s;
@@ -410,6 +427,22 @@ static void load_junk(void)
 	CHECK(proc_count_fds() == fds, "a failed load left a descriptor");
 	close(fd);
 }
+static void load_empty(void)
+{
+	int fd = temp_file();
+	CHECK_FAILS_WITH(cowmem_load(fd) == NULL, EINVAL, 0);
+	close(fd);
+}
+/* A snapshot cut short after its first page. */
+static void load_truncated(void)
+{
+	int fd = temp_file();
+	memset(cowmem_data(some_region()), 0x44, 4 * page);
+	CHECK(cowmem_save(some_region(), fd) == 0, "save: %s", strerror(errno));
+	CHECK(ftruncate(fd, (off_t)page) == 0, "ftruncate: %s", strerror(errno));
+	CHECK_FAILS_WITH(cowmem_load(fd) == NULL, EINVAL, 0);
+	close(fd);
+}
 static void load_pipe(void)
 {
 	int fds[2];
@@ -516,9 +549,11 @@ static const struct test_case cases[] = {
 
 	TEST_CASE("cowmem_dirty_pages/EINVAL/null", dirty_null),
 	TEST_CASE("cowmem_dirty_pages/EINVAL/pages-null", dirty_pages_null_cap),
+	TEST_CASE("cowmem_dirty_pages/EINVAL/destroyed", dirty_destroyed),
 	TEST_COVERED("cowmem_dirty_pages/ENOMEM", ALLOC),
 
 	TEST_CASE("cowmem_reset/EINVAL/null", reset_null),
+	TEST_CASE("cowmem_reset/EINVAL/destroyed", reset_destroyed),
 	TEST_COVERED("cowmem_reset/EMFILE", "not tested (a reset that needs a new memfd)"),
 	TEST_COVERED("cowmem_reset/ENOMEM", ALLOC),
 
@@ -534,6 +569,8 @@ static const struct test_case cases[] = {
 
 	TEST_CASE("cowmem_load/EBADF/closed", load_closed),
 	TEST_CASE("cowmem_load/EINVAL/not-a-snapshot", load_junk),
+	TEST_CASE("cowmem_load/EINVAL/empty-file", load_empty),
+	TEST_CASE("cowmem_load/EINVAL/cut-short", load_truncated),
 	TEST_COVERED("cowmem_load/EIO", "not tested (the file system's)"),
 	TEST_COVERED("cowmem_load/EMFILE", "exhaustion.c descriptors"),
 	TEST_COVERED("cowmem_load/ENOMEM", ALLOC),
