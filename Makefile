@@ -261,9 +261,11 @@ install-check: lib
 		PC=$(BUILD)/install-check/cowmem.pc
 	@CC='$(CC)' PKG_CONFIG='$(PKG_CONFIG)' Support/install-check $(CHECK_PREFIX) $(CHECK_BIN) $(LIB_SONAME) $(EXAMPLE_SOURCES)
 
-check-man:
-	@echo '== man pages: groff -man -ww'
-	@Support/check-man $(HEADER) $(MAN_PAGES)
+# The ERRORS sections against the header comments, and against the cases
+# of Tests/c/errnos.c (one per documented errno of each function).
+check-man: $(BUILD)/tests/errnos
+	@echo '== man pages: groff -man -ww, ERRORS against the header and errnos.c'
+	@Support/check-man --errno-cases $(BUILD)/tests/errnos $(HEADER) $(MAN_PAGES)
 
 check-swift:
 	@echo '== swift test'
@@ -436,7 +438,7 @@ KERNEL_TEST_DIR := $(BUILD)/test-kernels
 # Every C test as root, and the quick ones that reach the unprivileged
 # paths again as nobody (backends.c already runs its own nobody cases).
 KERNEL_TESTS ?= $(TEST_SOURCES:Tests/c/%.c=%)
-KERNEL_NOBODY_TESTS ?= differential tracking fork errors engine_v2 syscalls seals bad_input
+KERNEL_NOBODY_TESTS ?= differential tracking fork errnos engine_v2 syscalls seals bad_input
 # Seconds per program, and fewer operations than on the host: TCG runs
 # the guest many times slower.
 KERNEL_TEST_TIMEOUT ?= 300

@@ -15,8 +15,7 @@
  *   - the fault servers' "cannot provide page" line needs no allocation
  *     and no stdio, and reads as it did when fprintf printed it.
  */
-#include "test_util.h"
-#include "process_util.h"
+#include "harness.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -131,7 +130,7 @@ static void test_destroy(void)
 	failing = 0;
 	if (rc == 0) {
 		/* Nothing to allocate on this path: fine, but then it is gone. */
-		printf("--    cowmem_destroy needed no allocation here\n");
+		printf("cowmem_destroy needed no allocation here\n");
 		CHECK(byte_at(f.r_clone, 0) == 'B' && byte_at(f.r_clone, 1) == 'x',
 		      "the clone of a destroyed region");
 		f.r = cowmem_clone(f.r_clone);
@@ -142,7 +141,7 @@ static void test_destroy(void)
 		      byte_at(f.r, 0));
 		CHECK(byte_at(f.r, 1) == 'x' && byte_at(f.r_clone, 1) == 'x',
 		      "after a failed destroy");
-		printf("ok    a failed cowmem_destroy (ENOMEM) leaves the region and its bytes\n");
+		printf("a failed cowmem_destroy (ENOMEM) leaves the region and its bytes\n");
 	}
 	family_free(&f);
 }
@@ -165,7 +164,7 @@ static void test_reset(void)
 	CHECK(byte_at(f.r, 0) == 'B' && byte_at(f.r, 1) == 0, "after reset: '%c' '%c'",
 	      byte_at(f.r, 0), byte_at(f.r, 1));
 	CHECK(byte_at(f.r_clone, 1) == 'x', "the clone of a reset region");
-	printf("ok    a failed cowmem_reset (ENOMEM) changes nothing; the next one works\n");
+	printf("a failed cowmem_reset (ENOMEM) changes nothing; the next one works\n");
 
 	/* Failing part way (the first allocations succeed): the region stays
 	 * valid, and the next reset gives the origin. */
@@ -211,7 +210,7 @@ static void test_load(void)
 	CHECK(loaded && byte_at(loaded, 3) == 'L', "load: %s", strerror(errno));
 	CHECK(cowmem_destroy(loaded) == 0, "destroy: %s", strerror(errno));
 	close(file);
-	printf("ok    a failed cowmem_load (ENOMEM) leaves no thread; the next one works\n");
+	printf("a failed cowmem_load (ENOMEM) leaves no thread; the next one works\n");
 }
 
 static void test_other_calls(void)
@@ -231,7 +230,7 @@ static void test_other_calls(void)
 	CHECK(byte_at(f.r, 0) == 'B' && byte_at(f.r, 1) == 'x', "after failed calls");
 	CHECK(cowmem_dirty_pages(f.r, list, 4) == 1 && list[0] == 1, "dirty pages afterwards");
 	family_free(&f);
-	printf("ok    cowmem_dirty_pages and cowmem_clone fail with ENOMEM and change nothing\n");
+	printf("cowmem_dirty_pages and cowmem_clone fail with ENOMEM and change nothing\n");
 }
 
 /* The line a server prints for a page it cannot provide, said with every
@@ -298,19 +297,21 @@ static void test_fail_message(void)
 	      "the cannot-provide lines on descriptor 2 were\n%s\nexpected\n%s", got,
 	      expected);
 	CHECK(errno_kept, "cowmem__say_cannot_provide changed errno");
-	printf("ok    the cannot-provide line needs no allocation nor stdio, as fprintf "
+	printf("the cannot-provide line needs no allocation nor stdio, as fprintf "
 	       "printed it\n");
 }
 
-int main(void)
+static const struct test_case cases[] = {
+	TEST_CASE("destroy", test_destroy),
+	TEST_CASE("reset", test_reset),
+	TEST_CASE("load", test_load),
+	TEST_CASE("dirty-pages-and-clone", test_other_calls),
+	TEST_CASE("cannot-provide-message", test_fail_message),
+};
+
+int main(int argc, char **argv)
 {
-	main_thread = pthread_self();
+	main_thread = pthread_self(); /* a case's process keeps the thread that forked it */
 	page = test_page_size();
-	printf("backend %s, features %s\n", test_backend(), cowmem_features());
-	test_destroy();
-	test_reset();
-	test_load();
-	test_other_calls();
-	test_fail_message();
-	return TEST_EXIT_PASS;
+	return test_main(argc, argv, cases, TEST_CASE_COUNT(cases));
 }

@@ -31,11 +31,13 @@
  * cowmem_prefault() keeps every byte in each backend, and read(2) into
  * lent pages just prefaulted for writing succeeds.
  *
- * Prints a table: environment, backend, features, result.
+ * Each run is a case named after its environment; one that this machine
+ * cannot make (not root, no seccomp filter for the architecture, ...) skips
+ * and says why.
  * Options: --seed=N (COWMEM_TEST_SEED; passed to every differential run),
  * --ops=N (COWMEM_TEST_OPS, default 4000 per thread; two threads).
  */
-#include "test_util.h"
+#include "harness.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -398,83 +400,77 @@ static void set_or_unset(const char *name, const char *value)
 		unsetenv(name);
 }
 
-/* In-process checks print "check failed: ..." and exit 1. */
-#define CHILD_CHECK(condition, ...)                                         \
-	do {                                                                \
-		if (!(condition)) {                                         \
-			printf("check failed: " __VA_ARGS__);               \
-			printf(" [%s]\n", #condition);                      \
-			fflush(stdout);                                     \
-			_exit(TEST_EXIT_FAIL);                              \
-		}                                                           \
-	} while (0)
-
 /* Every entry point that starts the library fails with `expected`. */
 static void check_refused(int expected)
 {
 	errno = 0;
-	CHILD_CHECK(cowmem_create(page) == NULL && errno == expected,
-		    "cowmem_create: errno %d (%s), expected %d", errno,
-		    strerror(errno), expected);
+	CHECK(cowmem_create(page) == NULL && errno == expected,
+	      "cowmem_create: errno %d (%s), expected %d", errno,
+	      strerror(errno), expected);
 	errno = 0;
-	CHILD_CHECK(cowmem_backend() == NULL && errno == expected,
-		    "cowmem_backend: errno %d, expected %d", errno, expected);
+	CHECK(cowmem_backend() == NULL && errno == expected,
+	      "cowmem_backend: errno %d, expected %d", errno, expected);
 	errno = 0;
-	CHILD_CHECK(cowmem_features() == NULL && errno == expected,
-		    "cowmem_features: errno %d, expected %d", errno, expected);
+	CHECK(cowmem_features() == NULL && errno == expected,
+	      "cowmem_features: errno %d, expected %d", errno, expected);
 	errno = 0;
-	CHILD_CHECK(cowmem_server_claim() == -1 && errno == expected,
-		    "cowmem_server_claim: errno %d, expected %d", errno, expected);
+	CHECK(cowmem_server_claim() == -1 && errno == expected,
+	      "cowmem_server_claim: errno %d, expected %d", errno, expected);
 	errno = 0;
-	CHILD_CHECK(cowmem_server_handle() == -1 && errno == expected,
-		    "cowmem_server_handle: errno %d, expected %d", errno, expected);
+	CHECK(cowmem_server_handle() == -1 && errno == expected,
+	      "cowmem_server_handle: errno %d, expected %d", errno, expected);
+	uint64_t mask = 1;
+	errno = 0;
+	CHECK(cowmem_feature_mask(&mask) == -1 && errno == expected && mask == 0,
+	      "cowmem_feature_mask: errno %d, mask %#llx, expected %d and 0", errno,
+	      (unsigned long long)mask, expected);
 	printf("every call failed with %s\n", strerror(expected));
 }
 
 /* Prefaulting, for reading and for writing, changes no byte of a clone
  * that has holes, pages its source lends it and pages of its base, nor of
- * the region that lends them. (errors.c checks its bad arguments.) */
+ * the region that lends them. (errnos.c checks its bad arguments.) */
 static void check_prefault(void)
 {
 	enum { PAGES = 8 };
 	size_t size = PAGES * page;
 	unsigned char *model = calloc(1, size);
-	CHILD_CHECK(model != NULL, "calloc");
+	CHECK(model != NULL, "calloc");
 	const char *backend = cowmem_backend();
-	CHILD_CHECK(backend != NULL, "cowmem_backend: %s", strerror(errno));
+	CHECK(backend != NULL, "cowmem_backend: %s", strerror(errno));
 	printf("backend=%s features=%s\n", backend, cowmem_features());
 
 	/* Pages 0-3 written in the source, page 1 again in the middle
 	 * region after the source was cloned; pages 4-7 are never written. */
 	cowmem_region *source = cowmem_create(size);
-	CHILD_CHECK(source != NULL, "cowmem_create: %s", strerror(errno));
+	CHECK(source != NULL, "cowmem_create: %s", strerror(errno));
 	for (size_t p = 0; p < 4; p++) {
 		test_pattern_fill(model + p * page, page, 1, p * page);
 		memcpy((unsigned char *)cowmem_data(source) + p * page,
 		       model + p * page, page);
 	}
 	cowmem_region *middle = cowmem_clone(source);
-	CHILD_CHECK(middle != NULL, "cowmem_clone: %s", strerror(errno));
+	CHECK(middle != NULL, "cowmem_clone: %s", strerror(errno));
 	test_pattern_fill(model + page, page, 2, page);
 	memcpy((unsigned char *)cowmem_data(middle) + page, model + page, page);
 	cowmem_region *clone = cowmem_clone(middle); /* waits for page 1 */
-	CHILD_CHECK(clone != NULL, "cowmem_clone: %s", strerror(errno));
+	CHECK(clone != NULL, "cowmem_clone: %s", strerror(errno));
 
 	for (int for_write = 0; for_write <= 1; for_write++) {
 		/* The lender first: for writing, it hands page 1 over. */
-		CHILD_CHECK(cowmem_prefault(middle, page / 2, page, for_write) == 0,
-			    "cowmem_prefault(middle, ...): %s", strerror(errno));
-		CHILD_CHECK(memcmp(cowmem_data(middle), model, size) == 0,
-			    "the lending region changed after cowmem_prefault");
-		CHILD_CHECK(cowmem_prefault(clone, 0, size, for_write) == 0,
-			    "cowmem_prefault(clone, 0, size, %d): %s", for_write,
-			    strerror(errno));
-		CHILD_CHECK(memcmp(cowmem_data(clone), model, size) == 0,
-			    "the clone changed after cowmem_prefault(for_write %d)",
-			    for_write);
+		CHECK(cowmem_prefault(middle, page / 2, page, for_write) == 0,
+		      "cowmem_prefault(middle, ...): %s", strerror(errno));
+		CHECK(memcmp(cowmem_data(middle), model, size) == 0,
+		      "the lending region changed after cowmem_prefault");
+		CHECK(cowmem_prefault(clone, 0, size, for_write) == 0,
+		      "cowmem_prefault(clone, 0, size, %d): %s", for_write,
+		      strerror(errno));
+		CHECK(memcmp(cowmem_data(clone), model, size) == 0,
+		      "the clone changed after cowmem_prefault(for_write %d)",
+		      for_write);
 	}
-	CHILD_CHECK(cowmem_destroy(clone) == 0 && cowmem_destroy(middle) == 0 &&
-		    cowmem_destroy(source) == 0, "destroy: %s", strerror(errno));
+	CHECK(cowmem_destroy(clone) == 0 && cowmem_destroy(middle) == 0 &&
+	      cowmem_destroy(source) == 0, "destroy: %s", strerror(errno));
 	free(model);
 	printf("cowmem_prefault kept every byte\n");
 }
@@ -497,23 +493,23 @@ static void check_read_after_prefault(void)
 	size_t size = LENT_PAGES * page;
 	cowmem_region *regions[LENT_REGIONS];
 	unsigned char *models[LENT_REGIONS], *bytes = malloc(page);
-	CHILD_CHECK(bytes != NULL, "malloc");
+	CHECK(bytes != NULL, "malloc");
 	for (int i = 0; i < LENT_REGIONS; i++) {
 		models[i] = malloc(size);
-		CHILD_CHECK(models[i] != NULL, "malloc");
+		CHECK(models[i] != NULL, "malloc");
 	}
 	regions[0] = cowmem_create(size);
-	CHILD_CHECK(regions[0] != NULL, "cowmem_create: %s", strerror(errno));
+	CHECK(regions[0] != NULL, "cowmem_create: %s", strerror(errno));
 	test_pattern_fill(models[0], size, 3, 0);
 	memcpy(cowmem_data(regions[0]), models[0], size);
 	regions[1] = cowmem_clone(regions[0]);
-	CHILD_CHECK(regions[1] != NULL, "cowmem_clone: %s", strerror(errno));
+	CHECK(regions[1] != NULL, "cowmem_clone: %s", strerror(errno));
 	memcpy(models[1], models[0], size);
 	test_pattern_fill(models[0], size, 4, 0);
 	memcpy(cowmem_data(regions[0]), models[0], size);
 	for (int i = 2; i < LENT_REGIONS; i++) {
 		regions[i] = cowmem_clone(regions[0]);
-		CHILD_CHECK(regions[i] != NULL, "cowmem_clone: %s", strerror(errno));
+		CHECK(regions[i] != NULL, "cowmem_clone: %s", strerror(errno));
 		memcpy(models[i], models[0], size);
 	}
 
@@ -528,41 +524,41 @@ static void check_read_after_prefault(void)
 		size_t pages_and_half;
 	} targets[] = { { 0, 0 }, { 2, 2 }, { 3, 4 }, { 0, 4 } };
 	int fds[2];
-	CHILD_CHECK(pipe(fds) == 0, "pipe: %s", strerror(errno));
+	CHECK(pipe(fds) == 0, "pipe: %s", strerror(errno));
 	for (size_t t = 0; t < sizeof targets / sizeof targets[0]; t++) {
 		int i = targets[t].region;
 		size_t offset = targets[t].pages_and_half * page + page / 2;
 		test_pattern_fill(bytes, page, 10 + t, offset);
-		CHILD_CHECK(cowmem_prefault(regions[i], offset, page, 1) == 0,
-			    "cowmem_prefault(%s, %zu, %zu, 1): %s", names[i], offset,
-			    page, strerror(errno));
-		CHILD_CHECK(write(fds[1], bytes, page) == (ssize_t)page,
-			    "write to the pipe: %s", strerror(errno));
+		CHECK(cowmem_prefault(regions[i], offset, page, 1) == 0,
+		      "cowmem_prefault(%s, %zu, %zu, 1): %s", names[i], offset,
+		      page, strerror(errno));
+		CHECK(write(fds[1], bytes, page) == (ssize_t)page,
+		      "write to the pipe: %s", strerror(errno));
 		errno = 0;
 		ssize_t n = read(fds[0], (unsigned char *)cowmem_data(regions[i]) + offset,
 				 page);
-		CHILD_CHECK(n == (ssize_t)page,
-			    "read(2) into %s at offset %zu, just prefaulted for "
-			    "writing: returned %zd (%s), expected %zu", names[i], offset,
-			    n, n < 0 ? strerror(errno) : "short count", page);
+		CHECK(n == (ssize_t)page,
+		      "read(2) into %s at offset %zu, just prefaulted for "
+		      "writing: returned %zd (%s), expected %zu", names[i], offset,
+		      n, n < 0 ? strerror(errno) : "short count", page);
 		memcpy(models[i] + offset, bytes, page);
 		for (int k = 0; k < LENT_REGIONS; k++)
-			CHILD_CHECK(memcmp(cowmem_data(regions[k]), models[k], size) == 0,
-				    "after read(2) into %s at offset %zu, %s differs "
-				    "from plain memory", names[i], offset, names[k]);
+			CHECK(memcmp(cowmem_data(regions[k]), models[k], size) == 0,
+			      "after read(2) into %s at offset %zu, %s differs "
+			      "from plain memory", names[i], offset, names[k]);
 	}
 	close(fds[0]);
 	close(fds[1]);
 	for (int i = LENT_REGIONS - 1; i >= 0; i--) {
-		CHILD_CHECK(cowmem_destroy(regions[i]) == 0, "destroy: %s",
-			    strerror(errno));
+		CHECK(cowmem_destroy(regions[i]) == 0, "destroy: %s",
+		      strerror(errno));
 		free(models[i]);
 	}
 	free(bytes);
 	printf("read(2) into lent pages prefaulted for writing moved every byte\n");
 }
 
-static void run_in_child(const struct run *run)
+static void run_configured(const struct run *run)
 {
 	char seed_option[64], ops_option[64];
 
@@ -581,8 +577,8 @@ static void run_in_child(const struct run *run)
 		if (first < 0)
 			setup_failed("fork: %s", strerror(errno));
 		if (first == 0) {
-			execl(differential, differential, seed_option, ops_option,
-			      "--threads=2", (char *)NULL);
+			execl(differential, differential, "-f", "threads", seed_option,
+			      ops_option, "--threads=2", (char *)NULL);
 			setup_failed("exec %s: %s", differential, strerror(errno));
 		}
 		int status;
@@ -625,7 +621,7 @@ static int run_child(const struct run *run, char **output)
 	if (child == 0) {
 		dup2(fds[1], STDOUT_FILENO);
 		dup2(fds[1], STDERR_FILENO);
-		run_in_child(run);
+		run_configured(run);
 	}
 	close(fds[1]);
 
@@ -656,7 +652,7 @@ static int run_child(const struct run *run, char **output)
 
 /* ---- Verdicts ------------------------------------------------------------------- */
 
-static void describe_status(int status, char *text, size_t capacity)
+static void describe_wait(int status, char *text, size_t capacity)
 {
 	if (WIFEXITED(status))
 		snprintf(text, capacity, "exit status %d", WEXITSTATUS(status));
@@ -737,13 +733,29 @@ static bool check_backend(struct run *run, const char *expected)
 	return true;
 }
 
+/* The program's summary line (harness.h) says that no case failed or
+ * was skipped. */
+static bool ran_clean(const char *output, const char *program)
+{
+	char start[64];
+	snprintf(start, sizeof start, "%s: ", program);
+	for (const char *line = strstr(output, start); line; line = strstr(line + 1, start)) {
+		unsigned passed, failed, skipped;
+		if ((line == output || line[-1] == '\n') &&
+		    sscanf(line + strlen(start), "%u passed, %u failed, %u skipped", &passed,
+			   &failed, &skipped) == 3)
+			return passed > 0 && failed == 0 && skipped == 0;
+	}
+	return false;
+}
+
 static void judge_differential(struct run *run, int status, const char *output)
 {
 	const char *expected = expected_backend(run);
 	char how[96];
 	bool have_line = parse_backend_line(run, output);
 
-	describe_status(status, how, sizeof how);
+	describe_wait(status, how, sizeof how);
 	if (!expected) {
 		/* Forced, and not available: the library says so, the test skips. */
 		const char *message = strstr(output, "is not available here: ");
@@ -765,7 +777,7 @@ static void judge_differential(struct run *run, int status, const char *output)
 	if (!check_backend(run, expected))
 		return;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == TEST_EXIT_PASS &&
-	    strstr(output, "differential: no mismatch") && strstr(output, "tracking: no mismatch"))
+	    ran_clean(output, "differential") && ran_clean(output, "tracking"))
 		verdict(run, true, "pass");
 	else
 		verdict(run, false, "FAIL: differential %s", how);
@@ -775,7 +787,7 @@ static void judge_in_process(struct run *run, int status, const char *output)
 {
 	char how[96];
 
-	describe_status(status, how, sizeof how);
+	describe_wait(status, how, sizeof how);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != TEST_EXIT_PASS) {
 		verdict(run, false, "FAIL: %s", how);
 		return;
@@ -825,6 +837,8 @@ static void make_label(struct run *run)
 	if (run->action == PREFAULT)
 		snprintf(run->label + used, sizeof run->label - (size_t)used,
 			 " (cowmem_prefault)");
+	if (run->action == UNKNOWN_VALUE || run->action == FORCED_UNAVAILABLE)
+		snprintf(run->label + used, sizeof run->label - (size_t)used, " (refused)");
 }
 
 static void print_output(const char *output)
@@ -850,6 +864,31 @@ static const char *run_unavailable(const struct run *run)
 	if (run->action == FORCED_UNAVAILABLE && expected_backend(run))
 		return "that backend is available here";
 	return NULL;
+}
+
+/* The case: the run whose label is its name. */
+static void run_case(void)
+{
+	struct run *run = NULL;
+	for (size_t i = 0; i < RUN_COUNT; i++)
+		if (runs[i].label == test_case_name)
+			run = &runs[i];
+	CHECK(run != NULL, "no run for case %s", test_case_name);
+	const char *why = run_unavailable(run);
+	if (why)
+		test_skip("%s", why);
+	char *output;
+	int status = run_child(run, &output);
+	if (run->action == DIFFERENTIAL)
+		judge_differential(run, status, output);
+	else
+		judge_in_process(run, status, output);
+	printf("seen: backend=%s features=%s -> %s\n", run->backend_seen[0] ? run->backend_seen : "-",
+	       run->features_seen[0] ? run->features_seen : "-", run->result);
+	if (run->failed)
+		print_output(output);
+	free(output);
+	CHECK(!run->failed, "%s", run->result);
 }
 
 int main(int argc, char **argv)
@@ -897,54 +936,11 @@ int main(int argc, char **argv)
 	printf("differential runs: --seed=%" PRIu64 " --ops=%" PRIu64 " --threads=2\n\n",
 	       seed, operations);
 
-	unsigned failures = 0, skipped = 0;
-	int width = 0;
+	static struct test_case cases[RUN_COUNT];
 	for (size_t i = 0; i < RUN_COUNT; i++) {
 		make_label(&runs[i]);
-		if ((int)strlen(runs[i].label) > width)
-			width = (int)strlen(runs[i].label);
+		cases[i] = (struct test_case){ .name = runs[i].label, .run = run_case,
+					       .timeout = CHILD_SECONDS + 30 };
 	}
-	for (size_t i = 0; i < RUN_COUNT; i++) {
-		struct run *run = &runs[i];
-		const char *why = run_unavailable(run);
-		if (why) {
-			snprintf(run->result, sizeof run->result, "skip: %s", why);
-			skipped++;
-			printf("%s: %s\n", run->label, run->result);
-			continue;
-		}
-		char *output;
-		int status = run_child(run, &output);
-		if (run->action == DIFFERENTIAL)
-			judge_differential(run, status, output);
-		else
-			judge_in_process(run, status, output);
-		printf("%s: backend=%s features=%s -> %s\n", run->label,
-		       run->backend_seen[0] ? run->backend_seen : "-",
-		       run->features_seen, run->result);
-		if (run->failed) {
-			failures++;
-			print_output(output);
-		}
-		fflush(stdout);
-		free(output);
-	}
-
-	int features_width = 8;
-	for (size_t i = 0; i < RUN_COUNT; i++)
-		if ((int)strlen(runs[i].features_seen) > features_width)
-			features_width = (int)strlen(runs[i].features_seen);
-	printf("\n%-*s  %-16s  %-*s  %s\n", width, "environment", "backend",
-	       features_width, "features", "result");
-	for (size_t i = 0; i < RUN_COUNT; i++) {
-		const struct run *run = &runs[i];
-		printf("%-*s  %-16s  %-*s  %s\n", width, run->label,
-		       run->backend_seen[0] ? run->backend_seen : "-", features_width,
-		       run->features_seen[0] ? run->features_seen : "-", run->result);
-	}
-	printf("\n%zu runs: %zu as expected, %u failed, %u not possible here\n",
-	       RUN_COUNT, RUN_COUNT - failures - skipped, failures, skipped);
-	if (failures)
-		FAIL("%u of %zu runs failed (see above)", failures, RUN_COUNT);
-	return TEST_EXIT_PASS;
+	return test_main(argc, argv, cases, RUN_COUNT);
 }

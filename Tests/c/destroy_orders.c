@@ -17,7 +17,7 @@
  *
  * Options: --seed=N (COWMEM_TEST_SEED), --permutations=N (default 12).
  */
-#include "test_util.h"
+#include "harness.h"
 
 #include <stdbool.h>
 
@@ -272,29 +272,42 @@ static void run(int shape, int kind, uint64_t seed)
 	free(t);
 }
 
+static uint64_t seed, permutations = 12;
+
+/* Every order for one shape: the three fixed ones, then `permutations`
+ * random ones (every other with writes between destroys). */
+static void shape(int s)
+{
+	cowmem_destroy(test_create_or_skip(page));
+	for (int kind = 0; kind < 3; kind++)
+		run(s, kind, test_substream(seed, (uint64_t)(s * 16 + kind)));
+	for (uint64_t p = 0; p < permutations; p++)
+		run(s, 3 + (int)(p % 2), test_substream(seed, (uint64_t)s << 32 | (1000 + p)));
+	printf("%s: root-first, leaves-first, middle-first, %" PRIu64 " random orders; "
+	       "%llu trees, %llu destroys each followed by a full check of the survivors, "
+	       "%llu bytes compared, 0 mismatches\n", shapes[s].name, permutations,
+	       trees_built, destroys_checked, bytes_compared);
+	CHECK(bytes_compared > 0, "something was compared");
+}
+
+static void chain12(void) { shape(0); }
+static void chain40(void) { shape(1); }
+static void fan16(void) { shape(2); }
+static void bushy(void) { shape(3); }
+static void fan_of_chains(void) { shape(4); }
+
+static const struct test_case cases[] = {
+	TEST_CASE("chain-of-12", chain12),
+	TEST_CASE("chain-of-40", chain40),
+	TEST_CASE("fan-of-16", fan16),
+	TEST_CASE("bushy-3x3x3", bushy),
+	TEST_CASE("fan-of-4-chains-of-5", fan_of_chains),
+};
+
 int main(int argc, char **argv)
 {
 	page = test_page_size();
-	uint64_t seed = test_seed_init(argc, argv);
-	uint64_t permutations = 12;
-	test_option(argc, argv, "permutations", "COWMEM_TEST_PERMUTATIONS",
-		    &permutations);
-	cowmem_destroy(test_create_or_skip(page));
-
-	int shape_count = (int)(sizeof shapes / sizeof shapes[0]);
-	for (int s = 0; s < shape_count; s++) {
-		for (int kind = 0; kind < 3; kind++)
-			run(s, kind, test_substream(seed, (uint64_t)(s * 16 + kind)));
-		for (uint64_t p = 0; p < permutations; p++)
-			run(s, 3 + (int)(p % 2),
-			    test_substream(seed, (uint64_t)s << 32 | (1000 + p)));
-		printf("ok   %s: root-first, leaves-first, middle-first, %" PRIu64
-		       " random orders\n", shapes[s].name, permutations);
-		fflush(stdout);
-	}
-	printf("destroy_orders: %llu trees, %llu destroys each followed by a full "
-	       "check of the survivors, %llu bytes compared, 0 mismatches\n",
-	       trees_built, destroys_checked, bytes_compared);
-	CHECK(bytes_compared > 0, "something was compared");
-	return TEST_EXIT_PASS;
+	seed = test_seed_init(argc, argv);
+	test_option(argc, argv, "permutations", "COWMEM_TEST_PERMUTATIONS", &permutations);
+	return test_main(argc, argv, cases, TEST_CASE_COUNT(cases));
 }

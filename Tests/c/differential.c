@@ -30,12 +30,13 @@
  *   --ops=N      COWMEM_TEST_OPS      operations per thread
  *   --threads=N  COWMEM_TEST_THREADS  threads
  *   --trace=1    COWMEM_TEST_TRACE    print every operation to stderr
- * With neither --ops nor --threads the run has two passes: one thread doing
- * 20000 operations, then 4 threads doing 5000 each. Thread t of a pass with
- * T threads draws from its own stream of the seed, so `--threads=T
- * --ops=N` with the same seed replays that pass operation for operation.
+ * Two cases: one-thread (20000 operations, or --ops) and threads (4
+ * threads, or --threads, doing 5000 each, or --ops). Thread t of a pass
+ * with T threads draws from its own stream of the seed, so `-f threads
+ * --threads=T --ops=N` with the same seed replays that pass operation for
+ * operation.
  */
-#include "test_util.h"
+#include "harness.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -626,7 +627,7 @@ static void run_pass(uint64_t seed, unsigned thread_count,
 	CHECK(workers && threads, "calloc");
 
 	snprintf(test_replay_hint, sizeof test_replay_hint,
-		 "differential --threads=%u --ops=%lu", thread_count,
+		 "--threads=%u --ops=%lu", thread_count,
 		 operations_per_thread);
 	printf("pass: %u thread%s x %lu operations\n", thread_count,
 	       thread_count == 1 ? "" : "s", operations_per_thread);
@@ -686,34 +687,42 @@ static void run_pass(uint64_t seed, unsigned thread_count,
 	free(threads);
 }
 
+static uint64_t operations, threads, trace_on;
+static bool have_operations, have_threads;
+
+/* Prints the backend line, or skips where a forced backend is not
+ * available here. */
+static void start(void)
+{
+	cowmem_destroy(test_create_or_skip(page));
+	prefault_for_system_calls = test_syscalls_need_prefault();
+}
+
+static void one_thread(void)
+{
+	start();
+	run_pass(test_seed, 1, have_operations ? (unsigned long)operations : 20000, trace_on);
+}
+
+static void several_threads(void)
+{
+	start();
+	unsigned count = have_threads ? (unsigned)threads : 4;
+	CHECK(count >= 1 && count <= 256, "--threads between 1 and 256");
+	run_pass(test_seed, count, have_operations ? (unsigned long)operations : 5000, trace_on);
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE("one-thread", one_thread),
+	TEST_CASE("threads", several_threads),
+};
+
 int main(int argc, char **argv)
 {
 	page = test_page_size();
-	uint64_t seed = test_seed_init(argc, argv);
-	uint64_t operations = 0, threads = 0, trace_on = 0;
-	bool have_operations = test_option(argc, argv, "ops", "COWMEM_TEST_OPS",
-					   &operations);
-	bool have_threads = test_option(argc, argv, "threads",
-					"COWMEM_TEST_THREADS", &threads);
+	test_seed_init(argc, argv);
+	have_operations = test_option(argc, argv, "ops", "COWMEM_TEST_OPS", &operations);
+	have_threads = test_option(argc, argv, "threads", "COWMEM_TEST_THREADS", &threads);
 	test_option(argc, argv, "trace", "COWMEM_TEST_TRACE", &trace_on);
-
-	/* Prints the backend line, or skips where a forced backend is not
-	 * available here. */
-	cowmem_destroy(test_create_or_skip(page));
-	prefault_for_system_calls = test_syscalls_need_prefault();
-
-	if (!have_operations && !have_threads) {
-		run_pass(seed, 1, 20000, trace_on);
-		run_pass(seed, 4, 5000, trace_on);
-	} else {
-		if (!have_threads)
-			threads = 1;
-		if (!have_operations)
-			operations = threads == 1 ? 20000 : 5000;
-		CHECK(threads >= 1 && threads <= 256, "--threads between 1 and 256");
-		run_pass(seed, (unsigned)threads, (unsigned long)operations,
-			 trace_on);
-	}
-	printf("differential: no mismatch (seed=%" PRIu64 ")\n", seed);
-	return TEST_EXIT_PASS;
+	return test_main(argc, argv, cases, TEST_CASE_COUNT(cases));
 }

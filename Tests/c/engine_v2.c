@@ -14,13 +14,13 @@
  *               versions, and nothing once every region is gone;
  *   threads     two threads run the ring at once on their own regions.
  *
- * Runs only where engine v2 is in use (a kernel with userfaultfd MINOR
- * faults on shmem and MREMAP_DONTUNMAP, and not COWMEM_ENGINE=v1);
- * elsewhere it skips and says why.
+ * Each case needs engine v2 (a kernel with userfaultfd MINOR faults on
+ * shmem and MREMAP_DONTUNMAP, and not COWMEM_ENGINE=v1); elsewhere it
+ * skips and says why.
  * Options: --seed=N (COWMEM_TEST_SEED), --iterations=N
  * (COWMEM_TEST_ITERATIONS, default 240).
  */
-#include "test_util.h"
+#include "harness.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -130,7 +130,7 @@ static void test_ring(test_rng *rng, bool newest)
 	size_t left = cowmem__store_used();
 	pthread_mutex_unlock(&engine.lock);
 	CHECK(left == 0, "%zu store versions left once every region is gone", left);
-	printf("ok   %s: %" PRIu64 " iterations of %zu pages changed in %zu, store at most %zu "
+	printf("%s: %" PRIu64 " iterations of %zu pages changed in %zu, store at most %zu "
 	       "versions\n", newest ? "newest clone as working copy" : "ring of clones", iterations,
 	       k, pages, most);
 }
@@ -158,7 +158,7 @@ static void test_chain(test_rng *rng)
 				modelled_check(&level[e], size, "a level after the ones before it went");
 	}
 	free(level);
-	printf("ok   chain of %d clones of clones, each writing a page, destroyed root first\n",
+	printf("chain of %d clones of clones, each writing a page, destroyed root first\n",
 	       DEPTH);
 }
 
@@ -200,7 +200,7 @@ static void test_old_reads(test_rng *rng)
 	for (size_t i = 0; i < 4; i++)
 		modelled_free(&old[i]);
 	modelled_free(&work);
-	printf("ok   old snapshots read, written, listed and reset after 80 captures\n");
+	printf("old snapshots read, written, listed and reset after 80 captures\n");
 }
 
 static void *ring_thread(void *arg)
@@ -221,27 +221,58 @@ static void test_threads(uint64_t seed)
 	}
 	for (int t = 0; t < 2; t++)
 		pthread_join(ids[t], NULL);
-	printf("ok   two threads, each running the loop on its own regions\n");
+	printf("two threads, each running the loop on its own regions\n");
 }
+
+static uint64_t seed;
+
+/* Each case its own stream of the one seed. */
+static test_rng case_rng(uint64_t stream)
+{
+	return (test_rng){ test_substream(seed, stream) };
+}
+
+static void ring(void)
+{
+	test_rng rng = case_rng(1);
+	test_ring(&rng, false);
+}
+
+static void newest(void)
+{
+	test_rng rng = case_rng(2);
+	test_ring(&rng, true);
+}
+
+static void chain(void)
+{
+	test_rng rng = case_rng(3);
+	test_chain(&rng);
+}
+
+static void old_reads(void)
+{
+	test_rng rng = case_rng(4);
+	test_old_reads(&rng);
+}
+
+static void threads(void)
+{
+	test_threads(seed);
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE("ring", ring, .features = COWMEM_FEATURE_ENGINE_V2),
+	TEST_CASE("newest", newest, .features = COWMEM_FEATURE_ENGINE_V2),
+	TEST_CASE("chain", chain, .features = COWMEM_FEATURE_ENGINE_V2),
+	TEST_CASE("old-reads", old_reads, .features = COWMEM_FEATURE_ENGINE_V2),
+	TEST_CASE("threads", threads, .features = COWMEM_FEATURE_ENGINE_V2),
+};
 
 int main(int argc, char **argv)
 {
-	uint64_t seed = test_seed_init(argc, argv);
+	seed = test_seed_init(argc, argv);
 	test_option(argc, argv, "iterations", "COWMEM_TEST_ITERATIONS", &iterations);
-
 	page_size = test_page_size();
-	const char *features = cowmem_features();
-	if (!features || !strstr(features, "engine-v2"))
-		test_skip("engine v2 is not in use (COWMEM_ENGINE=v1, or no userfaultfd with "
-			  "MINOR faults on shmem and MREMAP_DONTUNMAP); features: %s",
-			  features ? features : "none");
-	printf("backend %s, features %s\n", test_backend(), features);
-	test_rng rng = { test_substream(seed, 1) };
-	test_ring(&rng, false);
-	test_ring(&rng, true);
-	test_chain(&rng);
-	test_old_reads(&rng);
-	test_threads(seed);
-	printf("engine_v2: no mismatch\n");
-	return TEST_EXIT_PASS;
+	return test_main(argc, argv, cases, TEST_CASE_COUNT(cases));
 }

@@ -29,8 +29,8 @@
  *                   page). Without UFFDIO_POISON (a kernel before 6.6,
  *                   or COWMEM_DISABLE=poison) the process must stop with
  *                   SIGABRT and the message instead (RELIABILITY.md); each
- *                   case runs as the environment is and with poison
- *                   masked. continue and lent need pages lent lazily
+ *                   runs as the environment is (unfillable-KIND) and with
+ *                   poison masked (unfillable-KIND/no-poison). continue and lent need pages lent lazily
  *                   (features minor and wp) and skip, naming the missing
  *                   feature, where clones copy those pages when made.
  *   memcg           (in this process) a child in a memory cgroup of its
@@ -48,8 +48,7 @@
  */
 #include <dirent.h>
 
-#include "test_util.h"
-#include "process_util.h"
+#include "harness.h"
 
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -66,7 +65,6 @@
 
 extern char **environ;
 
-#define CASE_SKIP TEST_EXIT_SKIP
 
 static size_t page;
 static test_rng rng;
@@ -267,7 +265,7 @@ static int case_descriptors(void)
 	tracked_destroy(&extra);
 	for (int i = 0; i < 3; i++)
 		tracked_destroy(&f[i]);
-	printf("ok   descriptors: %d taken; cowmem_create -> %s, nothing "
+	printf("descriptors: %d taken; cowmem_create -> %s, nothing "
 	       "leaked, every region intact, library fine afterwards\n", n,
 	       v2 ? "works (engine v2: no descriptor per region)" : "EMFILE");
 	return 0;
@@ -298,32 +296,21 @@ static int case_first_use(void)
 	const char *features = cowmem_features();
 	printf("after a first call without descriptors: backend=%s features=%s\n",
 	       backend ? backend : "(none)", features ? features : "(none)");
-	int problems = 0;
-	if (expected && (!backend || strcmp(backend, expected) != 0)) {
-		printf("FAIL first-use: backend is %s, a process that started "
-		       "normally gets %s: one failed call crippled the library for "
-		       "the life of the process\n", backend ? backend : "(none)",
-		       expected);
-		problems++;
-	}
-	if (expected_features && (!features || strcmp(features, expected_features) != 0)) {
-		printf("FAIL first-use: features are '%s', a process that started "
-		       "normally gets '%s'\n", features ? features : "(none)",
-		       expected_features);
-		problems++;
-	}
+	CHECK(!expected || (backend && strcmp(backend, expected) == 0),
+	      "backend is %s, a process that started normally gets %s: one failed call "
+	      "crippled the library for the life of the process", backend ? backend : "(none)",
+	      expected);
+	CHECK(!expected_features || (features && strcmp(features, expected_features) == 0),
+	      "features are '%s', a process that started normally gets '%s'",
+	      features ? features : "(none)", expected_features);
 	/* Every operation must work now, clones of written regions included. */
 	make_family(f);
 	tracked_write(&f[0], 0, page);
 	struct tracked d;
 	errno = 0;
 	d.region = cowmem_clone(f[0].region);
-	if (!d.region) {
-		printf("FAIL first-use: cloning a region written since its last "
-		       "clone fails with %s once descriptors are back\n",
-		       errno_name(errno));
-		return 1;
-	}
+	CHECK(d.region != NULL, "cloning a region written since its last clone fails with %s "
+	      "once descriptors are back", errno_name(errno));
 	d.size = f[0].size;
 	d.model = malloc(d.size);
 	CHECK(d.model != NULL, "malloc");
@@ -334,9 +321,7 @@ static int case_first_use(void)
 	tracked_destroy(&d);
 	for (int i = 0; i < 3; i++)
 		tracked_destroy(&f[i]);
-	if (problems)
-		return 1;
-	printf("ok   first-use: the first call fails with EMFILE, then the library "
+	printf("first-use: the first call fails with EMFILE, then the library "
 	       "works as in any process\n");
 	return 0;
 }
@@ -407,7 +392,7 @@ static int case_address_space(void)
 	tracked_destroy(&big);
 	for (int i = 0; i < 3; i++)
 		tracked_destroy(&f[i]);
-	printf("ok   address-space: create and clone beyond RLIMIT_AS -> ENOMEM, "
+	printf("address-space: create and clone beyond RLIMIT_AS -> ENOMEM, "
 	       "every region intact, library fine afterwards\n");
 	return 0;
 }
@@ -479,7 +464,7 @@ static int case_map_count(void)
 	tracked_destroy(&d);
 	for (int i = 0; i < 3; i++)
 		tracked_destroy(&f[i]);
-	printf("ok   map-count: %d mappings (vm.max_map_count=%ld): create and "
+	printf("map-count: %d mappings (vm.max_map_count=%ld): create and "
 	       "clone -> ENOMEM, every region intact, library fine afterwards\n",
 	       maps, max_maps);
 	return 0;
@@ -581,13 +566,10 @@ static int case_unfillable(const char *kind)
 
 	inject_fill_failures();
 	int caught = probe_access(target, write, &fault_at);
-	if (!poison) {
-		/* Without UFFDIO_POISON the library must have stopped the
-		 * process (abort) before the access could complete. */
-		printf("FAIL unfillable-%s: without poison the access returned "
-		       "(signal %d) instead of the process stopping\n", kind, caught);
-		return 1;
-	}
+	/* Without UFFDIO_POISON the library must have stopped the process
+	 * (abort) before the access could complete. */
+	CHECK(poison, "unfillable-%s: without poison the access returned (signal %d) instead "
+	      "of the process stopping", kind, caught);
 	CHECK(caught == SIGBUS, "an access to a page that cannot be provided: "
 	      "expected SIGBUS, got %s", caught ? signal_name(caught) : "no fault");
 	CHECK(fault_at == target || fault_at == (void *)((uintptr_t)target & ~(page - 1)),
@@ -604,7 +586,7 @@ static int case_unfillable(const char *kind)
 			      "page %zu of B changed after a page was lost", p);
 	for (int i = 0; i < 3; i++)
 		tracked_destroy(&f[i]);
-	printf("ok   unfillable-%s: SIGBUS on access (twice), other regions "
+	printf("unfillable-%s: SIGBUS on access (twice), other regions "
 	       "intact, destroy works\n", kind);
 	return 0;
 }
@@ -753,17 +735,14 @@ static int memcg_child(size_t clone_size)
 	unsigned char *data = cowmem_data(b);
 	for (size_t offset = 0; offset < clone_size; offset += page) {
 		unsigned char expected = offset < page ? 0x33 : 0;
-		if (data[offset] != expected) {
-			printf("child: clone byte at %zu is %d, expected %d\n", offset,
-			       data[offset], expected);
-			return 1;
-		}
+		CHECK(data[offset] == expected, "child: clone byte at %zu is %d, expected %d",
+		      offset, data[offset], expected);
 		data[offset] = (unsigned char)(offset / page);
 	}
 	return 0;
 }
 
-static int case_memcg_in_parent(void)
+static void case_memcg_in_parent(void)
 {
 	const size_t limit = (size_t)64 << 20, clone_size = (size_t)512 << 20;
 	struct memcg cg;
@@ -771,8 +750,7 @@ static int case_memcg_in_parent(void)
 	int go[2];
 
 	if (!memcg_create(&cg, limit, why, sizeof why)) {
-		printf("SKIP memcg: %s\n", why);
-		return CASE_SKIP;
+		test_skip("%s", why);
 	}
 	CHECK(pipe2(go, O_CLOEXEC) == 0, "pipe2: %s", strerror(errno));
 	fflush(stdout);
@@ -802,9 +780,7 @@ static int case_memcg_in_parent(void)
 	int status = wait_bounded(pid, 150);
 	memcg_remove(&cg);
 	if (!moved) {
-		printf("SKIP memcg: cannot move a process into %s: %s\n", cg.dir,
-		       strerror(saved));
-		return CASE_SKIP;
+		test_skip("cannot move a process into %s: %s", cg.dir, strerror(saved));
 	}
 	CHECK(status != -1, "the child in a %zu MiB cgroup hung (killed after 150 s)",
 	      limit >> 20);
@@ -815,8 +791,7 @@ static int case_memcg_in_parent(void)
 	CHECK(expected_end || (WIFEXITED(status) && WEXITSTATUS(status) == 2),
 	      "the child must end by SIGKILL (OOM), SIGBUS or a clear error: %s",
 	      describe_status(status));
-	printf("ok   memcg: out of memory ends the process, no hang, no wrong byte\n");
-	return 0;
+	printf("memcg: out of memory ends the process, no hang, no wrong byte\n");
 }
 
 /* In the child: the clone's page tables first (one write per 2 MiB, before
@@ -878,7 +853,7 @@ static void print_wait_channels(pid_t pid)
  * "cannot provide page" must need none, or the server sleeps there and
  * the faulting thread never gets its SIGBUS (both waited forever before
  * the message was written without allocating). */
-static int case_memcg_oom_off(void)
+static void case_memcg_oom_off(void)
 {
 	const size_t limit = (size_t)64 << 20, clone_size = (size_t)512 << 20;
 	struct memcg cg;
@@ -889,20 +864,15 @@ static int case_memcg_oom_off(void)
 		/* Its SIGBUS handler reports in the full cgroup and dies of
 		 * that (SIGSEGV): the library's way to the signal is not what
 		 * would be tested. */
-		printf("SKIP memcg-oom-off: AddressSanitizer handles SIGBUS itself, and needs "
-		       "memory to do so\n");
-		return CASE_SKIP;
+		test_skip("AddressSanitizer handles SIGBUS itself, and needs memory to do so");
 	}
 	if (!memcg_create(&cg, limit, why, sizeof why)) {
-		printf("SKIP memcg-oom-off: %s\n", why);
-		return CASE_SKIP;
+		test_skip("%s", why);
 	}
 	if (cg.version != 1 || !write_file(cg.dir, "memory.oom_control", "1")) {
-		printf("SKIP memcg-oom-off: %s\n",
-		       cg.version != 1 ? "only cgroup v1 can disable a cgroup's OOM killer"
-				       : "cannot write memory.oom_control");
 		memcg_remove(&cg);
-		return CASE_SKIP;
+		test_skip("%s", cg.version != 1 ? "only cgroup v1 can disable a cgroup's OOM killer"
+						: "cannot write memory.oom_control");
 	}
 	int messages[2];
 	CHECK(pipe2(ready, O_CLOEXEC) == 0 && pipe2(go, O_CLOEXEC) == 0 &&
@@ -956,14 +926,11 @@ static int case_memcg_oom_off(void)
 	}
 	memcg_remove(&cg);
 	if (!moved && !set_up && WIFEXITED(status) && WEXITSTATUS(status) == TEST_EXIT_SKIP) {
-		printf("SKIP memcg-oom-off: the memfd backend has no fault server; there the "
-		       "kernel's own copy-on-write waits in the full cgroup\n");
-		return CASE_SKIP;
+		test_skip("the memfd backend has no fault server; there the kernel's own "
+			  "copy-on-write waits in the full cgroup");
 	}
 	if (!moved && set_up) {
-		printf("SKIP memcg-oom-off: cannot move a process into the cgroup: %s\n",
-		       strerror(saved));
-		return CASE_SKIP;
+		test_skip("cannot move a process into the cgroup: %s", strerror(saved));
 	}
 	CHECK(moved, "memcg-oom-off: the child could not set up: %s", describe_status(status));
 	CHECK(status != -1, "memcg-oom-off: a fill the cgroup refused hung instead of SIGBUS");
@@ -984,9 +951,8 @@ static int case_memcg_oom_off(void)
 	printf("     the message %s\n", strstr(said, "cowmem: cannot provide page")
 					      ? "reached stderr"
 					      : "did not reach stderr (the full cgroup refused it)");
-	printf("ok   memcg-oom-off: a refused fill ends in %s, no hang\n",
+	printf("memcg-oom-off: a refused fill ends in %s, no hang\n",
 	       poison ? "SIGBUS" : "SIGABRT");
-	return 0;
 }
 
 /* ---- Running the cases -------------------------------------------------- */
@@ -995,7 +961,7 @@ static const struct {
 	const char *name;
 	int (*run)(void);
 	unsigned watchdog;
-} cases[] = {
+} spawned[] = {
 	{ "descriptors", case_descriptors, 60 },
 	{ "first-use", case_first_use, 60 },
 	{ "address-space", case_address_space, 60 },
@@ -1005,7 +971,7 @@ static const struct {
 	{ "unfillable-continue", case_unfillable_continue, 60 },
 	{ "unfillable-lent", case_unfillable_lent, 60 },
 };
-#define CASE_COUNT (sizeof cases / sizeof cases[0])
+#define SPAWNED_COUNT (sizeof spawned / sizeof spawned[0])
 
 /* Runs `--case=name` in a new process, with `extra` (NAME=value strings,
  * NULL-terminated) in its environment, each replacing a variable of the
@@ -1088,132 +1054,136 @@ static void print_indented(const char *text)
 	}
 }
 
-int main(int argc, char **argv)
+/* What a process that starts normally gets, for first-use to compare
+ * with; learnt in a child so that this process stays fresh. */
+static void expected_start(char *backend, char *features, size_t size)
+{
+	int p[2];
+	CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe2: %s", strerror(errno));
+	fflush(stdout);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		const char *b = cowmem_backend(), *f = cowmem_features();
+		dprintf(p[1], "%s\n%s\n", b ? b : "", f ? f : "");
+		_exit(0);
+	}
+	close(p[1]);
+	char text[512] = "";
+	ssize_t n = read(p[0], text, sizeof text - 1);
+	text[n > 0 ? n : 0] = '\0';
+	close(p[0]);
+	waitpid(pid, NULL, 0);
+	char *newline = strchr(text, '\n');
+	CHECK(newline != NULL, "the child did not say its backend");
+	*newline = '\0';
+	newline[1 + strcspn(newline + 1, "\n")] = '\0';
+	snprintf(backend, size, "COWMEM_TEST_EXPECT_BACKEND=%s", text);
+	snprintf(features, size, "COWMEM_TEST_EXPECT_FEATURES=%s", newline + 1);
+}
+
+/*
+ * Runs the spawned case `name` (with COWMEM_DISABLE=poison added to what
+ * is masked already, if `without_poison`) in a process of its own and
+ * judges how it ended. An unfillable case must end in SIGBUS inside the
+ * case where poison is in use, else with SIGABRT after the library's
+ * message.
+ */
+static void spawn_case(const char *name, bool without_poison)
 {
 	static char output[1 << 16];
-	const char *only = NULL;
+	static char disable[512], expect_backend[600], expect_features[600];
+	const char *extra[3] = { NULL, NULL, NULL };
+	bool unfillable = strncmp(name, "unfillable-", 11) == 0;
+	bool poison = false;
 
+	if (unfillable || strcmp(name, "first-use") == 0) {
+		expected_start(expect_backend, expect_features, sizeof expect_backend);
+		poison = test_feature_listed(strchr(expect_features, '=') + 1, "poison");
+	}
+	if (strcmp(name, "first-use") == 0) {
+		extra[0] = expect_backend;
+		extra[1] = expect_features;
+	}
+	if (without_poison) {
+		const char *disabled = getenv("COWMEM_DISABLE");
+		snprintf(disable, sizeof disable, "COWMEM_DISABLE=%s%spoison",
+			 disabled ? disabled : "", disabled && *disabled ? "," : "");
+		extra[0] = disable;
+		poison = false;
+	}
+	int status = run_case_process(name, extra, output, sizeof output);
+	print_indented(output);
+	CHECK(status != -1, "hung");
+	if (WIFEXITED(status) && WEXITSTATUS(status) == TEST_EXIT_SKIP) {
+		const char *reason = strstr(output, "SKIP: ");
+		test_skip("%.*s", reason ? (int)strcspn(reason + 6, "\n") : 9,
+			  reason ? reason + 6 : "see above");
+	}
+	if (unfillable && !poison) {
+		/* Without poison: the process stops, with the reason. */
+		CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+		      "without poison the process must stop with SIGABRT: %s",
+		      describe_status(status));
+		CHECK(strstr(output, "cowmem: cannot provide page"),
+		      "no 'cowmem: cannot provide page' message on stderr");
+		return;
+	}
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s", describe_status(status));
+	CHECK(!unfillable || strstr(output, "cowmem: cannot provide page"),
+	      "no 'cowmem: cannot provide page' message on stderr");
+}
+
+static void descriptors(void) { spawn_case("descriptors", false); }
+static void first_use(void) { spawn_case("first-use", false); }
+static void address_space(void) { spawn_case("address-space", false); }
+static void map_count(void) { spawn_case("map-count", false); }
+static void unfillable_copy(void) { spawn_case("unfillable-copy", false); }
+static void unfillable_zeropage(void) { spawn_case("unfillable-zeropage", false); }
+static void unfillable_continue(void) { spawn_case("unfillable-continue", false); }
+static void unfillable_lent(void) { spawn_case("unfillable-lent", false); }
+static void unfillable_copy_abort(void) { spawn_case("unfillable-copy", true); }
+static void unfillable_zeropage_abort(void) { spawn_case("unfillable-zeropage", true); }
+static void unfillable_continue_abort(void) { spawn_case("unfillable-continue", true); }
+static void unfillable_lent_abort(void) { spawn_case("unfillable-lent", true); }
+
+static const struct test_case cases[] = {
+	TEST_CASE("descriptors", descriptors),
+	TEST_CASE("first-use", first_use),
+	TEST_CASE("address-space", address_space),
+	TEST_CASE("map-count", map_count),
+	TEST_CASE("unfillable-copy", unfillable_copy),
+	TEST_CASE("unfillable-zeropage", unfillable_zeropage),
+	TEST_CASE("unfillable-continue", unfillable_continue),
+	TEST_CASE("unfillable-lent", unfillable_lent),
+	TEST_CASE("unfillable-copy/no-poison", unfillable_copy_abort),
+	TEST_CASE("unfillable-zeropage/no-poison", unfillable_zeropage_abort),
+	TEST_CASE("unfillable-continue/no-poison", unfillable_continue_abort),
+	TEST_CASE("unfillable-lent/no-poison", unfillable_lent_abort),
+	TEST_CASE("memcg", case_memcg_in_parent),
+	TEST_CASE("memcg-oom-off", case_memcg_oom_off),
+};
+
+int main(int argc, char **argv)
+{
 	page = test_page_size();
 	for (int i = 1; i < argc; i++)
-		if (strncmp(argv[i], "--case=", 7) == 0)
-			only = argv[i] + 7;
-	if (only) {
-		/* One case, in this fresh process. */
-		rng.state = test_seed_init(argc, argv);
-		for (size_t i = 0; i < CASE_COUNT; i++)
-			if (strcmp(cases[i].name, only) == 0) {
-				struct rlimit no_core = { 0, 0 };
-				setrlimit(RLIMIT_CORE, &no_core);
-				alarm(cases[i].watchdog);
-				int rc = cases[i].run();
-				fflush(stdout);
-				return rc;
-			}
-		fprintf(stderr, "unknown case '%s'\n", only);
-		return 2;
-	}
-
-	test_seed_init(argc, argv);
-	alarm(900);
-	/* The variant with poison masked keeps whatever else is masked. */
-	static char without_poison[512];
-	const char *disabled = getenv("COWMEM_DISABLE");
-	snprintf(without_poison, sizeof without_poison, "COWMEM_DISABLE=%s%spoison",
-		 disabled ? disabled : "", disabled && *disabled ? "," : "");
-	/* What a process that starts normally gets, for first-use to compare
-	 * with; learnt in a child so this process stays fresh. */
-	static char expect_backend[600], expect_features[600];
-	bool poison_in_use = false;
-	{
-		int p[2];
-		CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe2: %s", strerror(errno));
-		fflush(stdout);
-		pid_t pid = fork();
-		CHECK(pid >= 0, "fork: %s", strerror(errno));
-		if (pid == 0) {
-			const char *b = cowmem_backend(), *f = cowmem_features();
-			dprintf(p[1], "%s\n%s\n", b ? b : "", f ? f : "");
-			_exit(0);
-		}
-		close(p[1]);
-		char text[512] = "";
-		ssize_t n = read(p[0], text, sizeof text - 1);
-		text[n > 0 ? n : 0] = '\0';
-		close(p[0]);
-		waitpid(pid, NULL, 0);
-		char *newline = strchr(text, '\n');
-		poison_in_use = newline && test_feature_listed(newline + 1, "poison");
-		if (newline) {
-			*newline = '\0';
-			char *features = newline + 1;
-			features[strcspn(features, "\n")] = '\0';
-			snprintf(expect_backend, sizeof expect_backend,
-				 "COWMEM_TEST_EXPECT_BACKEND=%s", text);
-			snprintf(expect_features, sizeof expect_features,
-				 "COWMEM_TEST_EXPECT_FEATURES=%s", features);
-		}
-	}
-
-	int failed = 0, passed = 0, skipped = 0;
-	for (size_t i = 0; i < CASE_COUNT; i++) {
-		const char *name = cases[i].name;
-		bool unfillable = strncmp(name, "unfillable-", 11) == 0;
-		for (int variant = 0; variant < (unfillable ? 2 : 1); variant++) {
-			const char *extra[3] = { NULL, NULL, NULL };
-			char label[96];
-			if (strcmp(name, "first-use") == 0) {
-				extra[0] = expect_backend;
-				extra[1] = expect_features;
-			}
-			if (variant == 1)
-				extra[0] = without_poison;
-			snprintf(label, sizeof label, "%s%s", name,
-				 variant == 1 ? " (COWMEM_DISABLE=poison)" : "");
-			int status = run_case_process(name, extra, output, sizeof output);
-			bool ok, skip = false;
-			if (unfillable && (variant == 1 || !poison_in_use)) {
-				/* Without poison: the process stops, with the reason. */
-				skip = WIFEXITED(status) && WEXITSTATUS(status) == TEST_EXIT_SKIP;
-				ok = skip || (WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT &&
-					      strstr(output, "cowmem: cannot provide page"));
-			} else {
-				skip = WIFEXITED(status) && WEXITSTATUS(status) == TEST_EXIT_SKIP;
-				ok = skip || (WIFEXITED(status) && WEXITSTATUS(status) == 0);
-				if (ok && !skip && unfillable &&
-				    !strstr(output, "cowmem: cannot provide page")) {
-					printf("      (no 'cowmem: cannot provide page' message on stderr)\n");
-					ok = false;
+		if (strncmp(argv[i], "--case=", 7) == 0) {
+			/* One spawned case, in this fresh process. */
+			const char *only = argv[i] + 7;
+			rng.state = test_seed_init(argc, argv);
+			for (size_t c = 0; c < SPAWNED_COUNT; c++)
+				if (strcmp(spawned[c].name, only) == 0) {
+					struct rlimit no_core = { 0, 0 };
+					setrlimit(RLIMIT_CORE, &no_core);
+					alarm(spawned[c].watchdog);
+					int rc = spawned[c].run();
+					fflush(stdout);
+					return rc;
 				}
-			}
-			if (skip) {
-				skipped++;
-				printf("skip %s\n", label);
-				print_indented(output);
-			} else if (ok) {
-				passed++;
-				printf("ok   %s (%s)\n", label, describe_status(status));
-				print_indented(output);
-			} else {
-				failed++;
-				printf("FAIL %s: %s\n", label,
-				       status == -1 ? "hung" : describe_status(status));
-				print_indented(output);
-			}
-			fflush(stdout);
+			fprintf(stderr, "unknown case '%s'\n", only);
+			return 2;
 		}
-	}
-
-	int (*in_parent[])(void) = { case_memcg_in_parent, case_memcg_oom_off };
-	for (size_t i = 0; i < sizeof in_parent / sizeof in_parent[0]; i++) {
-		int rc = in_parent[i]();
-		if (rc == CASE_SKIP)
-			skipped++;
-		else if (rc == 0)
-			passed++;
-		else
-			failed++;
-	}
-
-	printf("exhaustion: %d passed, %d failed, %d skipped\n", passed, failed, skipped);
-	return failed ? TEST_EXIT_FAIL : TEST_EXIT_PASS;
+	test_seed_init(argc, argv);
+	return test_main(argc, argv, cases, TEST_CASE_COUNT(cases));
 }

@@ -31,8 +31,7 @@
  * another thread held at the fork.
  * Options: --seed=N (COWMEM_TEST_SEED), --forks=N (part 2, default 40).
  */
-#include "test_util.h"
-#include "process_util.h"
+#include "harness.h"
 
 #include <pthread.h>
 #include <spawn.h>
@@ -276,15 +275,11 @@ static int child_main(void *unused)
 		FAIL("a forked child must not hold its parent's region memory");
 	}
 	/* The test opens no eventfd: one here is the parent's fault-server
-	 * stop descriptor, which nothing in the child would ever close.
-	 * Reported, and the other checks still run. */
+	 * stop descriptor, which nothing in the child would ever close. It
+	 * fails the child at the end, so that the other checks still run. */
 	int eventfds = proc_count_fds_naming(0, "anon_inode:[eventfd]");
-	if (eventfds != 0) {
-		fprintf(stderr, "child: FAIL: inherited %d eventfd(s), the parent's "
-			"fault-server stop descriptor, which the child never closes:\n",
-			eventfds);
+	if (eventfds != 0)
 		list_descriptors(stderr, 0);
-	}
 
 	for (int i = 0; i < inherited; i++)
 		child_check_orphan(&family[i]);
@@ -323,7 +318,9 @@ static int child_main(void *unused)
 	}
 	CHECK(count_region_descriptors(0) == 0,
 	      "child: region descriptors left after destroying everything");
-	return eventfds != 0;
+	CHECK(eventfds == 0, "child: inherited %d eventfd(s), the parent's fault-server stop "
+	      "descriptor, which the child never closes (listed above)", eventfds);
+	return 0;
 }
 
 static void part_one(void)
@@ -391,7 +388,7 @@ static void part_one(void)
 	for (int i = 0; i < family_count; i++)
 		free(family[i].model);
 	family_count = 0;
-	printf("ok   part 1: orphans in the child (SIGSEGV, EINVAL, destroy), new "
+	printf("orphans in the child (SIGSEGV, EINVAL, destroy), new "
 	       "regions in the child, parent byte-exact during and after\n");
 }
 
@@ -444,43 +441,31 @@ static void *creator(void *argument)
 	return NULL;
 }
 
+/* In the child; CHECK ends it with status 1 and the reason on stderr. */
 static int busy_child(void *arg)
 {
 	char *orphan = arg;
 	probe_install();
 	int fds = count_region_descriptors(0), maps = count_region_mappings(0);
 	if (fds != 0 || maps != 0) {
-		fprintf(stderr, "child of a busy parent: %d region descriptor(s), "
-			"%d region mapping(s):\n", fds, maps);
 		list_descriptors(stderr, 0);
-		return 1;
+		FAIL("child of a busy parent: %d region descriptor(s), %d region mapping(s)",
+		     fds, maps);
 	}
-	if (probe_access(orphan, false, NULL) != SIGSEGV) {
-		fprintf(stderr, "child of a busy parent: an orphan did not fault\n");
-		return 1;
-	}
+	CHECK(probe_access(orphan, false, NULL) == SIGSEGV,
+	      "child of a busy parent: an orphan did not fault");
 	/* The child's own regions work (own userfaultfd and server). */
 	cowmem_region *r = cowmem_create(8 * page);
-	if (!r) {
-		fprintf(stderr, "child: cowmem_create: %s\n", strerror(errno));
-		return 1;
-	}
+	CHECK(r != NULL, "child: cowmem_create: %s", strerror(errno));
 	memset(cowmem_data(r), 0x5a, 8 * page);
 	cowmem_region *c = cowmem_clone(r);
-	if (!c) {
-		fprintf(stderr, "child: cowmem_clone: %s\n", strerror(errno));
-		return 1;
-	}
+	CHECK(c != NULL, "child: cowmem_clone: %s", strerror(errno));
 	memset(cowmem_data(r), 0xa5, page);
 	for (size_t i = 0; i < 8 * page; i++)
-		if (((unsigned char *)cowmem_data(c))[i] != 0x5a) {
-			fprintf(stderr, "child: clone byte %zu wrong\n", i);
-			return 1;
-		}
-	if (cowmem_destroy(c) != 0 || cowmem_destroy(r) != 0) {
-		fprintf(stderr, "child: destroy: %s\n", strerror(errno));
-		return 1;
-	}
+		CHECK(((unsigned char *)cowmem_data(c))[i] == 0x5a, "child: clone byte %zu wrong",
+		      i);
+	CHECK(cowmem_destroy(c) == 0 && cowmem_destroy(r) == 0, "child: destroy: %s",
+	      strerror(errno));
 	return 0;
 }
 
@@ -517,7 +502,7 @@ static void part_two(unsigned forks)
 	CHECK_BYTES(cowmem_data(witness), busy_model, BUSY_PAGES * page,
 		    "a clone kept by the parent through the forks");
 	CHECK(cowmem_destroy(witness) == 0, "destroy: %s", strerror(errno));
-	printf("ok   part 2: %u forks while 3 threads cloned, faulted, created "
+	printf("%u forks while 3 threads cloned, faulted, created "
 	       "and destroyed (%lu rounds): no hang, no region descriptor or "
 	       "mapping in any child\n", forks, atomic_load(&worker_rounds));
 }
@@ -730,39 +715,53 @@ static void part_three(void)
 	free(kept_model);
 	CHECK(cowmem_destroy(kept) == 0 && cowmem_destroy(busy_source) == 0,
 	      "destroy: %s", strerror(errno));
-	printf("ok   part 3: posix_spawn of true (20 times) and sleep, fork + exec "
+	printf("posix_spawn of true (20 times) and sleep, fork + exec "
 	       "of sleep, and of this program: no library descriptor in any new "
 	       "program\n");
 }
 
+static uint64_t forks = 40;
+
+static void orphans_and_own_regions(void)
+{
+	cowmem_destroy(test_create_or_skip(page));
+	part_one();
+}
+
+static void fork_while_busy(void)
+{
+	if (TEST_UNDER_ASAN)
+		/* Its allocator's locks are not reset in a forked child: fork
+		 * while another thread is in malloc, and the child can wait
+		 * forever in its first malloc. Not the library's to fix. */
+		test_skip("under AddressSanitizer: its allocator is not fork-safe in a threaded "
+			  "process; the normal build runs it");
+	cowmem_destroy(test_create_or_skip(page));
+	part_two((unsigned)forks);
+}
+
+static void spawn_and_exec(void)
+{
+	cowmem_destroy(test_create_or_skip(page));
+	part_three();
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE("orphans-and-own-regions", orphans_and_own_regions, .timeout = 300),
+	TEST_CASE("fork-while-busy", fork_while_busy, .timeout = 300),
+	TEST_CASE("spawn-and-exec", spawn_and_exec, .timeout = 300),
+};
+
 int main(int argc, char **argv)
 {
-	uint64_t forks = 40;
-
 	if (argc == 2 && strcmp(argv[1], "--list-fds") == 0)
 		return list_own_fds();
 	page = test_page_size();
 	size = FAMILY_PAGES * page;
 	rng.state = test_seed_init(argc, argv);
 	test_option(argc, argv, "forks", "COWMEM_TEST_FORKS", &forks);
-	alarm(300); /* the whole test: a hang fails it */
-	cowmem_destroy(test_create_or_skip(page));
-
 	busy_model = malloc(BUSY_PAGES * page);
 	CHECK(busy_model != NULL, "malloc");
 	test_rng_fill(&rng, busy_model, BUSY_PAGES * page);
-
-	part_one();
-	if (TEST_UNDER_ASAN)
-		/* Its allocator's locks are not reset in a forked child: fork
-		 * while another thread is in malloc, and the child can wait
-		 * forever in its first malloc. Not the library's to fix. */
-		printf("skip part 2 under AddressSanitizer: its allocator is not "
-		       "fork-safe in a threaded process; the normal build runs it\n");
-	else
-		part_two((unsigned)forks);
-	part_three();
-	free(busy_model);
-	printf("fork: all parts passed\n");
-	return TEST_EXIT_PASS;
+	return test_main(argc, argv, cases, TEST_CASE_COUNT(cases));
 }

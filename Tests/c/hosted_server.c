@@ -12,11 +12,11 @@
  * lazy (features minor and wp), so holes of a clone, which every
  * userfaultfd configuration fills on demand, are read as well.
  *
- * Skips (77) where the library has no fault server to host (the memfd
- * backend, or no userfaultfd here). With the "userfaultfd-user" backend the
+ * Runs only on the userfaultfd backends: the memfd backend has no fault
+ * server to host. With the "userfaultfd-user" backend the
  * buffers of system calls are prefaulted first, as that backend asks.
  */
-#include "test_util.h"
+#include "harness.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -189,17 +189,9 @@ static void read_holes(void)
 	free(plain);
 }
 
-int main(int argc, char **argv)
+static void hosted(void)
 {
-	page = test_page_size();
-	size = PAGES * page;
-	test_seed_init(argc, argv);
-
-	const char *backend = cowmem_backend();
-	if (!backend)
-		FAIL("cowmem_backend(): %s", strerror(errno));
-	if (strncmp(backend, "userfaultfd", 11) != 0)
-		test_skip("backend %s has no fault server to host", backend);
+	const char *backend = test_backend();
 	prefault_first = test_syscalls_need_prefault();
 
 	server_descriptor = cowmem_server_claim();
@@ -229,6 +221,16 @@ int main(int argc, char **argv)
 	printf("fault messages handled by this program's thread: %ld\n", handled);
 	CHECK(handled > 0, "the host's thread served faults (holes of a clone "
 	      "were read)");
-	printf("hosted_server: no mismatch\n");
-	return TEST_EXIT_PASS;
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE("host-serves-faults", hosted, .backends = "userfaultfd,userfaultfd-user"),
+};
+
+int main(int argc, char **argv)
+{
+	page = test_page_size();
+	size = PAGES * page;
+	test_seed_init(argc, argv);
+	return test_main(argc, argv, cases, TEST_CASE_COUNT(cases));
 }

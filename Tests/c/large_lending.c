@@ -10,7 +10,7 @@
  * destroys in an order that forces hand-overs. Every page of every live
  * region is checked against a memcpy model at the end of each generation.
  */
-#include "test_util.h"
+#include "harness.h"
 
 #define REGION_MIB 256
 #define GENERATIONS 6
@@ -25,16 +25,15 @@ static void check_snapshot(const struct snapshot *s, size_t size, const char *wh
 	CHECK_BYTES(cowmem_data(s->region), s->model, size, what);
 }
 
-int main(int argc, char **argv)
+static void generations(void)
 {
-	uint64_t seed = test_seed_init(argc, argv);
+	uint64_t seed = test_seed;
 	size_t page = test_page_size();
 	size_t size = (size_t)REGION_MIB << 20, pages = size / page;
 	test_rng rng = { test_substream(seed, 1) };
 	struct snapshot live = { test_create_or_skip(size), malloc(size) };
 	struct snapshot history[GENERATIONS] = { 0 };
 
-	printf("seed=%" PRIu64 " backend=%s\n", seed, test_backend());
 	CHECK(live.model != NULL, "malloc");
 	unsigned char *data = cowmem_data(live.region);
 	test_rng_fill(&rng, live.model, size);
@@ -83,5 +82,14 @@ int main(int argc, char **argv)
 	free(live.model);
 	printf("large_lending: %d generations of a %d MiB region, every page checked\n",
 	       GENERATIONS, REGION_MIB);
-	return TEST_EXIT_PASS;
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE("generations", generations),
+};
+
+int main(int argc, char **argv)
+{
+	test_seed_init(argc, argv);
+	return test_main(argc, argv, cases, TEST_CASE_COUNT(cases));
 }

@@ -29,7 +29,7 @@
  * read checks every byte. The figures are printed as a table. Exits 77 if
  * the machine has too little memory for the run.
  */
-#include "test_util.h"
+#include "harness.h"
 
 #include <dirent.h>
 #include <stdbool.h>
@@ -245,11 +245,11 @@ static size_t choose_pages(test_rng *rng, size_t *order, size_t *chosen)
 	return count;
 }
 
-int main(int argc, char **argv)
+static void deltas(void)
 {
 	page = test_page_size();
 	pages = REGION_SIZE / page;
-	uint64_t seed = test_seed_init(argc, argv);
+	uint64_t seed = test_seed;
 	test_rng rng = { seed };
 
 	long long available = proc_value("/proc/meminfo", "MemAvailable");
@@ -392,5 +392,14 @@ int main(int argc, char **argv)
 	free(source_pages);
 	free(source_versions);
 	free(clone_versions);
-	return TEST_EXIT_PASS;
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE("deltas", deltas),
+};
+
+int main(int argc, char **argv)
+{
+	test_seed_init(argc, argv);
+	return test_main(argc, argv, cases, TEST_CASE_COUNT(cases));
 }

@@ -3,11 +3,10 @@
  *
  * The version is the header's; every bit of the mask stands for exactly
  * the name cowmem_features() lists, also with each feature masked by
- * COWMEM_DISABLE (in fresh processes: the library starts once per
- * process); bad input fails with EINVAL and leaves the mask 0.
+ * COWMEM_DISABLE (each case meets a library that has not started). Its
+ * errnos (NULL, an unknown COWMEM_DISABLE name) are cases of errnos.c.
  */
-#include "test_util.h"
-#include "process_util.h"
+#include "harness.h"
 
 static const struct {
 	const char *name;
@@ -45,86 +44,62 @@ static int check_mask_matches_list(void)
 	return set;
 }
 
-/* This program again, fresh (the library starts once per process), with
- * COWMEM_DISABLE=disable and the argument; its exit status. */
-static int run_fresh(const char *disable, const char *argument)
+static void version(void)
 {
-	fflush(stdout);
-	pid_t pid = fork();
-	CHECK(pid >= 0, "fork: %s", strerror(errno));
-	if (pid == 0) {
-		setenv("COWMEM_DISABLE", disable, 1);
-		execl("/proc/self/exe", "probe", argument, (char *)NULL);
-		_exit(127);
-	}
-	int status = wait_bounded(pid, 60);
-	CHECK(status != -1, "the child with COWMEM_DISABLE=%s hung", disable);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-/* --masked=NAME, in the fresh child: the name's bit is clear, and the rest
- * still matches the list. */
-static int masked_child(const char *name)
-{
-	uint64_t mask = ~(uint64_t)0;
-	if (cowmem_feature_mask(&mask) < 0)
-		return 2;
-	check_mask_matches_list();
-	for (size_t i = 0; i < NAME_COUNT; i++)
-		if (strcmp(names[i].name, name) == 0)
-			return mask & names[i].bit ? 1 : 0;
-	return 3;
-}
-
-/* --unknown, with a COWMEM_DISABLE name that does not exist. */
-static int unknown_child(void)
-{
-	uint64_t mask = 1;
-	if (!freopen("/dev/null", "w", stderr))
-		return 2;
-	int rc = cowmem_feature_mask(&mask);
-	return rc == -1 && errno == EINVAL && mask == 0 ? 0 : 1;
-}
-
-int main(int argc, char **argv)
-{
-	if (argc == 2 && strncmp(argv[1], "--masked=", 9) == 0)
-		return masked_child(argv[1] + 9);
-	if (argc == 2 && strcmp(argv[1], "--unknown") == 0)
-		return unknown_child();
-	test_seed_init(argc, argv);
-
 	CHECK(cowmem_version() == COWMEM_VERSION, "cowmem_version() %#x, header %#x",
 	      cowmem_version(), COWMEM_VERSION);
 	CHECK(COWMEM_VERSION == ((COWMEM_VERSION_MAJOR << 16) | (COWMEM_VERSION_MINOR << 8) |
 				 COWMEM_VERSION_PATCH),
 	      "COWMEM_VERSION does not pack the three numbers");
-	printf("ok   cowmem_version() is %u.%u.%u, the header's\n", cowmem_version() >> 16,
+	printf("cowmem_version() is %u.%u.%u, the header's\n", cowmem_version() >> 16,
 	       (cowmem_version() >> 8) & 0xff, cowmem_version() & 0xff);
+}
 
-	errno = 0;
-	CHECK(cowmem_feature_mask(NULL) == -1 && errno == EINVAL,
-	      "cowmem_feature_mask(NULL): expected -1/EINVAL, got errno %d", errno);
+static void mask_matches_list(void)
+{
 	int set = check_mask_matches_list();
-	printf("ok   cowmem_feature_mask() matches \"%s\" (%d bits)\n", cowmem_features(), set);
+	printf("cowmem_feature_mask() matches \"%s\" (%d bits)\n", cowmem_features(), set);
+}
 
+/* With the feature masked by COWMEM_DISABLE (on top of what the environment
+ * masks already) its bit is clear, and the rest still matches the list. */
+static void masked(const char *name)
+{
 	const char *inherited = getenv("COWMEM_DISABLE");
-	for (size_t i = 0; i < NAME_COUNT; i++) {
-		if (strcmp(names[i].name, "device") == 0 || strcmp(names[i].name, "engine-v2") == 0)
-			continue; /* not maskable by name */
-		char disable[256], argument[64];
-		snprintf(disable, sizeof disable, "%s%s%s", inherited ? inherited : "",
-			 inherited && *inherited ? "," : "", names[i].name);
-		snprintf(argument, sizeof argument, "--masked=%s", names[i].name);
-		int rc = run_fresh(disable, argument);
-		CHECK(rc == 0, "with COWMEM_DISABLE=%s: %s", disable,
-		      rc == 1 ? "its bit is still set" : "the child failed");
-	}
-	printf("ok   each COWMEM_DISABLE name clears its bit\n");
+	char disable[256];
+	snprintf(disable, sizeof disable, "%s%s%s", inherited ? inherited : "",
+		 inherited && *inherited ? "," : "", name);
+	setenv("COWMEM_DISABLE", disable, 1); /* before the library starts */
+	uint64_t mask = ~(uint64_t)0;
+	CHECK(cowmem_feature_mask(&mask) == 0, "cowmem_feature_mask with COWMEM_DISABLE=%s: %s",
+	      disable, strerror(errno));
+	check_mask_matches_list();
+	for (size_t i = 0; i < NAME_COUNT; i++)
+		if (strcmp(names[i].name, name) == 0)
+			CHECK(!(mask & names[i].bit), "with COWMEM_DISABLE=%s its bit is still set",
+			      disable);
+}
 
-	CHECK(run_fresh("no-such-feature", "--unknown") == 0,
-	      "an unknown COWMEM_DISABLE name: cowmem_feature_mask must fail with EINVAL "
-	      "and a zero mask");
-	printf("ok   an unknown COWMEM_DISABLE name: -1, EINVAL, mask 0\n");
-	return TEST_EXIT_PASS;
+/* Every name but device and engine-v2, which are not maskable by name. */
+static void masked_minor(void) { masked("minor"); }
+static void masked_wp(void) { masked("wp"); }
+static void masked_poison(void) { masked("poison"); }
+static void masked_dontunmap(void) { masked("dontunmap"); }
+static void masked_zero_pfn(void) { masked("zero-pfn"); }
+static void masked_pagemap_scan(void) { masked("pagemap-scan"); }
+
+static const struct test_case cases[] = {
+	TEST_CASE("version", version),
+	TEST_CASE("mask-matches-list", mask_matches_list),
+	TEST_CASE("masked-minor", masked_minor),
+	TEST_CASE("masked-wp", masked_wp),
+	TEST_CASE("masked-poison", masked_poison),
+	TEST_CASE("masked-dontunmap", masked_dontunmap),
+	TEST_CASE("masked-zero-pfn", masked_zero_pfn),
+	TEST_CASE("masked-pagemap-scan", masked_pagemap_scan),
+};
+
+int main(int argc, char **argv)
+{
+	return test_main(argc, argv, cases, TEST_CASE_COUNT(cases));
 }

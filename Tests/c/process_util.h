@@ -10,9 +10,8 @@
  *     hang fails the test instead of hanging the suite, and describing how
  *     the child ended.
  *
- * Also the small things several of those tests share: EXPECT (a check
- * that records the failure and goes on), errno names, and whether the
- * program was built with a sanitizer.
+ * Also the small things several of those tests share: errno names, and
+ * whether the program was built with a sanitizer.
  *
  * Include after test_util.h.
  */
@@ -27,23 +26,7 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 
-/* ---- Checks that go on --------------------------------------------------- */
-
-/* Failed EXPECTs so far; a test ends with TEST_EXIT_FAIL if any. */
-static int expect_failures TEST_UNUSED;
-
-/* Like CHECK, but records the failure and goes on, so one run shows every
- * broken case. */
-#define EXPECT(condition, ...)                                             \
-	do {                                                               \
-		if (!(condition)) {                                        \
-			printf("    %s:%d: expected %s: ", __FILE__,       \
-			       __LINE__, #condition);                      \
-			printf(__VA_ARGS__);                               \
-			printf("\n");                                      \
-			expect_failures++;                                 \
-		}                                                          \
-	} while (0)
+/* ---- Errno names ---------------------------------------------------------- */
 
 static TEST_UNUSED const char *errno_name(int error)
 {
@@ -63,6 +46,10 @@ static TEST_UNUSED const char *errno_name(int error)
 	case EFAULT: return "EFAULT";
 	case EPERM: return "EPERM";
 	case EACCES: return "EACCES";
+	case ESPIPE: return "ESPIPE";
+	case EIO: return "EIO";
+	case ENOSPC: return "ENOSPC";
+	case EDQUOT: return "EDQUOT";
 	default: return strerror(error);
 	}
 }

@@ -23,8 +23,7 @@
  * file is sealed against shrinking only, and the write seals are not
  * checked (RELIABILITY.md says what that means).
  */
-#include "test_util.h"
-#include "process_util.h"
+#include "harness.h"
 
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -75,52 +74,52 @@ static int check_descriptors(bool noexec)
 			continue;
 		library++;
 		int flags = fcntl(fd, F_GETFD);
-		EXPECT(flags >= 0 && (flags & FD_CLOEXEC),
+		CHECK(flags >= 0 && (flags & FD_CLOEXEC),
 		       "fd %d -> %s is close-on-exec", fd, target);
 		const char *proc = strstr(target, "/proc/");
 		if (proc && (strstr(proc, "/pagemap") || strstr(proc, "/mem"))) {
 			int mode = fcntl(fd, F_GETFL);
-			EXPECT(mode >= 0 && (mode & O_ACCMODE) == O_RDONLY,
+			CHECK(mode >= 0 && (mode & O_ACCMODE) == O_RDONLY,
 			       "fd %d -> %s is open read-only (flags 0x%x)", fd, target, mode);
 		}
 		if (!strstr(target, "memfd:cowmem"))
 			continue;
 		memfds++;
 		int seals = fcntl(fd, F_GET_SEALS);
-		EXPECT(seals >= 0 && (seals & F_SEAL_SHRINK) && (engine_v2 || (seals & F_SEAL_GROW)),
+		CHECK(seals >= 0 && (seals & F_SEAL_SHRINK) && (engine_v2 || (seals & F_SEAL_GROW)),
 		       "region memfd %d sealed against shrink%s (seals 0x%x)", fd,
 		       engine_v2 ? "" : " and grow", seals);
-		EXPECT(ftruncate(fd, 0) < 0 && errno == EPERM,
+		CHECK(ftruncate(fd, 0) < 0 && errno == EPERM,
 		       "ftruncate of region memfd %d refused (EPERM), got %s", fd,
 		       strerror(errno));
 		if (!noexec) {
 			/* The fallback (an older kernel, or COWMEM_DISABLE=noexec-seal)
 			 * really ran: no exec seal. */
-			EXPECT(!(seals & F_SEAL_EXEC) || !kernel_has_noexec_seal(),
+			CHECK(!(seals & F_SEAL_EXEC) || !kernel_has_noexec_seal(),
 			       "region memfd %d has F_SEAL_EXEC although noexec-seal is masked "
 			       "(seals 0x%x)", fd, seals);
 		}
 		if (noexec) {
 			struct stat st;
-			EXPECT(fstat(fd, &st) == 0 && !(st.st_mode & 0111),
+			CHECK(fstat(fd, &st) == 0 && !(st.st_mode & 0111),
 			       "region memfd %d has no exec permission (mode %o)", fd,
 			       (unsigned)st.st_mode & 0777);
-			EXPECT(seals & F_SEAL_EXEC, "region memfd %d has F_SEAL_EXEC "
+			CHECK(seals & F_SEAL_EXEC, "region memfd %d has F_SEAL_EXEC "
 			       "(seals 0x%x)", fd, seals);
 			errno = 0;
-			EXPECT(fchmod(fd, 0755) < 0 && errno == EPERM,
+			CHECK(fchmod(fd, 0755) < 0 && errno == EPERM,
 			       "making region memfd %d executable refused (EPERM), got %s",
 			       fd, strerror(errno));
 			/* Not a program anyway; the point is the permission. */
 			char *argv[] = { "x", NULL }, *envp[] = { NULL };
 			errno = 0;
 			long rc = syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
-			EXPECT(rc < 0 && errno == EACCES,
+			CHECK(rc < 0 && errno == EACCES,
 			       "execveat of region memfd %d refused (EACCES), got %s", fd,
 			       strerror(errno));
 		}
 	}
-	EXPECT(library > 0, "some library descriptors were found");
+	CHECK(library > 0, "some library descriptors were found");
 	return memfds;
 }
 
@@ -154,97 +153,119 @@ static int descriptor_of_mapping(const void *address)
 	FAIL("no region memfd with inode %lu", inode);
 }
 
-int main(void)
+/* A (8 pages of 0x5a), its clone B, and C, never cloned; what the
+ * environment asks for. */
+struct fixture {
+	cowmem_region *a, *b, *c;
+	const char *disabled;
+	bool noexec;
+};
+
+static struct fixture make_regions(void)
 {
-	page = test_page_size();
-	cowmem_region *a = test_create_or_skip(8 * page);
-	const char *disabled = getenv("COWMEM_DISABLE");
-	bool masked = disabled && test_feature_listed(disabled, "noexec-seal");
-	bool write_sealed = true;
-	bool noexec = kernel_has_noexec_seal() && !masked;
-	engine_v2 = strstr(cowmem_features(), "engine-v2") != NULL;
+	struct fixture f = { .a = test_create_or_skip(8 * page) };
+	f.disabled = getenv("COWMEM_DISABLE");
+	bool masked = f.disabled && test_feature_listed(f.disabled, "noexec-seal");
+	f.noexec = kernel_has_noexec_seal() && !masked;
+	engine_v2 = test_feature_in_use("engine-v2");
 	printf("kernel MFD_NOEXEC_SEAL: %s%s\n", kernel_has_noexec_seal() ? "yes" : "no",
 	       masked ? " (masked: COWMEM_DISABLE=noexec-seal)" : "");
-	if (engine_v2)
-		printf("engine v2: one page file, written by clones; write seals not checked\n");
-
-	memset(cowmem_data(a), 0x5a, 8 * page);
-	int fd_a = descriptor_of_mapping(cowmem_data(a));
+	memset(cowmem_data(f.a), 0x5a, 8 * page);
+	int fd_a = descriptor_of_mapping(cowmem_data(f.a));
 	int seals = fcntl(fd_a, F_GET_SEALS);
-	EXPECT(!(seals & F_SEAL_FUTURE_WRITE), "a region never cloned is not "
-	       "write-sealed yet (seals 0x%x)", seals);
+	CHECK(!(seals & F_SEAL_FUTURE_WRITE), "a region never cloned is not "
+	      "write-sealed yet (seals 0x%x)", seals);
+	f.b = cowmem_clone(f.a);
+	CHECK(f.b != NULL, "cowmem_clone: %s", strerror(errno));
+	f.c = cowmem_create(4 * page);
+	CHECK(f.c != NULL, "cowmem_create: %s", strerror(errno));
+	return f;
+}
 
-	cowmem_region *b = cowmem_clone(a);
-	CHECK(b != NULL, "cowmem_clone: %s", strerror(errno));
-	cowmem_region *c = cowmem_create(4 * page); /* exclusive, never cloned */
-	CHECK(c != NULL, "cowmem_create: %s", strerror(errno));
-	int memfds = check_descriptors(noexec);
-	printf("checked %d region memfds and the library's other descriptors\n", memfds);
+static void destroy_regions(struct fixture *f)
+{
+	/* Nothing was changed by the refused writes. */
+	for (size_t i = 0; i < 8 * page; i++)
+		CHECK(((unsigned char *)cowmem_data(f->b))[i] == 0x5a, "clone byte %zu changed: %d",
+		      i, ((unsigned char *)cowmem_data(f->b))[i]);
+	CHECK(cowmem_destroy(f->c) == 0 && cowmem_destroy(f->b) == 0 &&
+	      cowmem_destroy(f->a) == 0, "destroy: %s", strerror(errno));
+}
 
-	/* The layer both A and B read is frozen: nobody may write it. */
-	int frozen = descriptor_of_mapping(cowmem_data(b));
+static void descriptors(void)
+{
+	struct fixture f = make_regions();
+	int memfds = check_descriptors(f.noexec);
+	printf("checked %d region memfds and the library's other descriptors: close-on-exec, "
+	       "/proc files read-only, memfds sealed%s\n", memfds,
+	       f.noexec ? " and non-executable" : "");
+	destroy_regions(&f);
+}
+
+/* The layer both A and B read is frozen: nobody may write it. */
+static void frozen_layer(void)
+{
+	struct fixture f = make_regions();
 	if (engine_v2)
-		goto after_write_seals;
-	seals = fcntl(frozen, F_GET_SEALS);
-	if (disabled && test_feature_listed(disabled, "future-write-seal")) {
-		EXPECT(seals >= 0 && !(seals & F_SEAL_FUTURE_WRITE),
-		       "future-write-seal masked, yet the frozen layer is write-sealed "
-		       "(seals 0x%x)", seals);
-		write_sealed = false;
-		goto after_write_seals;
+		test_skip("engine v2 is in use: one page file, written by clones; write seals "
+			  "not checked");
+	int frozen = descriptor_of_mapping(cowmem_data(f.b));
+	int seals = fcntl(frozen, F_GET_SEALS);
+	if (f.disabled && test_feature_listed(f.disabled, "future-write-seal")) {
+		CHECK(seals >= 0 && !(seals & F_SEAL_FUTURE_WRITE),
+		      "future-write-seal masked, yet the frozen layer is write-sealed "
+		      "(seals 0x%x)", seals);
+		printf("frozen layers not write-sealed (future-write-seal masked)\n");
+		destroy_regions(&f);
+		return;
 	}
-	EXPECT(seals >= 0 && (seals & F_SEAL_FUTURE_WRITE),
-	       "the frozen layer is write-sealed (seals 0x%x)", seals);
+	CHECK(seals >= 0 && (seals & F_SEAL_FUTURE_WRITE),
+	      "the frozen layer is write-sealed (seals 0x%x)", seals);
 	unsigned char junk[64];
 	memset(junk, 0xee, sizeof junk);
 	errno = 0;
-	EXPECT(pwrite(frozen, junk, sizeof junk, 0) < 0 && errno == EPERM,
-	       "pwrite to the frozen layer refused (EPERM), got %s", strerror(errno));
+	CHECK(pwrite(frozen, junk, sizeof junk, 0) < 0 && errno == EPERM,
+	      "pwrite to the frozen layer refused (EPERM), got %s", strerror(errno));
 	errno = 0;
-	EXPECT(write(frozen, junk, sizeof junk) < 0 && errno == EPERM,
-	       "write to the frozen layer refused (EPERM), got %s", strerror(errno));
+	CHECK(write(frozen, junk, sizeof junk) < 0 && errno == EPERM,
+	      "write to the frozen layer refused (EPERM), got %s", strerror(errno));
 	errno = 0;
-	EXPECT(fallocate(frozen, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, page) < 0,
-	       "punching a hole in the frozen layer refused, got success");
+	CHECK(fallocate(frozen, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, page) < 0,
+	      "punching a hole in the frozen layer refused, got success");
 	void *w = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED, frozen, 0);
-	EXPECT(w == MAP_FAILED && errno == EPERM,
-	       "a shared writable mapping of the frozen layer refused (EPERM), got %s",
-	       w == MAP_FAILED ? strerror(errno) : "a mapping");
-	if (w != MAP_FAILED)
-		munmap(w, page);
+	CHECK(w == MAP_FAILED && errno == EPERM,
+	      "a shared writable mapping of the frozen layer refused (EPERM), got %s",
+	      w == MAP_FAILED ? strerror(errno) : "a mapping");
 	/* Reading it stays possible, and shows what the clones share. */
 	void *r = mmap(NULL, page, PROT_READ, MAP_SHARED, frozen, 0);
-	EXPECT(r != MAP_FAILED && ((unsigned char *)r)[0] == 0x5a,
-	       "a read-only mapping of the frozen layer shows the base");
-	if (r != MAP_FAILED)
-		munmap(r, page);
-after_write_seals:;
+	CHECK(r != MAP_FAILED && ((unsigned char *)r)[0] == 0x5a,
+	      "a read-only mapping of the frozen layer shows the base");
+	munmap(r, page);
+	printf("frozen layers write-sealed\n");
+	destroy_regions(&f);
+}
 
-	/* Region memory is never executable. */
-	cowmem_region *all[] = { a, b, c };
+/* Region memory is never executable. */
+static void not_executable(void)
+{
+	struct fixture f = make_regions();
+	cowmem_region *all[] = { f.a, f.b, f.c };
 	for (int i = 0; i < 3; i++) {
 		char perms[5];
 		CHECK(proc_mapping_perms(cowmem_data(all[i]), perms), "region not mapped");
-		EXPECT(perms[2] != 'x', "region %d mapped %s: not executable", i, perms);
+		CHECK(perms[2] != 'x', "region %d mapped %s: not executable", i, perms);
 	}
-	/* Nothing was changed by the refused writes. */
-	for (size_t i = 0; i < 8 * page; i++)
-		if (((unsigned char *)cowmem_data(b))[i] != 0x5a) {
-			EXPECT(false, "clone byte %zu changed: %d", i,
-			       ((unsigned char *)cowmem_data(b))[i]);
-			break;
-		}
-	CHECK(cowmem_destroy(c) == 0 && cowmem_destroy(b) == 0 && cowmem_destroy(a) == 0,
-	      "destroy: %s", strerror(errno));
-	if (expect_failures) {
-		printf("seals: %d checks failed\n", expect_failures);
-		return TEST_EXIT_FAIL;
-	}
-	printf("seals: descriptors close-on-exec, /proc files read-only, memfds "
-	       "sealed%s, %s, no executable region\n",
-	       noexec ? " and non-executable" : "",
-	       engine_v2	  ? "write seals not checked (engine v2)"
-	       : write_sealed ? "frozen layers write-sealed"
-			      : "frozen layers not write-sealed (future-write-seal masked)");
-	return TEST_EXIT_PASS;
+	destroy_regions(&f);
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE("descriptors", descriptors),
+	TEST_CASE("frozen-layer-write-sealed", frozen_layer),
+	TEST_CASE("region-memory-not-executable", not_executable),
+};
+
+int main(int argc, char **argv)
+{
+	page = test_page_size();
+	return test_main(argc, argv, cases, TEST_CASE_COUNT(cases));
 }

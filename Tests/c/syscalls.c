@@ -27,7 +27,7 @@
  * fails instead of moving wrong bytes. With every other backend nothing is
  * prefaulted and every call must be served.
  */
-#include "test_util.h"
+#include "harness.h"
 
 #include <fcntl.h>
 #include <stdbool.h>
@@ -409,7 +409,7 @@ static void check_one_unprefaulted(const char *call, ssize_t result, size_t want
 	      "%s on an unfilled page, not prefaulted, in the userfaultfd-user "
 	      "backend: expected EFAULT or a short count, got %zd (%s)", call,
 	      result, result < 0 ? strerror(errno) : "no error");
-	printf("ok   %s on an unfilled page, not prefaulted: %s\n", call,
+	printf("%s on an unfilled page, not prefaulted: %s\n", call,
 	       result < 0 ? strerror(errno) : "short count");
 }
 
@@ -449,30 +449,9 @@ static void check_unprefaulted_calls_fail(void)
 	fflush(stdout);
 }
 
-typedef void (*case_body)(struct buffer *b, struct range r, test_rng *rng);
-
-static void run_case(const char *name, case_body body)
+/* The source: PAGES pages of random bytes but one, never written. */
+static void make_source(void)
 {
-	static struct buffer b;
-	for (int kind = 0; kind < KIND_COUNT; kind++) {
-		for (int range = 0; range < 3; range++) {
-			test_rng rng = { test_substream(seed, calls_checked) };
-			make_buffer(&b, (enum kind)kind, &rng);
-			body(&b, ranges[range], &rng);
-			free_buffer(&b);
-		}
-	}
-	printf("ok   %s\n", name);
-	fflush(stdout);
-}
-
-int main(int argc, char **argv)
-{
-	page = test_page_size();
-	size = PAGES * page;
-	CHECK(page <= 65536, "page size %zu fits the buffers", page);
-	seed = test_seed_init(argc, argv);
-	set_ranges();
 	source = test_create_or_skip(size); /* prints the backend */
 	user_mode_backend = test_syscalls_need_prefault();
 	source_model = calloc(1, size);
@@ -484,24 +463,64 @@ int main(int argc, char **argv)
 		if (p == NEVER_WRITTEN_PAGE)
 			continue;
 		test_rng_fill(&rng, source_model + p * page, page);
-		memcpy((unsigned char *)cowmem_data(source) + p * page,
-		       source_model + p * page, page);
+		memcpy((unsigned char *)cowmem_data(source) + p * page, source_model + p * page,
+		       page);
 	}
+}
 
-	if (user_mode_backend)
-		check_unprefaulted_calls_fail();
-	run_case("write(2) from unfilled pages into a pipe", case_pipe_write);
-	run_case("read(2) from a pipe into unfilled pages", case_pipe_read);
-	run_case("pread(2) from a file into unfilled pages", case_pread);
-	run_case("pwrite(2) from unfilled pages into a file", case_pwrite);
-	run_case("send(2) from unfilled pages on a socketpair", case_send);
-	run_case("recv(2) into unfilled pages on a socketpair", case_recv);
-	run_case("writev(2) and readv(2) across two regions", case_vectors);
-	run_case("process_vm_readv(2) and process_vm_writev(2)", case_process_vm);
+typedef void (*case_body)(struct buffer *b, struct range r, test_rng *rng);
 
+/* The call of `body` on every kind of buffer and every range. */
+static void run_calls(case_body body)
+{
+	static struct buffer b;
+	make_source();
+	for (int kind = 0; kind < KIND_COUNT; kind++) {
+		for (int range = 0; range < 3; range++) {
+			test_rng rng = { test_substream(seed, calls_checked) };
+			make_buffer(&b, (enum kind)kind, &rng);
+			body(&b, ranges[range], &rng);
+			free_buffer(&b);
+		}
+	}
 	CHECK(cowmem_destroy(source) == 0, "destroy: %s", strerror(errno));
 	free(source_model);
-	printf("syscalls: %lu calls on region memory moved the right bytes\n",
-	       calls_checked);
-	return TEST_EXIT_PASS;
+	printf("%lu calls on region memory moved the right bytes\n", calls_checked);
+}
+
+static void unprefaulted(void)
+{
+	make_source();
+	check_unprefaulted_calls_fail();
+}
+static void pipe_write(void) { run_calls(case_pipe_write); }
+static void pipe_read(void) { run_calls(case_pipe_read); }
+static void file_pread(void) { run_calls(case_pread); }
+static void file_pwrite(void) { run_calls(case_pwrite); }
+static void socket_send(void) { run_calls(case_send); }
+static void socket_recv(void) { run_calls(case_recv); }
+static void vectors(void) { run_calls(case_vectors); }
+static void process_vm(void) { run_calls(case_process_vm); }
+
+static const struct test_case cases[] = {
+	/* The documented behaviour that cowmem_prefault() exists for. */
+	TEST_CASE("unprefaulted-calls-fail", unprefaulted, .backends = "userfaultfd-user"),
+	TEST_CASE("write-from-unfilled-into-pipe", pipe_write),
+	TEST_CASE("read-from-pipe-into-unfilled", pipe_read),
+	TEST_CASE("pread-from-file-into-unfilled", file_pread),
+	TEST_CASE("pwrite-from-unfilled-into-file", file_pwrite),
+	TEST_CASE("send-from-unfilled", socket_send),
+	TEST_CASE("recv-into-unfilled", socket_recv),
+	TEST_CASE("writev-readv-across-regions", vectors),
+	TEST_CASE("process-vm-readv-writev", process_vm),
+};
+
+int main(int argc, char **argv)
+{
+	page = test_page_size();
+	size = PAGES * page;
+	CHECK(page <= 65536, "page size %zu fits the buffers", page);
+	seed = test_seed_init(argc, argv);
+	set_ranges();
+	return test_main(argc, argv, cases, TEST_CASE_COUNT(cases));
 }

@@ -4,7 +4,8 @@
  * Every test is a standalone program: exit 0 = pass, 1 = fail, 77 = skip.
  * A failed check prints file:line, what failed and, when the test is
  * randomized, the seed that replays it; then the process exits at once
- * (_exit, so no destructor runs while other threads still fault).
+ * (_exit, so no destructor runs while other threads still fault). Under
+ * harness.h the process is one case's, and the failure ends that case.
  *
  * The oracle is always plain memcpy: tests keep ordinary malloc'd copies
  * (or a pattern function) and compare bytes.
@@ -39,6 +40,36 @@ static uint64_t test_seed TEST_UNUSED;
 static int test_seed_known TEST_UNUSED;
 /* Extra words printed with a failure, e.g. the options that replay it. */
 static char test_replay_hint[256] TEST_UNUSED;
+/* Set by harness.h in the process that runs one case: a failure or skip
+ * there leaves its message in test_report (shared with the harness) for
+ * the case's result line. Children a case forks fail as before. Just past
+ * the message, a flag shared by every case: the backend line was printed. */
+#define TEST_REPORT_SIZE (4096 - sizeof(int))
+static char *test_report TEST_UNUSED;
+static pid_t test_report_pid TEST_UNUSED;
+
+static TEST_UNUSED int test_reporting(void)
+{
+	return test_report && getpid() == test_report_pid;
+}
+
+/* The first message of this case wins (two threads may fail at once). */
+static TEST_UNUSED void test_report_vset(const char *format, va_list args)
+{
+	if (!test_reporting() || !__sync_bool_compare_and_swap(&test_report[0], 0, 1))
+		return;
+	vsnprintf(test_report + 1, TEST_REPORT_SIZE - 1, format, args);
+}
+
+static TEST_UNUSED void test_report_set(const char *format, ...)
+	__attribute__((format(printf, 1, 2)));
+static TEST_UNUSED void test_report_set(const char *format, ...)
+{
+	va_list args;
+	va_start(args, format);
+	test_report_vset(format, args);
+	va_end(args);
+}
 
 static void test_fail_vat(const char *file, int line, const char *condition,
 			  const char *format, va_list args)
@@ -47,6 +78,17 @@ static void test_fail_vat(const char *file, int line, const char *condition,
 			  const char *format, va_list args)
 {
 	fflush(stdout);
+	if (test_reporting()) {
+		/* The harness prints it as the case's result, with the seed. */
+		char message[TEST_REPORT_SIZE];
+		vsnprintf(message, sizeof message, format, args);
+		test_report_set("%s:%d: %s%s%s%s%s%s%s", file, line, condition ? "(" : "",
+				condition ? condition : "", condition ? ") " : "", message,
+				test_replay_hint[0] ? " (replay options: " : "", test_replay_hint,
+				test_replay_hint[0] ? ")" : "");
+		fflush(stderr);
+		_exit(TEST_EXIT_FAIL);
+	}
 	flockfile(stderr);
 	fprintf(stderr, "%s:%d: FAIL: ", file, line);
 	if (condition)
@@ -79,6 +121,13 @@ static void test_skip(const char *format, ...)
 	va_list args;
 
 	fflush(stdout);
+	if (test_reporting()) {
+		va_start(args, format);
+		test_report_vset(format, args);
+		va_end(args);
+		fflush(stderr);
+		_exit(TEST_EXIT_SKIP);
+	}
 	printf("SKIP: ");
 	va_start(args, format);
 	vprintf(format, args);
@@ -206,6 +255,9 @@ static TEST_UNUSED uint64_t test_seed_init(int argc, char **argv)
 	}
 	test_seed = seed;
 	test_seed_known = 1;
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "-l") == 0)
+			return seed; /* a list, not a run */
 	printf("seed=%" PRIu64 "\n", seed);
 	fflush(stdout);
 	return seed;
@@ -273,6 +325,22 @@ static TEST_UNUSED int test_syscalls_need_prefault(void)
 	return strcmp(test_backend(), "userfaultfd-user") == 0;
 }
 
+/* Prints "backend=... features=..." once per process (make test-kernels
+ * reads the first such line of a program's output). */
+static TEST_UNUSED void test_print_backend(void)
+{
+	static int backend_printed;
+	/* Under harness.h, once per program: the flag is shared by its cases. */
+	int *printed = test_report ? (int *)(test_report + TEST_REPORT_SIZE) : &backend_printed;
+	if (!*printed) {
+		const char *features = cowmem_features();
+		printf("backend=%s features=%s\n", test_backend(),
+		       features ? features : "?");
+		fflush(stdout);
+		*printed = 1;
+	}
+}
+
 /*
  * Creates a region or ends the test: a skip when the library reports that
  * the environment lacks its kernel mechanism (EPERM, ENOSYS), a failure for
@@ -280,7 +348,6 @@ static TEST_UNUSED int test_syscalls_need_prefault(void)
  */
 static TEST_UNUSED cowmem_region *test_create_or_skip(size_t size)
 {
-	static int backend_printed;
 	cowmem_region *region = cowmem_create(size);
 
 	if (!region) {
@@ -293,13 +360,7 @@ static TEST_UNUSED cowmem_region *test_create_or_skip(size_t size)
 		FAIL("cowmem_create(%zu) returned NULL, errno %d (%s)", size,
 		     error, strerror(error));
 	}
-	if (!backend_printed) {
-		const char *features = cowmem_features();
-		printf("backend=%s features=%s\n", test_backend(),
-		       features ? features : "?");
-		fflush(stdout);
-		backend_printed = 1;
-	}
+	test_print_backend();
 	return region;
 }
 

@@ -32,10 +32,12 @@
  * checks those clones: faults must be served from wherever the pages live
  * at that moment.
  *
+ * Each part is a case: one-clone-many-faulting, churn, clone-while-written,
+ * tree-changes-under-readers.
  * Options: --seed=N (COWMEM_TEST_SEED), --threads=N (default 4),
  * --rounds=N (default 12).
  */
-#include "test_util.h"
+#include "harness.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -221,7 +223,7 @@ static void part_one(unsigned rounds)
 	free(source_model);
 	free(current.model);
 	free(current.owner);
-	printf("ok   %u threads faulting on one fresh clone, %u rounds of %d pages\n",
+	printf("%u threads faulting on one fresh clone, %u rounds of %d pages\n",
 	       thread_count, rounds, SOURCE_PAGES);
 	fflush(stdout);
 }
@@ -348,7 +350,7 @@ static void part_two(void)
 	      "the shared region is unchanged");
 	CHECK(cowmem_destroy(shared_source) == 0, "destroy: %s", strerror(errno));
 	free(shared_model);
-	printf("ok   %u threads cloning, writing and destroying at once, %d "
+	printf("%u threads cloning, writing and destroying at once, %d "
 	       "iterations each\n", thread_count, CHURN_ITERATIONS);
 }
 
@@ -475,7 +477,7 @@ static void part_three(void)
 	check_versions(cowmem_data(raced), low, high, "the source at the end", -1);
 	CHECK(cowmem_destroy(raced) == 0, "destroy: %s", strerror(errno));
 	free(snapshot);
-	printf("ok   %d clones of a region taken while another thread wrote it "
+	printf("%d clones of a region taken while another thread wrote it "
 	       "(%lu page writes)\n", RACE_CLONES, atomic_load(&writes_done));
 }
 
@@ -610,25 +612,51 @@ static void part_four(void)
 	free(root_model);
 	free(middle_model);
 	free(leaf_model);
-	printf("ok   %u readers faulting on a clone while its ancestors were "
+	printf("%u readers faulting on a clone while its ancestors were "
 	       "destroyed or it was cloned, %d rounds\n", readers, TREE_ROUNDS);
 }
+
+static uint64_t rounds = 12;
+
+static void one_clone_many_faulting(void)
+{
+	cowmem_destroy(test_create_or_skip(page));
+	part_one((unsigned)rounds);
+}
+
+static void churn(void)
+{
+	cowmem_destroy(test_create_or_skip(page));
+	part_two();
+}
+
+static void clone_while_written(void)
+{
+	cowmem_destroy(test_create_or_skip(page));
+	part_three();
+}
+
+static void tree_changes_under_readers(void)
+{
+	cowmem_destroy(test_create_or_skip(page));
+	part_four();
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE("one-clone-many-faulting", one_clone_many_faulting),
+	TEST_CASE("churn", churn),
+	TEST_CASE("clone-while-written", clone_while_written),
+	TEST_CASE("tree-changes-under-readers", tree_changes_under_readers),
+};
 
 int main(int argc, char **argv)
 {
 	page = test_page_size();
 	seed = test_seed_init(argc, argv);
-	uint64_t threads = 4, rounds = 12;
+	uint64_t threads = 4;
 	test_option(argc, argv, "threads", "COWMEM_TEST_THREADS", &threads);
 	test_option(argc, argv, "rounds", "COWMEM_TEST_ROUNDS", &rounds);
 	CHECK(threads >= 1 && threads <= 64, "--threads between 1 and 64");
 	thread_count = (unsigned)threads;
-	cowmem_destroy(test_create_or_skip(page));
-
-	part_one((unsigned)rounds);
-	part_two();
-	part_three();
-	part_four();
-	printf("threads: no mismatch\n");
-	return TEST_EXIT_PASS;
+	return test_main(argc, argv, cases, TEST_CASE_COUNT(cases));
 }
