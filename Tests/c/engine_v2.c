@@ -12,7 +12,9 @@
  *   reclaim     the store holds only what live snapshots still see: after
  *               the ring it holds at most keep x pages-per-iteration
  *               versions, and nothing once every region is gone;
- *   threads     two threads run the ring at once on their own regions.
+ *   threads     two threads run the ring at once on their own regions;
+ *   mapped-notes  pages a reader maps stay its own when they change, after
+ *               another reader that mapped pages was destroyed.
  *
  * Each case needs engine v2 (a kernel with userfaultfd MINOR faults on
  * shmem and MREMAP_DONTUNMAP, and not COWMEM_ENGINE=v1); elsewhere it
@@ -224,6 +226,59 @@ static void test_threads(uint64_t seed)
 	printf("two threads, each running the loop on its own regions\n");
 }
 
+/* The layer's notes of the pages readers map: a read of an old snapshot
+ * maps a window of layer pages, and a page in it must be punched, not
+ * overwritten, when it changes while that reader lives; the notes are
+ * cleared only when no region that made them lives. Here two readers map
+ * windows, one is destroyed, and pages in the survivor's window change:
+ * it must keep the old bytes. Then the last one goes and a page changes
+ * in place; a snapshot that did not map it still reads its old bytes. */
+/* Writes a whole page of m (and its model) with a pattern tagged `tag`. */
+static void modelled_write(struct modelled *m, size_t page, uint64_t tag)
+{
+	unsigned char *at = (unsigned char *)cowmem_data(m->region) + page * page_size;
+	test_pattern_fill(at, page_size, tag, page * page_size);
+	memcpy(m->model + page * page_size, at, page_size);
+}
+
+static void mapped_notes(void)
+{
+	const size_t pages = 1024, size = pages * page_size;
+	struct modelled src = { cowmem_create(size), malloc(size) };
+	CHECK(src.region && src.model, "create: %s", strerror(errno));
+	test_pattern_fill(cowmem_data(src.region), size, 1, 0);
+	memcpy(src.model, cowmem_data(src.region), size);
+	struct modelled a = modelled_clone(&src, size);
+	struct modelled b = modelled_clone(&src, size);
+	/* A fold: a and b stop being fresh; their reads go to the server. */
+	modelled_write(&src, 3, 2);
+	struct modelled c = modelled_clone(&src, size);
+	CHECK(((volatile unsigned char *)cowmem_data(a.region))[100 * page_size] ==
+	      a.model[100 * page_size], "a's page 100");
+	CHECK(((volatile unsigned char *)cowmem_data(b.region))[200 * page_size] ==
+	      b.model[200 * page_size], "b's page 200");
+	modelled_free(&a);
+	/* b still maps the window after page 200 (and a's window is gone). */
+	modelled_write(&src, 101, 3);
+	modelled_write(&src, 201, 3);
+	struct modelled d = modelled_clone(&src, size);
+	modelled_check(&b, size, "a reader whose mapped page changed");
+	modelled_check(&c, size, "the snapshot before the change");
+	modelled_check(&d, size, "the snapshot after the change");
+	modelled_free(&b);
+	modelled_write(&src, 202, 4);
+	struct modelled e = modelled_clone(&src, size);
+	modelled_check(&c, size, "an old snapshot after the last mapper went");
+	modelled_check(&d, size, "the previous snapshot after the last mapper went");
+	modelled_check(&e, size, "the newest snapshot");
+	modelled_check(&src, size, "the source");
+	modelled_free(&c);
+	modelled_free(&d);
+	modelled_free(&e);
+	modelled_free(&src);
+	printf("a destroyed reader's notes go; a live reader's mapped pages are punched\n");
+}
+
 static uint64_t seed;
 
 /* Each case its own stream of the one seed. */
@@ -267,6 +322,7 @@ static const struct test_case cases[] = {
 	TEST_CASE("chain", chain, .features = COWMEM_FEATURE_ENGINE_V2),
 	TEST_CASE("old-reads", old_reads, .features = COWMEM_FEATURE_ENGINE_V2),
 	TEST_CASE("threads", threads, .features = COWMEM_FEATURE_ENGINE_V2),
+	TEST_CASE("mapped-notes", mapped_notes, .features = COWMEM_FEATURE_ENGINE_V2),
 };
 
 int main(int argc, char **argv)
