@@ -777,8 +777,32 @@ struct result {
 	const char *skipped; /* why it did not run, or NULL */
 	bool killed;         /* by the watchdog */
 	double wall_s;
+	double others_pct, steal_pct; /* of the machine's CPU time meanwhile */
 	struct outcome *out; /* the parent's copy */
 };
+
+/* The machine's CPU time so far, from /proc/stat: everything, idle (with
+ * iowait) and stolen by the hypervisor, in seconds. */
+struct machine_time {
+	double total, idle, steal;
+};
+
+static struct machine_time machine_time_now(void)
+{
+	unsigned long long v[8] = { 0 };
+	FILE *f = fopen("/proc/stat", "r");
+	if (f) {
+		if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
+			   &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 8)
+			memset(v, 0, sizeof v);
+		fclose(f);
+	}
+	double tick = 1.0 / (double)sysconf(_SC_CLK_TCK), total = 0;
+	for (int i = 0; i < 8; i++)
+		total += (double)v[i];
+	return (struct machine_time){ total * tick, (double)(v[3] + v[4]) * tick,
+				      (double)v[7] * tick };
+}
 
 /* The child's last resort: an iteration that never returns (or a setup that
  * takes forever) would otherwise hang the whole run. The budget is checked
@@ -826,6 +850,7 @@ static void run_in_child(const struct approach *a, const struct setting *s,
 	fflush(stdout);
 	fflush(stderr);
 	double t0 = now_seconds();
+	struct machine_time m0 = machine_time_now();
 	pid_t pid = fork();
 	if (pid < 0)
 		die("fork: %s", strerror(errno));
@@ -835,10 +860,21 @@ static void run_in_child(const struct approach *a, const struct setting *s,
 		_exit(0);
 	}
 	int status;
-	while (waitpid(pid, &status, 0) < 0)
+	struct rusage usage;
+	while (wait4(pid, &status, 0, &usage) < 0)
 		if (errno != EINTR)
-			die("waitpid: %s", strerror(errno));
+			die("wait4: %s", strerror(errno));
 	r->wall_s = now_seconds() - t0;
+	/* What else the machine did meanwhile: busy time that was not the
+	 * child's (nor its reaped children's), and time the hypervisor gave
+	 * to other machines. */
+	struct machine_time m1 = machine_time_now();
+	double total = m1.total - m0.total;
+	double child = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec * 1e-6 +
+		       usage.ru_stime.tv_sec + usage.ru_stime.tv_usec * 1e-6;
+	double busy = total - (m1.idle - m0.idle) - (m1.steal - m0.steal);
+	r->others_pct = total > 0 ? fmax(0, busy - child) / total * 100 : NAN;
+	r->steal_pct = total > 0 ? (m1.steal - m0.steal) / total * 100 : NAN;
 	memcpy(r->out, shared, bytes);
 	munmap(shared, bytes);
 	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
@@ -1038,6 +1074,12 @@ static void print_after_table(const struct setting *s,
 		       num(quantile_of(snapshot_switches(o, s), o->done,
 				       w.late_from, w.late_to, 1)));
 	}
+	printf(".\nThe machine's CPU time during each approach's run: other processes "
+	       "/ stolen by the hypervisor (a noisy run shows here):");
+	for (int i = 0; i < count; i++)
+		if (!results[i].skipped)
+			printf("%s %s %s%% / %s%%", i ? ";" : "", results[i].a->name,
+			       num(results[i].others_pct), num(results[i].steal_pct));
 	printf(".\nSetup + iterations, wall s:");
 	for (int i = 0; i < count; i++) {
 		const struct result *r = &results[i];
