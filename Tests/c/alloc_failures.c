@@ -199,8 +199,12 @@ static void test_load(void)
 	cowmem_region *loaded = cowmem_load(file);
 	int error = errno;
 	failing = 0;
-	CHECK(!loaded && error == ENOMEM, "load with no memory: %p, %s", (void *)loaded,
-	      strerror(error));
+	/* EAGAIN when the allocation that fails is pthread_create's for the
+	 * fault-server thread the load starts (seen on Debian's 6.1 under
+	 * emulation; whether glibc must allocate there depends on the thread
+	 * stacks it has cached). */
+	CHECK(!loaded && (error == ENOMEM || error == EAGAIN), "load with no memory: %p, %s",
+	      (void *)loaded, strerror(error));
 	/* The library's server thread exits when asked; give it a moment. */
 	for (int i = 0; i < 200 && proc_count_tasks() > threads; i++)
 		usleep(10000);
@@ -210,7 +214,8 @@ static void test_load(void)
 	CHECK(loaded && byte_at(loaded, 3) == 'L', "load: %s", strerror(errno));
 	CHECK(cowmem_destroy(loaded) == 0, "destroy: %s", strerror(errno));
 	close(file);
-	printf("a failed cowmem_load (ENOMEM) leaves no thread; the next one works\n");
+	printf("a failed cowmem_load (%s) leaves no thread; the next one works\n",
+	       error == ENOMEM ? "ENOMEM" : "EAGAIN");
 }
 
 static void test_other_calls(void)

@@ -567,6 +567,7 @@ static const struct test_case cases[] = {
 	TEST_COVERED("cowmem_save/ENOSPC", "not tested (the file system's)"),
 	TEST_CASE("cowmem_save/ESPIPE/pipe", save_pipe),
 
+	TEST_COVERED("cowmem_load/EAGAIN", ALLOC),
 	TEST_CASE("cowmem_load/EBADF/closed", load_closed),
 	TEST_CASE("cowmem_load/EINVAL/not-a-snapshot", load_junk),
 	TEST_CASE("cowmem_load/EINVAL/empty-file", load_empty),
@@ -576,6 +577,7 @@ static const struct test_case cases[] = {
 	TEST_COVERED("cowmem_load/ENOMEM", ALLOC),
 	TEST_CASE("cowmem_load/ESPIPE/pipe", load_pipe),
 
+	TEST_COVERED("cowmem_copy/EAGAIN", "not made on purpose (as cowmem_clone/EAGAIN)"),
 	TEST_CASE("cowmem_copy/EINVAL/null", copy_null),
 	TEST_CASE("cowmem_copy/EINVAL/sizes-differ", copy_sizes),
 	TEST_COVERED("cowmem_copy/ENOMEM", NOT_ALLOC),

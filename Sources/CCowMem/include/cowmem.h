@@ -134,8 +134,9 @@ COWMEM_API int cowmem_save(const cowmem_region *r, int fd);
  * own duplicate of `fd`; the file must not change while the region or any
  * clone of it exists. Returns NULL and sets errno: EINVAL (not a CowMem
  * snapshot, or made with another page size), EBADF, ESPIPE (a pipe or
- * socket), ENOMEM, EMFILE, EIO.
- * Errors: EBADF, EINVAL, EIO, EMFILE, ENOMEM, ESPIPE.
+ * socket), ENOMEM, EMFILE, EIO, EAGAIN (the library's fault-server thread
+ * could not be started).
+ * Errors: EAGAIN, EBADF, EINVAL, EIO, EMFILE, ENOMEM, ESPIPE.
  */
 COWMEM_API cowmem_region *cowmem_load(int fd);
 
@@ -150,8 +151,9 @@ COWMEM_API cowmem_region *cowmem_load(int fd);
  * cowmem_copy(r, r) does nothing. No other thread may access `dst` during
  * the call; `src` may be written meanwhile as for cowmem_clone(). Returns 0,
  * or -1 and sets errno: EINVAL (a NULL or destroyed region, or the sizes
- * differ; nothing changes), ENOMEM.
- * Errors: EINVAL, ENOMEM.
+ * differ; nothing changes), ENOMEM, EAGAIN (the library's fault-server
+ * thread could not be started; nothing changes).
+ * Errors: EAGAIN, EINVAL, ENOMEM.
  */
 COWMEM_API int cowmem_copy(cowmem_region *dst, cowmem_region *src);
 
