@@ -58,11 +58,19 @@ static int freeze(struct cowmem__region *r)
 	char *area = NULL, *moved = NULL;
 	size_t length = 0;
 
-	/* The populated page tables move aside in microseconds and the janitor
-	 * tears them down; without DONTUNMAP the MAP_FIXED below zaps them. */
-	if (!(engine.features & FEATURE_DONTUNMAP) ||
-	    move_page_tables(r, &area, &length, &moved) < 0)
-		area = NULL;
+	/* The populated page tables move in microseconds, to the layer's
+	 * shared mapping where the next capture's copies find them, or else
+	 * aside for the janitor to tear down; without DONTUNMAP the MAP_FIXED
+	 * below zaps them. A registered mapping would move entry by entry. */
+	bool adopted = false;
+	if (engine.features & FEATURE_DONTUNMAP) {
+		if (r->uffd_modes == 0 || uffd_unregister(engine.uffd, r->data, r->size) == 0) {
+			r->uffd_modes = 0;
+			adopted = cowmem__layer_adopt_tables(r->layer, r->data) == 0;
+		}
+		if (!adopted && move_page_tables(r, &area, &length, &moved) < 0)
+			area = NULL;
+	}
 	char *data = mmap(r->data, r->size, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, cowmem__pagefile_fd(),
 			  cowmem__layer_offset(r->layer));

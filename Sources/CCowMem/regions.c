@@ -14,22 +14,6 @@
 
 #include "v2.h"
 
-/*
- * mremap() moves page tables whole where both ranges are aligned alike: a
- * PMD entry (2 MiB of pages) at 2 MiB alignment, a PUD entry (1 GiB) at
- * 1 GiB alignment. Each entry moved is one TLB flush, and a flush needs an
- * interrupt to every other CPU the process ran on: moving 1 GiB by PMDs
- * took 0.2-7 ms here (512 flushes; slow whenever those interrupts were
- * needed), by one PUD 0.04-0.06 ms.
- */
-#define PMD_ALIGN ((size_t)2 << 20)
-#define PUD_ALIGN ((size_t)1 << 30)
-
-static size_t alignment_for(size_t size)
-{
-	return size >= PUD_ALIGN ? PUD_ALIGN : PMD_ALIGN;
-}
-
 bool cowmem__v2;
 
 static struct cowmem__region **regions; /* sorted by address */
@@ -231,55 +215,6 @@ int cowmem__fresh_register_all(struct cowmem__layer *layer)
 	return 0;
 }
 
-/* ---- Mappings ----------------------------------------------------------- */
-
-/* Maps the layer's range at an aligned address (alignment_for()): reserve
- * more, map over it, trim. MAP_NORESERVE: a private mapping larger than RAM must not be
- * refused by the commit charge; pages are charged as they are written. */
-int cowmem__region_map(struct cowmem__layer *layer, size_t size, int share, char **data)
-{
-	int flags = share | (share == MAP_PRIVATE ? MAP_NORESERVE : 0);
-	size_t length;
-	char *area, *start = cowmem__reserve_aligned(size, &area, &length);
-
-	if (!start)
-		return -errno;
-	char *mapped = mmap(start, size, PROT_READ | PROT_WRITE, flags | MAP_FIXED,
-			    cowmem__pagefile_fd(), cowmem__layer_offset(layer));
-	if (mapped == MAP_FAILED) {
-		int rc = -errno;
-		munmap(area, length);
-		return rc;
-	}
-	if (start > area)
-		munmap(area, (size_t)(start - area));
-	if (area + length > start + size)
-		munmap(start + size, (size_t)(area + length - (start + size)));
-	/* Children never inherit region memory: nobody would serve it there. */
-	(void)madvise(mapped, size, MADV_DONTFORK);
-	*data = mapped;
-	return 0;
-}
-
-/* A place for `size` bytes at the boundary alignment_for() gives, reserved
- * PROT_NONE inside [*area, *area + *length), which the caller maps over or
- * unmaps; NULL and errno if there is no room. Two places for one size are
- * aligned alike, so page tables move whole between them. */
-char *cowmem__reserve_aligned(size_t size, char **area, size_t *length)
-{
-	size_t align = alignment_for(size);
-
-	*length = size + align;
-	if (*length < size) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	*area = mmap(NULL, *length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (*area == MAP_FAILED)
-		return NULL;
-	return (char *)(((uintptr_t)*area + align - 1) & ~(align - 1));
-}
-
 /* ---- Create and destroy --------------------------------------------------- */
 
 static int region_alloc(struct cowmem__layer *layer, size_t size, enum cowmem__mode mode,
@@ -289,8 +224,8 @@ static int region_alloc(struct cowmem__layer *layer, size_t size, enum cowmem__m
 
 	if (!r)
 		return -ENOMEM;
-	int rc = cowmem__region_map(layer, size, mode == COWMEM__EXCLUSIVE ? MAP_SHARED : MAP_PRIVATE,
-				    &r->data);
+	int rc = cowmem__pagefile_map(cowmem__layer_offset(layer), size,
+				      mode == COWMEM__EXCLUSIVE ? MAP_SHARED : MAP_PRIVATE, &r->data);
 	if (rc < 0) {
 		free(r);
 		return rc;

@@ -43,6 +43,10 @@ int cowmem__pagefile_fd(void);                 /* -1 until the first range */
 int cowmem__pagefile_reserve(size_t size, off_t *offset);
 void cowmem__pagefile_release(off_t offset, size_t size);
 void cowmem__pagefile_fork_child(void);
+/* Address space aligned so that page tables move whole between two places
+ * of one size, and mappings of the page file there. */
+char *cowmem__reserve_aligned(size_t size, char **area, size_t *length);
+int cowmem__pagefile_map(off_t offset, size_t size, int share, char **data);
 
 /* ---- layer.c: a family's pages, their generations and old versions ------ */
 
@@ -56,6 +60,8 @@ int cowmem__layer_new(size_t pages, struct cowmem__layer **layer);
 void cowmem__layer_ref(struct cowmem__layer *layer);
 void cowmem__layer_fork_child(void);
 void cowmem__layer_unref(struct cowmem__layer *layer);
+/* The shared mapping takes over `from`'s page tables (a freeze). */
+int cowmem__layer_adopt_tables(struct cowmem__layer *layer, char *from);
 char *cowmem__layer_shared(const struct cowmem__layer *layer); /* unregistered map */
 off_t cowmem__layer_offset(const struct cowmem__layer *layer);
 uint64_t cowmem__layer_current(const struct cowmem__layer *layer);
@@ -196,8 +202,6 @@ void cowmem__region_note_mapped(struct cowmem__region *r, size_t page, size_t co
 /* r no longer maps any page of its layer: they were all dropped, or r goes. */
 void cowmem__region_forget_mapped(struct cowmem__region *r);
 int cowmem__fresh_register_all(struct cowmem__layer *layer);
-char *cowmem__reserve_aligned(size_t size, char **area, size_t *length);
-int cowmem__region_map(struct cowmem__layer *layer, size_t size, int share, char **data);
 int cowmem__reader_new(struct cowmem__layer *layer, size_t size, uint64_t gen,
 		       struct cowmem__overlay *overlay, struct cowmem__region **result);
 void cowmem__region_release(struct cowmem__region *r);
