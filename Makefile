@@ -69,7 +69,7 @@ MAN_PAGES := $(sort $(wildcard Documentation/man/man3/*.3))
 CHECK_PREFIX := $(abspath $(BUILD)/install-check/prefix)
 CHECK_BIN := $(BUILD)/install-check/bin
 
-.PHONY: all lib tests examples test check-c check-c-v1 check-c-unprivileged install-check check-man \
+.PHONY: all lib tests examples test check-c check-c-v1 check-symbols check-c-unprivileged install-check check-man \
 	check-swift docs demo install uninstall clean help
 .DEFAULT_GOAL := all
 
@@ -86,6 +86,7 @@ help:
 	@echo 'make test           the whole suite: C tests, install-check, man pages, fuzz corpus, swift test'
 	@echo 'make check-c        build and run the C tests only'
 	@echo 'make check-c-v1     the C tests with the first engine (COWMEM_ENGINE=v1)'
+	@echo 'make check-symbols  every global of the static archive starts with cowmem'
 	@echo 'make check-c-unprivileged  the C tests as user $$(TEST_USER) (run as root)'
 	@echo 'make install-check  install into a scratch prefix and build the examples via pkg-config'
 	@echo 'make check-swift    swift test only'
@@ -181,6 +182,7 @@ test: all
 	$(MAKE) --no-print-directory check-c || failed="$$failed C-tests"; \
 	$(MAKE) --no-print-directory check-c-v1 || failed="$$failed C-tests-v1"; \
 	$(MAKE) --no-print-directory install-check || failed="$$failed install-check"; \
+	$(MAKE) --no-print-directory check-symbols || failed="$$failed symbols"; \
 	$(MAKE) --no-print-directory check-man || failed="$$failed man-pages"; \
 	$(MAKE) --no-print-directory fuzz-replay || failed="$$failed fuzz-replay"; \
 	$(MAKE) --no-print-directory check-swift || failed="$$failed swift-test"; \
@@ -190,6 +192,15 @@ test: all
 
 check-c: tests
 	@Support/run-c-tests $(TEST_PROGRAMS)
+
+# A program that links the static archive must not meet the library's
+# internal names: every global it defines starts with cowmem.
+check-symbols: $(LIB_STATIC)
+	@echo '== symbols: every global of $(LIB_STATIC) starts with cowmem'
+	@bad=$$(nm -g --defined-only $(LIB_STATIC) | \
+		awk 'NF == 3 && $$3 !~ /^cowmem/ { print $$3 }' | sort -u); \
+	if [ -n "$$bad" ]; then echo "not namespaced:"; echo "$$bad"; exit 1; fi; \
+	echo "symbols: $$(nm -g --defined-only $(LIB_STATIC) | awk 'NF == 3' | wc -l) globals, all namespaced"
 
 # The fuzzer (Tests/fuzz): operation sequences against a memcpy model.
 # `make fuzz-replay` (part of `make test`) runs the committed corpus with

@@ -108,7 +108,7 @@ unknown:
  * vm.unprivileged_userfaultfd for everyone. */
 static int open_kernel_mode(unsigned disabled, bool *from_device)
 {
-	int fd = sys_userfaultfd(O_CLOEXEC | O_NONBLOCK);
+	int fd = cowmem__sys_userfaultfd(O_CLOEXEC | O_NONBLOCK);
 
 	*from_device = false;
 	if (fd >= 0 || errno != EPERM || (disabled & FEATURE_DEV_USERFAULTFD))
@@ -136,7 +136,7 @@ static int open_kernel_mode(unsigned disabled, bool *from_device)
  * gives the same answer on any kernel, once the permission checks pass. */
 static int open_user_mode(unsigned disabled)
 {
-	int fd = sys_userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	int fd = cowmem__sys_userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
 
 	if (fd >= 0 && (disabled & FEATURE_USER_MODE)) {
 		close(fd);
@@ -165,7 +165,7 @@ static int open_userfaultfd(enum backend backend, unsigned disabled, bool *from_
 
 	if (probe < 0)
 		return -1;
-	int rc = uffd_api(probe, 0, &engine.offered);
+	int rc = cowmem__uffd_api(probe, 0, &cowmem__engine.offered);
 	close(probe);
 	if (rc < 0)
 		return -1;
@@ -180,9 +180,9 @@ static int open_userfaultfd(enum backend backend, unsigned disabled, bool *from_
 		return -1;
 	/* On success the kernel reports everything it supports, not what
 	 * was asked for: what is in effect is the request. */
-	engine.granted = wanted & engine.offered;
-	if (!(engine.granted & UFFD_FEATURE_MISSING_SHMEM) ||
-	    uffd_api(uffd, engine.granted, &reported) < 0) {
+	cowmem__engine.granted = wanted & cowmem__engine.offered;
+	if (!(cowmem__engine.granted & UFFD_FEATURE_MISSING_SHMEM) ||
+	    cowmem__uffd_api(uffd, cowmem__engine.granted, &reported) < 0) {
 		close(uffd);
 		errno = ENOTSUP;
 		return -1;
@@ -197,7 +197,7 @@ static void describe(bool from_device)
 	features_text[0] = '\0';
 	features_mask = 0;
 	for (size_t i = 0; i < FEATURE_COUNT; i++) {
-		if (!feature_table[i].used || !(engine.features & feature_table[i].bit))
+		if (!feature_table[i].used || !(cowmem__engine.features & feature_table[i].bit))
 			continue;
 		used += (size_t)snprintf(features_text + used, sizeof features_text - used,
 					 "%s%s", used ? "," : "", feature_table[i].name);
@@ -215,7 +215,8 @@ static bool pagemap_scan_works(void)
 {
 	struct pm_scan_arg arg = { .size = sizeof arg };
 
-	return engine.pagemap >= 0 && ioctl(engine.pagemap, PAGEMAP_SCAN, &arg) == 0;
+	return cowmem__engine.pagemap >= 0 && ioctl(cowmem__engine.pagemap, PAGEMAP_SCAN,
+						    &arg) == 0;
 }
 
 /* MREMAP_DONTUNMAP on a shared mapping of a memfd is 5.13+ (5.7 took it
@@ -225,7 +226,7 @@ static bool pagemap_scan_works(void)
 static bool dontunmap_works(void)
 {
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
-	int fd = sys_memfd_create("cowmem-probe", MFD_CLOEXEC);
+	int fd = cowmem__sys_memfd_create("cowmem-probe", MFD_CLOEXEC);
 
 	if (fd < 0)
 		return true;
@@ -235,8 +236,8 @@ static bool dontunmap_works(void)
 			       : MAP_FAILED;
 	char *target = mmap(NULL, page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (shared != MAP_FAILED && target != MAP_FAILED) {
-		char *moved = sys_mremap(shared, page, page,
-					 MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, target);
+		char *moved = cowmem__sys_mremap(shared, page, page,
+						 MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, target);
 		works = moved != MAP_FAILED;
 		if (works)
 			target = moved;
@@ -249,7 +250,7 @@ static bool dontunmap_works(void)
 	return works;
 }
 
-int backend_select(void)
+int cowmem__backend_select(void)
 {
 	const char *wanted = getenv("COWMEM_BACKEND");
 	unsigned disabled;
@@ -271,67 +272,67 @@ int backend_select(void)
 		}
 	}
 
-	engine.uffd = -1;
-	engine.backend = BACKEND_MEMFD;
+	cowmem__engine.uffd = -1;
+	cowmem__engine.backend = BACKEND_MEMFD;
 	if (forced == BACKEND_USERFAULTFD || forced == BACKEND_USERFAULTFD_USER) {
-		engine.uffd = open_userfaultfd(forced, disabled, &from_device);
-		if (engine.uffd < 0) {
+		cowmem__engine.uffd = open_userfaultfd(forced, disabled, &from_device);
+		if (cowmem__engine.uffd < 0) {
 			int saved = errno;
 			fprintf(stderr, "cowmem: COWMEM_BACKEND=%s is not available here: %s\n",
 				wanted, strerror(saved));
 			errno = saved;
 			return -1;
 		}
-		engine.backend = forced;
+		cowmem__engine.backend = forced;
 	} else if (forced < 0) {
 		/* Auto never picks user-mode-only faults: ordinary read(2)
 		 * into region memory would fail with EFAULT. */
-		engine.uffd = open_userfaultfd(BACKEND_USERFAULTFD, disabled, &from_device);
-		if (engine.uffd >= 0)
-			engine.backend = BACKEND_USERFAULTFD;
+		cowmem__engine.uffd = open_userfaultfd(BACKEND_USERFAULTFD, disabled, &from_device);
+		if (cowmem__engine.uffd >= 0)
+			cowmem__engine.backend = BACKEND_USERFAULTFD;
 		else if (errno == EMFILE || errno == ENFILE || errno == ENOMEM)
 			return -1; /* may work later: do not settle for memfd */
 	}
 
 	for (size_t i = 0; i < FEATURE_COUNT; i++) {
 		uint64_t f = feature_table[i].uffd_feature;
-		if (f && (engine.granted & f) && engine.uffd >= 0)
-			engine.features |= feature_table[i].bit;
-		else if (f && (engine.offered & f) && !feature_table[i].used &&
+		if (f && (cowmem__engine.granted & f) && cowmem__engine.uffd >= 0)
+			cowmem__engine.features |= feature_table[i].bit;
+		else if (f && (cowmem__engine.offered & f) && !feature_table[i].used &&
 			 !(disabled & feature_table[i].bit))
-			engine.features |= feature_table[i].bit; /* offered, unused */
+			cowmem__engine.features |= feature_table[i].bit; /* offered, unused */
 	}
 	if (!(disabled & FEATURE_DONTUNMAP) && dontunmap_works())
-		engine.features |= FEATURE_DONTUNMAP;
-	engine.features |= FALLBACK_FEATURES & ~disabled;
+		cowmem__engine.features |= FEATURE_DONTUNMAP;
+	cowmem__engine.features |= FALLBACK_FEATURES & ~disabled;
 	/* Lending pages lazily also needs /proc/self/mem (to read a lender's
 	 * page without faulting) and pagemap (to find written pages): without
 	 * /proc, MINOR and WP are of no use. */
-	if (engine.self_mem < 0 || engine.pagemap < 0)
-		engine.features &= ~(unsigned)(FEATURE_MINOR | FEATURE_WP);
+	if (cowmem__engine.self_mem < 0 || cowmem__engine.pagemap < 0)
+		cowmem__engine.features &= ~(unsigned)(FEATURE_MINOR | FEATURE_WP);
 	if (!(disabled & FEATURE_PAGEMAP_SCAN) && pagemap_scan_works())
-		engine.features |= FEATURE_PAGEMAP_SCAN;
-	if (!(disabled & FEATURE_ZERO_PFN) && engine.zero_pfn != 0)
-		engine.features |= FEATURE_ZERO_PFN;
+		cowmem__engine.features |= FEATURE_PAGEMAP_SCAN;
+	if (!(disabled & FEATURE_ZERO_PFN) && cowmem__engine.zero_pfn != 0)
+		cowmem__engine.features |= FEATURE_ZERO_PFN;
 	else
-		engine.zero_pfn = 0;
+		cowmem__engine.zero_pfn = 0;
 	describe(from_device);
 	return 0;
 }
 
-int backend_open_another(uint64_t features)
+int cowmem__backend_open_another(uint64_t features)
 {
 	bool from_device;
 	uint64_t reported;
 
-	if (engine.uffd < 0) {
+	if (cowmem__engine.uffd < 0) {
 		errno = ENOTSUP;
 		return -1;
 	}
-	int uffd = open_mode(engine.backend, 0, &from_device); /* was available */
+	int uffd = open_mode(cowmem__engine.backend, 0, &from_device); /* was available */
 	if (uffd < 0)
 		return -1;
-	if (uffd_api(uffd, features, &reported) < 0) {
+	if (cowmem__uffd_api(uffd, features, &reported) < 0) {
 		int saved = errno;
 		close(uffd);
 		errno = saved;
@@ -343,26 +344,28 @@ int backend_open_another(uint64_t features)
 /* In a forked child the inherited descriptor still names the parent's
  * userfaultfd context: open one of the child's own, same mode, same
  * features. On failure the child carries on with the memfd backend. */
-int backend_reopen(void)
+int cowmem__backend_reopen(void)
 {
 	bool from_device;
 	uint64_t reported;
 
-	if (engine.uffd < 0)
+	if (cowmem__engine.uffd < 0)
 		return 0;
-	close(engine.uffd);
-	engine.uffd = open_mode(engine.backend, 0, &from_device); /* was available */
-	if (engine.uffd >= 0 && uffd_api(engine.uffd, engine.granted, &reported) == 0)
+	close(cowmem__engine.uffd);
+	cowmem__engine.uffd = open_mode(cowmem__engine.backend, 0,
+					&from_device); /* was available */
+	if (cowmem__engine.uffd >= 0 && cowmem__uffd_api(cowmem__engine.uffd,
+							 cowmem__engine.granted, &reported) == 0)
 		return 0;
-	if (engine.uffd >= 0)
-		close(engine.uffd);
-	engine.uffd = -1;
-	engine.backend = BACKEND_MEMFD;
-	engine.features &= ~(unsigned)(FEATURE_MINOR | FEATURE_WP | FEATURE_POISON);
+	if (cowmem__engine.uffd >= 0)
+		close(cowmem__engine.uffd);
+	cowmem__engine.uffd = -1;
+	cowmem__engine.backend = BACKEND_MEMFD;
+	cowmem__engine.features &= ~(unsigned)(FEATURE_MINOR | FEATURE_WP | FEATURE_POISON);
 	return -1;
 }
 
-void backend_note_engine_v2(void)
+void cowmem__backend_note_engine_v2(void)
 {
 	size_t used = strlen(features_text);
 	snprintf(features_text + used, sizeof features_text - used, "%sengine-v2",
@@ -372,14 +375,14 @@ void backend_note_engine_v2(void)
 
 const char *cowmem_backend(void)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return NULL;
-	return backend_names[engine.backend];
+	return backend_names[cowmem__engine.backend];
 }
 
 const char *cowmem_features(void)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return NULL;
 	return features_text;
 }
@@ -388,7 +391,7 @@ int cowmem_feature_mask(uint64_t *mask)
 {
 	if (mask)
 		*mask = 0;
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return -1;
 	if (!mask) {
 		errno = EINVAL;

@@ -54,7 +54,7 @@ static bool quit; /* the last region is gone */
 
 static void run_job(const struct cowmem__page_job *job)
 {
-	size_t page_size = engine.page_size;
+	size_t page_size = cowmem__engine.page_size;
 
 	/* A layer page the shared mapping does not map yet then faults once,
 	 * for writing, instead of a read fault (fault-around, read-only) and
@@ -169,7 +169,7 @@ struct cowmem__copy_batch *cowmem__copier_begin(void (*task)(void *), void *arg)
 	pthread_mutex_lock(&copier_lock);
 	quit = false;
 	if (!running)
-		running = engine_start_thread(helper, NULL, NULL) == 0;
+		running = cowmem__engine_start_thread(helper, NULL, NULL) == 0;
 	if (running) {
 		offered = batch;
 		pthread_cond_broadcast(&work_posted);

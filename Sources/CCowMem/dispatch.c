@@ -25,7 +25,7 @@ int cowmem__v1_stats(const cowmem_region *r, struct cowmem_stats *stats);
 int cowmem__v1_save(const cowmem_region *r, int fd);
 cowmem_region *cowmem__v1_load(int fd);
 
-/* Called once from engine_init, after the backend is chosen: 0, or -1 with
+/* Called once from cowmem__engine_init(), after the backend is chosen: 0, or -1 with
  * errno EINVAL for an unknown COWMEM_ENGINE value. */
 int cowmem__engine_select(void)
 {
@@ -41,14 +41,14 @@ int cowmem__engine_select(void)
 	if (wanted && strcmp(wanted, "v1") == 0)
 		return 0;
 	/* v2 is not refused where it cannot run: the first engine serves. */
-	cowmem__v2 = engine.uffd >= 0 && engine.pagemap >= 0 &&
-		     (engine.features & FEATURE_MINOR) && (engine.features & FEATURE_DONTUNMAP);
+	cowmem__v2 = cowmem__engine.uffd >= 0 && cowmem__engine.pagemap >= 0 &&
+		     (cowmem__engine.features & FEATURE_MINOR) && (cowmem__engine.features & FEATURE_DONTUNMAP);
 	return 0;
 }
 
 cowmem_region *cowmem_create(size_t size)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return NULL;
 	if (cowmem__v2)
 		return (cowmem_region *)cowmem__v2_create(size);
@@ -57,7 +57,7 @@ cowmem_region *cowmem_create(size_t size)
 
 cowmem_region *cowmem_clone(cowmem_region *src)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return NULL;
 	if (cowmem__v2)
 		return (cowmem_region *)cowmem__v2_clone((struct cowmem__region *)src);
@@ -89,11 +89,11 @@ int cowmem_destroy(cowmem_region *r)
  * from user mode, for reading or for writing (cowmem__touch_for_write). */
 static void touch_pages(char *data, size_t offset, size_t length, int for_write)
 {
-	size_t first = offset / engine.page_size;
-	size_t end = (offset + length + engine.page_size - 1) / engine.page_size;
+	size_t first = offset / cowmem__engine.page_size;
+	size_t end = (offset + length + cowmem__engine.page_size - 1) / cowmem__engine.page_size;
 
 	for (size_t page = first; page < end; page++) {
-		char *p = data + page * engine.page_size;
+		char *p = data + page * cowmem__engine.page_size;
 		if (for_write)
 			cowmem__touch_for_write(p);
 		else
@@ -103,13 +103,14 @@ static void touch_pages(char *data, size_t offset, size_t length, int for_write)
 
 int cowmem_prefault(cowmem_region *r, size_t offset, size_t length, int for_write)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return -1;
-	pthread_mutex_lock(&engine.lock);
-	bool live = cowmem__v2 ? cowmem__v2_usable((struct cowmem__region *)r) : region_usable(r);
+	pthread_mutex_lock(&cowmem__engine.lock);
+	bool live = cowmem__v2 ? cowmem__v2_usable((struct cowmem__region *)r)
+			       : cowmem__v1_region_usable(r);
 	size_t size = live ? cowmem_size(r) : 0;
 	char *data = live ? cowmem_data(r) : NULL;
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (!live || offset > size || length > size - offset) {
 		errno = EINVAL;
 		return -1;
@@ -121,7 +122,7 @@ int cowmem_prefault(cowmem_region *r, size_t offset, size_t length, int for_writ
 
 ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return -1;
 	if (cowmem__v2)
 		return cowmem__v2_dirty_pages((const struct cowmem__region *)r, pages, cap);
@@ -130,7 +131,7 @@ ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap)
 
 int cowmem_reset(cowmem_region *r)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return -1;
 	if (cowmem__v2)
 		return cowmem__v2_reset((struct cowmem__region *)r);
@@ -139,7 +140,7 @@ int cowmem_reset(cowmem_region *r)
 
 int cowmem_stats(const cowmem_region *r, struct cowmem_stats *stats)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return -1;
 	if (cowmem__v2)
 		return cowmem__v2_stats((const struct cowmem__region *)r, stats);
@@ -148,7 +149,7 @@ int cowmem_stats(const cowmem_region *r, struct cowmem_stats *stats)
 
 int cowmem_save(const cowmem_region *r, int fd)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return -1;
 	if (cowmem__v2)
 		return cowmem__v2_save((const struct cowmem__region *)r, fd);
@@ -159,10 +160,10 @@ int cowmem_save(const cowmem_region *r, int fd)
  * bytes (outside the lock: touching region memory may need the server). */
 static int v1_copy(cowmem_region *dst, cowmem_region *src)
 {
-	pthread_mutex_lock(&engine.lock);
-	bool valid = region_usable(dst) && region_usable(src) &&
+	pthread_mutex_lock(&cowmem__engine.lock);
+	bool valid = cowmem__v1_region_usable(dst) && cowmem__v1_region_usable(src) &&
 		     cowmem__v1_size(dst) == cowmem__v1_size(src);
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (!valid) {
 		errno = EINVAL;
 		return -1;
@@ -174,7 +175,7 @@ static int v1_copy(cowmem_region *dst, cowmem_region *src)
 
 int cowmem_copy(cowmem_region *dst, cowmem_region *src)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return -1;
 	if (cowmem__v2)
 		return cowmem__v2_copy((struct cowmem__region *)dst, (struct cowmem__region *)src);
@@ -183,7 +184,7 @@ int cowmem_copy(cowmem_region *dst, cowmem_region *src)
 
 cowmem_region *cowmem_load(int fd)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return NULL;
 	if (cowmem__v2)
 		return (cowmem_region *)cowmem__v2_load(fd);

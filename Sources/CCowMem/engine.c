@@ -15,7 +15,7 @@
 #include "internal.h"
 #include "v1_names.h"
 
-struct engine engine = {
+struct engine cowmem__engine = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.uffd = -1,
 	.self_mem = -1,
@@ -26,7 +26,7 @@ struct engine engine = {
 #define FILL_WINDOW 64              /* pages mapped per base fault (fault-around) */
 #define PAGEMAP_BATCH 8192          /* pagemap entries read per pread */
 
-const char *zero_page; /* page_size zero bytes, the source of zero fills */
+const char *cowmem__zero_page; /* page_size zero bytes, the source of zero fills */
 static uint64_t pagemap_buffer[PAGEMAP_BATCH];
 
 /* ---- Initialisation ----------------------------------------------------- */
@@ -34,9 +34,9 @@ static uint64_t pagemap_buffer[PAGEMAP_BATCH];
 static uint64_t read_pagemap_entry(const void *addr)
 {
 	uint64_t entry = 0;
-	off_t offset = (off_t)((uintptr_t)addr / engine.page_size * sizeof entry);
+	off_t offset = (off_t)((uintptr_t)addr / cowmem__engine.page_size * sizeof entry);
 
-	if (pread(engine.pagemap, &entry, sizeof entry, offset) != sizeof entry)
+	if (pread(cowmem__engine.pagemap, &entry, sizeof entry, offset) != sizeof entry)
 		return 0;
 	return entry;
 }
@@ -46,7 +46,7 @@ static uint64_t read_pagemap_entry(const void *addr)
  * exclusive-mapping bit is used instead (see is_delta()). */
 static uint64_t find_zero_pfn(void)
 {
-	volatile char *p = mmap(NULL, engine.page_size, PROT_READ,
+	volatile char *p = mmap(NULL, cowmem__engine.page_size, PROT_READ,
 				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint64_t pfn = 0;
 
@@ -56,7 +56,7 @@ static uint64_t find_zero_pfn(void)
 	uint64_t entry = read_pagemap_entry((const void *)p);
 	if (entry & (1ull << 63))
 		pfn = entry & ((1ull << 55) - 1);
-	munmap((void *)p, engine.page_size);
+	munmap((void *)p, cowmem__engine.page_size);
 	return pfn;
 }
 
@@ -64,16 +64,16 @@ static uint64_t find_zero_pfn(void)
 
 static void fork_prepare(void)
 {
-	pthread_mutex_lock(&engine.lock);
-	janitor_fork_prepare();
+	pthread_mutex_lock(&cowmem__engine.lock);
+	cowmem__janitor_fork_prepare();
 	cowmem__copier_fork_prepare();
 }
 
 static void fork_parent(void)
 {
 	cowmem__copier_fork_parent();
-	janitor_fork_parent();
-	pthread_mutex_unlock(&engine.lock);
+	cowmem__janitor_fork_parent();
+	pthread_mutex_unlock(&cowmem__engine.lock);
 }
 
 static void free_lent(size_t page, void *value, void *ctx)
@@ -96,19 +96,19 @@ static void free_lent(size_t page, void *value, void *ctx)
 static void fork_child(void)
 {
 	cowmem__copier_fork_child();
-	janitor_fork_child();
-	for (size_t i = 0; i < engine.region_count; i++) {
-		struct cowmem_region *r = engine.regions[i];
-		page_map_each(&r->out, free_lent, NULL);
-		page_map_free(&r->out);
-		page_map_free(&r->in);
+	cowmem__janitor_fork_child();
+	for (size_t i = 0; i < cowmem__engine.region_count; i++) {
+		struct cowmem_region *r = cowmem__engine.regions[i];
+		cowmem__page_map_each(&r->out, free_lent, NULL);
+		cowmem__page_map_free(&r->out);
+		cowmem__page_map_free(&r->in);
 		r->orphan = true;
 		/* Keep the address taken (and inaccessible) until the orphan
 		 * is destroyed, so an old pointer faults instead of reading a
 		 * region created later at the same place. */
 		(void)mmap(r->data, r->size, PROT_NONE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-		page_map_free(&r->filled);
+		cowmem__page_map_free(&r->filled);
 		if (r->base->fd >= 0) {
 			close(r->base->fd);
 			r->base->fd = -1;
@@ -118,23 +118,23 @@ static void fork_child(void)
 			r->base->source = -1;
 		}
 	}
-	engine.region_count = 0;
+	cowmem__engine.region_count = 0;
 	if (cowmem__v2)
 		cowmem__v2_fork_child();
-	if (engine.server == SERVER_LIBRARY)
-		server_fork_child();
-	engine.server = SERVER_NONE;
-	if (engine.pagemap >= 0) {
-		close(engine.pagemap);
-		engine.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (cowmem__engine.server == SERVER_LIBRARY)
+		cowmem__server_fork_child();
+	cowmem__engine.server = SERVER_NONE;
+	if (cowmem__engine.pagemap >= 0) {
+		close(cowmem__engine.pagemap);
+		cowmem__engine.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	}
-	if (engine.self_mem >= 0) {
-		close(engine.self_mem);
-		engine.self_mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+	if (cowmem__engine.self_mem >= 0) {
+		close(cowmem__engine.self_mem);
+		cowmem__engine.self_mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
 	}
-	if (backend_reopen() < 0)
-		engine.lazy = false;
-	pthread_mutex_unlock(&engine.lock);
+	if (cowmem__backend_reopen() < 0)
+		cowmem__engine.lazy = false;
+	pthread_mutex_unlock(&cowmem__engine.lock);
 }
 
 /* Out of descriptors or memory: a later call may succeed, so the first one
@@ -146,20 +146,20 @@ static bool transient(int error)
 
 static void init_undo(void)
 {
-	if (engine.pagemap >= 0)
-		close(engine.pagemap);
-	if (engine.self_mem >= 0)
-		close(engine.self_mem);
-	if (engine.uffd >= 0)
-		close(engine.uffd);
-	engine.pagemap = engine.self_mem = engine.uffd = -1;
-	free(engine.bounce);
-	free((void *)zero_page);
-	engine.bounce = NULL;
-	zero_page = NULL;
-	engine.features = 0;
-	engine.offered = engine.granted = 0;
-	engine.zero_pfn = 0;
+	if (cowmem__engine.pagemap >= 0)
+		close(cowmem__engine.pagemap);
+	if (cowmem__engine.self_mem >= 0)
+		close(cowmem__engine.self_mem);
+	if (cowmem__engine.uffd >= 0)
+		close(cowmem__engine.uffd);
+	cowmem__engine.pagemap = cowmem__engine.self_mem = cowmem__engine.uffd = -1;
+	free(cowmem__engine.bounce);
+	free((void *)cowmem__zero_page);
+	cowmem__engine.bounce = NULL;
+	cowmem__zero_page = NULL;
+	cowmem__engine.features = 0;
+	cowmem__engine.offered = cowmem__engine.granted = 0;
+	cowmem__engine.zero_pfn = 0;
 }
 
 /* 0; or -1 with errno: for good (engine.init_errno set), or transient
@@ -168,41 +168,43 @@ static int init(void)
 {
 	long page_size = sysconf(_SC_PAGESIZE);
 
-	engine.page_size = page_size > 0 ? (size_t)page_size : 4096;
-	engine.bounce = aligned_alloc(engine.page_size, engine.page_size);
-	zero_page = aligned_alloc(engine.page_size, engine.page_size);
-	if (!engine.bounce || !zero_page) {
+	cowmem__engine.page_size = page_size > 0 ? (size_t)page_size : 4096;
+	cowmem__engine.bounce = aligned_alloc(cowmem__engine.page_size, cowmem__engine.page_size);
+	cowmem__zero_page = aligned_alloc(cowmem__engine.page_size, cowmem__engine.page_size);
+	if (!cowmem__engine.bounce || !cowmem__zero_page) {
 		errno = ENOMEM;
 		goto transient_failure;
 	}
-	memset((void *)zero_page, 0, engine.page_size);
-	engine.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (engine.pagemap < 0 && transient(errno))
+	memset((void *)cowmem__zero_page, 0, cowmem__engine.page_size);
+	cowmem__engine.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (cowmem__engine.pagemap < 0 && transient(errno))
 		goto transient_failure;
-	engine.self_mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
-	if (engine.self_mem < 0 && transient(errno))
+	cowmem__engine.self_mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+	if (cowmem__engine.self_mem < 0 && transient(errno))
 		goto transient_failure;
-	if (engine.pagemap >= 0)
-		engine.zero_pfn = find_zero_pfn();
+	if (cowmem__engine.pagemap >= 0)
+		cowmem__engine.zero_pfn = find_zero_pfn();
 
-	if (backend_select() < 0) {
+	if (cowmem__backend_select() < 0) {
 		if (transient(errno))
 			goto transient_failure;
-		engine.init_errno = errno;
+		cowmem__engine.init_errno = errno;
 		return -1;
 	}
 	if (cowmem__engine_select() < 0) {
-		engine.init_errno = errno;
+		cowmem__engine.init_errno = errno;
 		return -1;
 	}
 	if (cowmem__v2)
-		backend_note_engine_v2();
+		cowmem__backend_note_engine_v2();
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 	/* Lending a page version lazily needs MINOR faults (to stop the kernel
 	 * mapping a stale base page), write-protection of the lender, a way to
 	 * read the lender's page that fails instead of blocking, and pagemap. */
-	engine.lazy = engine.uffd >= 0 && engine.self_mem >= 0 && engine.pagemap >= 0 &&
-		      (engine.features & FEATURE_MINOR) && (engine.features & FEATURE_WP);
+	cowmem__engine.lazy = cowmem__engine.uffd >= 0 && cowmem__engine.self_mem >= 0 &&
+			      cowmem__engine.pagemap >= 0 &&
+			      (cowmem__engine.features & FEATURE_MINOR) &&
+			      (cowmem__engine.features & FEATURE_WP);
 	return 0;
 
 transient_failure:;
@@ -212,7 +214,7 @@ transient_failure:;
 	return -1;
 }
 
-int engine_init(void)
+int cowmem__engine_init(void)
 {
 	static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 	static bool done;
@@ -221,7 +223,7 @@ int engine_init(void)
 		pthread_mutex_lock(&init_lock);
 		int saved = 0;
 		if (!done) {
-			if (init() == 0 || engine.init_errno)
+			if (init() == 0 || cowmem__engine.init_errno)
 				__atomic_store_n(&done, true, __ATOMIC_RELEASE);
 			else
 				saved = errno;
@@ -232,8 +234,8 @@ int engine_init(void)
 			return -1;
 		}
 	}
-	if (engine.init_errno) {
-		errno = engine.init_errno;
+	if (cowmem__engine.init_errno) {
+		errno = cowmem__engine.init_errno;
 		return -1;
 	}
 	return 0;
@@ -241,14 +243,14 @@ int engine_init(void)
 
 size_t cowmem_page_size(void)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return 4096;
-	return engine.page_size;
+	return cowmem__engine.page_size;
 }
 
 /* ---- Layers ------------------------------------------------------------- */
 
-struct layer *layer_create(size_t size)
+struct layer *cowmem__v1_layer_create(size_t size)
 {
 	struct layer *layer = calloc(1, sizeof *layer);
 
@@ -278,7 +280,7 @@ err_free:
 	return NULL;
 }
 
-void layer_release(struct layer *layer)
+void cowmem__v1_layer_release(struct layer *layer)
 {
 	if (--layer->refs > 0)
 		return;
@@ -359,11 +361,11 @@ static char *map_layer(struct layer *layer, size_t size, int share)
 
 static size_t registry_position(const void *addr)
 {
-	size_t lo = 0, hi = engine.region_count;
+	size_t lo = 0, hi = cowmem__engine.region_count;
 
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		if ((const char *)engine.regions[mid]->data <= (const char *)addr)
+		if ((const char *)cowmem__engine.regions[mid]->data <= (const char *)addr)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -371,13 +373,13 @@ static size_t registry_position(const void *addr)
 	return lo; /* first region starting above addr */
 }
 
-struct cowmem_region *engine_find(const void *addr)
+struct cowmem_region *cowmem__engine_find(const void *addr)
 {
 	size_t pos = registry_position(addr);
 
 	if (pos == 0)
 		return NULL;
-	struct cowmem_region *r = engine.regions[pos - 1];
+	struct cowmem_region *r = cowmem__engine.regions[pos - 1];
 	if ((const char *)addr < r->data + r->size)
 		return r;
 	return NULL;
@@ -387,66 +389,67 @@ struct cowmem_region *engine_find(const void *addr)
  * a destroyed or foreign pointer is EINVAL rather than undefined behaviour. */
 static bool is_live(const struct cowmem_region *r)
 {
-	return page_map_get(&engine.live, (size_t)(uintptr_t)r) == r;
+	return cowmem__page_map_get(&cowmem__engine.live, (size_t)(uintptr_t)r) == r;
 }
 
-bool region_usable(const struct cowmem_region *r)
+bool cowmem__v1_region_usable(const struct cowmem_region *r)
 {
 	return r && is_live(r) && !r->orphan && !r->hidden;
 }
 
-int registry_insert(struct cowmem_region *r)
+int cowmem__v1_registry_insert(struct cowmem_region *r)
 {
-	if (page_map_put(&engine.live, (size_t)(uintptr_t)r, r) < 0)
+	if (cowmem__page_map_put(&cowmem__engine.live, (size_t)(uintptr_t)r, r) < 0)
 		return -1;
-	if (engine.region_count == engine.region_capacity) {
-		size_t capacity = engine.region_capacity ? engine.region_capacity * 2 : 16;
-		void *grown = realloc(engine.regions, capacity * sizeof *engine.regions);
+	if (cowmem__engine.region_count == cowmem__engine.region_capacity) {
+		size_t capacity = cowmem__engine.region_capacity ? cowmem__engine.region_capacity * 2 : 16;
+		void *grown = realloc(cowmem__engine.regions,
+				      capacity * sizeof *cowmem__engine.regions);
 		if (!grown) {
-			page_map_remove(&engine.live, (size_t)(uintptr_t)r);
+			cowmem__page_map_remove(&cowmem__engine.live, (size_t)(uintptr_t)r);
 			errno = ENOMEM;
 			return -1;
 		}
-		engine.regions = grown;
-		engine.region_capacity = capacity;
+		cowmem__engine.regions = grown;
+		cowmem__engine.region_capacity = capacity;
 	}
 	size_t pos = registry_position(r->data);
-	memmove(&engine.regions[pos + 1], &engine.regions[pos],
-		(engine.region_count - pos) * sizeof *engine.regions);
-	engine.regions[pos] = r;
-	engine.region_count++;
+	memmove(&cowmem__engine.regions[pos + 1], &cowmem__engine.regions[pos],
+		(cowmem__engine.region_count - pos) * sizeof *cowmem__engine.regions);
+	cowmem__engine.regions[pos] = r;
+	cowmem__engine.region_count++;
 	return 0;
 }
 
 static void registry_remove(struct cowmem_region *r)
 {
-	page_map_remove(&engine.live, (size_t)(uintptr_t)r);
+	cowmem__page_map_remove(&cowmem__engine.live, (size_t)(uintptr_t)r);
 	if (r->orphan)
 		return; /* not in the address registry */
 	size_t pos = registry_position(r->data);
 
 	/* pos - 1 is r: regions never overlap. */
-	memmove(&engine.regions[pos - 1], &engine.regions[pos],
-		(engine.region_count - pos) * sizeof *engine.regions);
-	engine.region_count--;
+	memmove(&cowmem__engine.regions[pos - 1], &cowmem__engine.regions[pos],
+		(cowmem__engine.region_count - pos) * sizeof *cowmem__engine.regions);
+	cowmem__engine.region_count--;
 }
 
 /* ---- Registration with userfaultfd -------------------------------------- */
 
-int region_register(struct cowmem_region *r, uint64_t modes)
+int cowmem__v1_region_register(struct cowmem_region *r, uint64_t modes)
 {
-	if (engine.uffd < 0 || (r->uffd_modes & modes) == modes)
+	if (cowmem__engine.uffd < 0 || (r->uffd_modes & modes) == modes)
 		return 0;
 	modes |= r->uffd_modes;
-	if (uffd_register(engine.uffd, r->data, r->size, modes) < 0)
+	if (cowmem__uffd_register(cowmem__engine.uffd, r->data, r->size, modes) < 0)
 		return -1;
 	r->uffd_modes = modes;
 	return 0;
 }
 
-char *page_address(const struct cowmem_region *r, size_t page)
+char *cowmem__v1_page_address(const struct cowmem_region *r, size_t page)
 {
-	return r->data + page * engine.page_size;
+	return r->data + page * cowmem__engine.page_size;
 }
 
 /* A page that cannot be provided must fail loudly, never read wrong bytes and
@@ -456,8 +459,9 @@ char *page_address(const struct cowmem_region *r, size_t page)
 static void fail_page(struct cowmem_region *r, size_t page, int err)
 {
 	cowmem__say_cannot_provide(page, r->data, err);
-	if ((engine.features & FEATURE_POISON) &&
-	    uffd_poison(engine.uffd, page_address(r, page), engine.page_size) == 0)
+	if ((cowmem__engine.features & FEATURE_POISON) &&
+	    cowmem__uffd_poison(cowmem__engine.uffd, cowmem__v1_page_address(r, page),
+				cowmem__engine.page_size) == 0)
 		return;
 	abort();
 }
@@ -465,12 +469,13 @@ static void fail_page(struct cowmem_region *r, size_t page, int err)
 /* Reads a page the region holds (a lender's page, or any own page) into
  * engine.bounce through /proc/self/mem: a page that is not there makes the
  * read fail (EIO) instead of faulting into the server itself. */
-int read_lender_page(const struct cowmem_region *owner, size_t page)
+int cowmem__v1_read_lender_page(const struct cowmem_region *owner, size_t page)
 {
-	off_t where = (off_t)(uintptr_t)page_address(owner, page);
+	off_t where = (off_t)(uintptr_t)cowmem__v1_page_address(owner, page);
 
-	if (pread(engine.self_mem, engine.bounce, engine.page_size, where) !=
-	    (ssize_t)engine.page_size) {
+	if (pread(cowmem__engine.self_mem, cowmem__engine.bounce, cowmem__engine.page_size,
+		  where) !=
+	    (ssize_t)cowmem__engine.page_size) {
 		if (errno == 0)
 			errno = EIO;
 		return -1;
@@ -485,7 +490,7 @@ int read_lender_page(const struct cowmem_region *owner, size_t page)
  * makes cowmem_dirty_pages() list the page, so a full map is no error. */
 static void note_filled(struct cowmem_region *r, size_t page)
 {
-	(void)page_map_put(&r->filled, page, (void *)1);
+	(void)cowmem__page_map_put(&r->filled, page, (void *)1);
 }
 
 static struct pending *pending_new(struct cowmem_region *owner, size_t page)
@@ -496,7 +501,7 @@ static struct pending *pending_new(struct cowmem_region *owner, size_t page)
 		return NULL;
 	p->owner = owner;
 	p->page = page;
-	if (page_map_put(&owner->out, page, p) < 0) {
+	if (cowmem__page_map_put(&owner->out, page, p) < 0) {
 		free(p);
 		return NULL;
 	}
@@ -520,10 +525,10 @@ static int pending_list_waiter(struct pending *p, struct cowmem_region *waiter)
 
 static int pending_add_waiter(struct pending *p, struct cowmem_region *waiter)
 {
-	if (page_map_put(&waiter->in, p->page, p) < 0)
+	if (cowmem__page_map_put(&waiter->in, p->page, p) < 0)
 		return -1;
 	if (pending_list_waiter(p, waiter) < 0) {
-		page_map_remove(&waiter->in, p->page);
+		cowmem__page_map_remove(&waiter->in, p->page);
 		return -1;
 	}
 	return 0;
@@ -543,15 +548,16 @@ static void pending_forget(struct pending *p, const struct cowmem_region *waiter
 static void pending_drop_waiter(struct pending *p, struct cowmem_region *waiter)
 {
 	pending_forget(p, waiter);
-	page_map_remove(&waiter->in, p->page);
+	cowmem__page_map_remove(&waiter->in, p->page);
 }
 
 /* Nobody waits any more: the owner's page becomes an ordinary private page. */
 static void pending_release(struct pending *p)
 {
-	page_map_remove(&p->owner->out, p->page);
-	(void)uffd_writeprotect(engine.uffd, page_address(p->owner, p->page),
-				engine.page_size, false);
+	cowmem__page_map_remove(&p->owner->out, p->page);
+	(void)cowmem__uffd_writeprotect(cowmem__engine.uffd, cowmem__v1_page_address(p->owner,
+										     p->page),
+					cowmem__engine.page_size, false);
 	free(p->waiters);
 	free(p);
 }
@@ -579,16 +585,17 @@ static void pending_hand_over(struct pending *p)
 	}
 	struct cowmem_region *heir = p->waiters[p->count - 1];
 
-	page_map_remove(&owner->out, page);
+	cowmem__page_map_remove(&owner->out, page);
 	p->count--;
-	page_map_remove(&heir->in, page);
-	if (read_lender_page(owner, page) < 0) {
+	cowmem__page_map_remove(&heir->in, page);
+	if (cowmem__v1_read_lender_page(owner, page) < 0) {
 		fail_page(heir, page, errno);
-	} else if (others && region_register(heir, UFFDIO_REGISTER_MODE_WP) < 0) {
+	} else if (others && cowmem__v1_region_register(heir, UFFDIO_REGISTER_MODE_WP) < 0) {
 		fail_page(heir, page, errno);
-	} else if (uffd_copy(engine.uffd, page_address(heir, page), engine.bounce,
-			     engine.page_size, others ? UFFDIO_COPY_MODE_WP : 0,
-			     &done) < 0) {
+	} else if (cowmem__uffd_copy(cowmem__engine.uffd, cowmem__v1_page_address(heir, page),
+				     cowmem__engine.bounce,
+				     cowmem__engine.page_size, others ? UFFDIO_COPY_MODE_WP : 0,
+				     &done) < 0) {
 		fail_page(heir, page, errno);
 	}
 	note_filled(heir, page);
@@ -598,7 +605,7 @@ static void pending_hand_over(struct pending *p)
 		return;
 	}
 	p->owner = heir;
-	if (page_map_put(&heir->out, page, p) < 0) {
+	if (cowmem__page_map_put(&heir->out, page, p) < 0) {
 		fprintf(stderr, "cowmem: out of memory while lending page %zu\n", page);
 		abort();
 	}
@@ -613,7 +620,7 @@ static size_t window_end(const struct cowmem_region *r, size_t page, size_t limi
 	size_t end = page + limit < r->pages ? page + limit : r->pages;
 	size_t j = page + 1;
 
-	while (j < end && !page_map_get(&r->in, j))
+	while (j < end && !cowmem__page_map_get(&r->in, j))
 		j++;
 	return j;
 }
@@ -623,19 +630,20 @@ static void fill_from_lender(struct cowmem_region *r, size_t page, struct pendin
 	size_t done;
 
 	pending_drop_waiter(p, r);
-	if (read_lender_page(p->owner, page) < 0 ||
-	    (uffd_copy(engine.uffd, page_address(r, page), engine.bounce,
-		       engine.page_size, 0, &done) < 0 && errno != EEXIST))
+	if (cowmem__v1_read_lender_page(p->owner, page) < 0 ||
+	    (cowmem__uffd_copy(cowmem__engine.uffd, cowmem__v1_page_address(r, page),
+			       cowmem__engine.bounce,
+			       cowmem__engine.page_size, 0, &done) < 0 && errno != EEXIST))
 		fail_page(r, page, errno);
 	note_filled(r, page);
 	if (p->count == 0)
 		pending_release(p);
 }
 
-void resolve_fill(struct cowmem_region *r, size_t page, bool minor, bool write)
+void cowmem__v1_resolve_fill(struct cowmem_region *r, size_t page, bool minor, bool write)
 {
-	struct pending *p = page_map_get(&r->in, page);
-	char *addr = page_address(r, page);
+	struct pending *p = cowmem__page_map_get(&r->in, page);
+	char *addr = cowmem__v1_page_address(r, page);
 	size_t done = 0, end;
 	int rc;
 
@@ -648,13 +656,14 @@ void resolve_fill(struct cowmem_region *r, size_t page, bool minor, bool write)
 		 * order, the next ones) from the snapshot file first. Where the
 		 * file has data, the kernel maps the new page-cache page when
 		 * the thread retries. */
-		int loaded = layer_load(r->base, page, r->pages);
+		int loaded = cowmem__v1_layer_load(r->base, page, r->pages);
 		if (loaded < 0) {
 			fail_page(r, page, errno);
 			return;
 		}
 		if (loaded > 0) {
-			(void)uffd_wake(engine.uffd, addr, engine.page_size);
+			(void)cowmem__uffd_wake(cowmem__engine.uffd, addr,
+						cowmem__engine.page_size);
 			return;
 		}
 	}
@@ -663,58 +672,66 @@ void resolve_fill(struct cowmem_region *r, size_t page, bool minor, bool write)
 		 * read-only and shared; a write then takes the kernel's own
 		 * copy-on-write fault. */
 		end = window_end(r, page, FILL_WINDOW);
-		rc = uffd_continue(engine.uffd, addr, (end - page) * engine.page_size, &done);
+		rc = cowmem__uffd_continue(cowmem__engine.uffd, addr,
+					   (end - page) * cowmem__engine.page_size, &done);
 	} else if (write) {
-		rc = uffd_copy(engine.uffd, addr, zero_page, engine.page_size, 0, &done);
+		rc = cowmem__uffd_copy(cowmem__engine.uffd, addr, cowmem__zero_page,
+				       cowmem__engine.page_size, 0, &done);
 	} else {
 		/* A hole in the base: map the shared zero page, but only over
 		 * holes (ZEROPAGE does not look at the file). */
-		off_t data = lseek(r->base->fd, (off_t)(page * engine.page_size), SEEK_DATA);
+		off_t data = lseek(r->base->fd, (off_t)(page * cowmem__engine.page_size),
+				   SEEK_DATA);
 		size_t limit = FILL_WINDOW;
 		if (data >= 0)
-			limit = (size_t)data / engine.page_size - page;
+			limit = (size_t)data / cowmem__engine.page_size - page;
 		if (limit > r->pages - page)
 			limit = r->pages - page;
 		/* A loaded layer's pages not read from its file yet are no holes. */
-		limit = layer_loaded_run(r->base, page, limit);
+		limit = cowmem__v1_layer_loaded_run(r->base, page, limit);
 		if (limit == 0) {
 			/* An unregistered mapping filled this hole with zeros
 			 * meanwhile: the kernel maps it on the retry. */
-			(void)uffd_wake(engine.uffd, addr, engine.page_size);
+			(void)cowmem__uffd_wake(cowmem__engine.uffd, addr,
+						cowmem__engine.page_size);
 			return;
 		}
 		end = window_end(r, page, limit);
-		rc = uffd_zeropage(engine.uffd, addr, (end - page) * engine.page_size, &done);
+		rc = cowmem__uffd_zeropage(cowmem__engine.uffd, addr,
+					   (end - page) * cowmem__engine.page_size, &done);
 		/* ZEROPAGE refuses a uffd-wp pte marker as if the page were
 		 * there; COPY overwrites a marker, so only a page really
 		 * present is taken as resolved (no endless refault). */
 		if (rc < 0 && done == 0 && errno == EEXIST)
-			rc = uffd_copy(engine.uffd, addr, zero_page, engine.page_size, 0, &done);
+			rc = cowmem__uffd_copy(cowmem__engine.uffd, addr, cowmem__zero_page,
+					       cowmem__engine.page_size, 0, &done);
 	}
 	if (rc == 0 || done > 0)
 		return;
 	if (errno == EEXIST) { /* already resolved (another thread's fault) */
-		(void)uffd_wake(engine.uffd, addr, engine.page_size);
+		(void)cowmem__uffd_wake(cowmem__engine.uffd, addr, cowmem__engine.page_size);
 		return;
 	}
 	fail_page(r, page, errno);
 }
 
-void resolve_write_protect(struct cowmem_region *r, size_t page)
+void cowmem__v1_resolve_write_protect(struct cowmem_region *r, size_t page)
 {
-	struct pending *p = page_map_get(&r->out, page);
+	struct pending *p = cowmem__page_map_get(&r->out, page);
 
 	if (p)
 		pending_hand_over(p);
 	/* Un-protecting also wakes the writer. */
-	if (uffd_writeprotect(engine.uffd, page_address(r, page), engine.page_size,
-			      false) < 0)
-		(void)uffd_wake(engine.uffd, page_address(r, page), engine.page_size);
+	if (cowmem__uffd_writeprotect(cowmem__engine.uffd, cowmem__v1_page_address(r, page),
+				      cowmem__engine.page_size,
+				      false) < 0)
+		(void)cowmem__uffd_wake(cowmem__engine.uffd, cowmem__v1_page_address(r, page),
+					cowmem__engine.page_size);
 }
 
 /* ---- Public API --------------------------------------------------------- */
 
-struct cowmem_region *region_new(struct layer *base, size_t size, enum region_mode mode)
+struct cowmem_region *cowmem__v1_region_new(struct layer *base, size_t size, enum region_mode mode)
 {
 	struct cowmem_region *r = calloc(1, sizeof *r);
 
@@ -727,30 +744,30 @@ struct cowmem_region *region_new(struct layer *base, size_t size, enum region_mo
 		return NULL;
 	}
 	r->size = size;
-	r->pages = size / engine.page_size;
+	r->pages = size / cowmem__engine.page_size;
 	r->base = base;
 	r->mode = mode;
 	return r;
 }
 
-void region_free(struct cowmem_region *r)
+void cowmem__v1_region_free(struct cowmem_region *r)
 {
 	munmap(r->data, r->size);
-	page_map_free(&r->in);
-	page_map_free(&r->out);
-	page_map_free(&r->filled);
+	cowmem__page_map_free(&r->in);
+	cowmem__page_map_free(&r->out);
+	cowmem__page_map_free(&r->filled);
 	free(r);
 }
 
 cowmem_region *cowmem_create(size_t size)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return NULL;
 	if (size == 0) {
 		errno = EINVAL;
 		return NULL;
 	}
-	size_t page_size = engine.page_size;
+	size_t page_size = cowmem__engine.page_size;
 	if (size > (size_t)PTRDIFF_MAX - page_size) {
 		errno = ENOMEM;
 		return NULL;
@@ -760,27 +777,27 @@ cowmem_region *cowmem_create(size_t size)
 	/* Under the lock from the memfd on: fork() (whose prepare handler
 	 * takes it) must never copy a layer descriptor, or a shared mapping
 	 * not yet MADV_DONTFORK, of a region the child's handler cannot see. */
-	pthread_mutex_lock(&engine.lock);
-	struct layer *layer = layer_create(size);
+	pthread_mutex_lock(&cowmem__engine.lock);
+	struct layer *layer = cowmem__v1_layer_create(size);
 	if (!layer) {
 		int saved = errno;
-		pthread_mutex_unlock(&engine.lock);
+		pthread_mutex_unlock(&cowmem__engine.lock);
 		errno = saved;
 		return NULL;
 	}
-	struct cowmem_region *r = region_new(layer, size, REGION_EXCLUSIVE);
+	struct cowmem_region *r = cowmem__v1_region_new(layer, size, REGION_EXCLUSIVE);
 	if (!r)
 		goto err_release_layer;
-	if (registry_insert(r) < 0)
+	if (cowmem__v1_registry_insert(r) < 0)
 		goto err_free_region;
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	return r;
 
 err_free_region:
-	region_free(r);
+	cowmem__v1_region_free(r);
 err_release_layer:
-	layer_release(layer);
-	pthread_mutex_unlock(&engine.lock);
+	cowmem__v1_layer_release(layer);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	errno = ENOMEM;
 	return NULL;
 }
@@ -797,10 +814,10 @@ static int freeze(struct cowmem_region *r)
 	struct reservation res;
 	void *moved = MAP_FAILED;
 
-	if ((engine.features & FEATURE_DONTUNMAP) &&
+	if ((cowmem__engine.features & FEATURE_DONTUNMAP) &&
 	    (moved = reserve_aligned(r->size, &res)) != MAP_FAILED) {
-		moved = sys_mremap(r->data, r->size, r->size,
-				   MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, moved);
+		moved = cowmem__sys_mremap(r->data, r->size, r->size,
+					   MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, moved);
 		trim_reservation(&res, r->size, moved != MAP_FAILED);
 	}
 	/* Without DONTUNMAP (kernels before 5.13 refuse it for shared
@@ -810,22 +827,22 @@ static int freeze(struct cowmem_region *r)
 	if (data == MAP_FAILED) {
 		int saved = errno;
 		if (moved != MAP_FAILED)
-			janitor_unmap(moved, r->size);
+			cowmem__janitor_unmap(moved, r->size);
 		errno = saved;
 		return -1;
 	}
 	if (moved != MAP_FAILED)
-		janitor_unmap(moved, r->size);
+		cowmem__janitor_unmap(moved, r->size);
 	keep_from_children(data, r->size);
 	/* The layer is frozen: let the kernel refuse any later write to it
 	 * (write(2), new shared writable mappings). 5.1+; advisory before. */
-	if (engine.features & FEATURE_FUTURE_WRITE_SEAL)
+	if (cowmem__engine.features & FEATURE_FUTURE_WRITE_SEAL)
 		(void)fcntl(r->base->fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE);
 	r->mode = REGION_PRIVATE;
 	r->uffd_modes = 0;
 	/* Unregistered, a hole read allocates a zero page in the layer: the
 	 * content is still right, so a failed registration is not fatal. */
-	(void)region_register(r, UFFDIO_REGISTER_MODE_MISSING);
+	(void)cowmem__v1_region_register(r, UFFDIO_REGISTER_MODE_MISSING);
 	return 0;
 }
 
@@ -840,26 +857,29 @@ static bool is_delta(uint64_t entry)
 	if (entry & swapped)
 		return true;
 	uint64_t pfn = entry & ((1ull << 55) - 1);
-	if (pfn != 0 && engine.zero_pfn != 0)
-		return pfn != engine.zero_pfn;
+	if (pfn != 0 && cowmem__engine.zero_pfn != 0)
+		return pfn != cowmem__engine.zero_pfn;
 	return (entry & exclusive) != 0; /* the zero page is never exclusive */
 }
 
-bool pagemap_entry_is_own(const struct cowmem_region *r, size_t page, uint64_t entry)
+bool cowmem__v1_pagemap_entry_is_own(const struct cowmem_region *r, size_t page, uint64_t entry)
 {
 	/* A uffd-wp pte marker (the kernel leaves one where a protected shmem
 	 * pte is zapped) reads as a swapped entry with the wp bit; it holds
 	 * no page. A lent page that really was swapped out is in r->out. */
-	if ((entry & (1ull << 62)) && (entry & (1ull << 57)) && !page_map_get(&r->out, page))
+	if ((entry & (1ull << 62)) && (entry & (1ull << 57)) && !cowmem__page_map_get(&r->out,
+										      page))
 		return false;
 	return is_delta(entry);
 }
 
-int read_pagemap(const struct cowmem_region *r, size_t page, size_t count, uint64_t *entries)
+int cowmem__v1_read_pagemap(const struct cowmem_region *r, size_t page, size_t count,
+			    uint64_t *entries)
 {
-	off_t offset = (off_t)((uintptr_t)page_address(r, page) / engine.page_size * sizeof(uint64_t));
+	off_t offset = (off_t)((uintptr_t)cowmem__v1_page_address(r,
+								  page) / cowmem__engine.page_size * sizeof(uint64_t));
 
-	if (pread(engine.pagemap, entries, count * sizeof(uint64_t), offset) !=
+	if (pread(cowmem__engine.pagemap, entries, count * sizeof(uint64_t), offset) !=
 	    (ssize_t)(count * sizeof(uint64_t))) {
 		if (errno == 0)
 			errno = EIO;
@@ -873,35 +893,38 @@ int read_pagemap(const struct cowmem_region *r, size_t page, size_t count, uint6
  * (lock held, /proc needed): the base layer, then r's own pages over it
  * through /proc/self/mem, and the versions r waits for from their owners.
  */
-int region_read(const struct cowmem_region *r, size_t page, size_t count, char *buf)
+int cowmem__v1_region_read(const struct cowmem_region *r, size_t page, size_t count, char *buf)
 {
 	uint64_t entries[REGION_READ_MAX];
 
-	if (layer_read(r->base, page, count, buf) < 0)
+	if (cowmem__v1_layer_read(r->base, page, count, buf) < 0)
 		return -1;
 	if (r->mode == REGION_EXCLUSIVE)
 		return 0; /* the layer is its content */
-	if (read_pagemap(r, page, count, entries) < 0)
+	if (cowmem__v1_read_pagemap(r, page, count, entries) < 0)
 		return -1;
 	for (size_t k = 0; k < count;) {
-		struct pending *p = page_map_get(&r->in, page + k);
+		struct pending *p = cowmem__page_map_get(&r->in, page + k);
 		if (p) {
-			if (read_lender_page(p->owner, page + k) < 0)
+			if (cowmem__v1_read_lender_page(p->owner, page + k) < 0)
 				return -1;
-			memcpy(buf + k * engine.page_size, engine.bounce, engine.page_size);
+			memcpy(buf + k * cowmem__engine.page_size, cowmem__engine.bounce,
+			       cowmem__engine.page_size);
 			k++;
 			continue;
 		}
 		size_t run = 0;
-		while (k + run < count && pagemap_entry_is_own(r, page + k + run, entries[k + run]))
+		while (k + run < count && cowmem__v1_pagemap_entry_is_own(r, page + k + run,
+									  entries[k + run]))
 			run++;
 		if (run == 0) {
 			k++;
 			continue;
 		}
-		off_t where = (off_t)(uintptr_t)page_address(r, page + k);
-		if (pread(engine.self_mem, buf + k * engine.page_size, run * engine.page_size,
-			  where) != (ssize_t)(run * engine.page_size)) {
+		off_t where = (off_t)(uintptr_t)cowmem__v1_page_address(r, page + k);
+		if (pread(cowmem__engine.self_mem, buf + k * cowmem__engine.page_size,
+			  run * cowmem__engine.page_size,
+			  where) != (ssize_t)(run * cowmem__engine.page_size)) {
 			if (errno == 0)
 				errno = EIO;
 			return -1;
@@ -919,16 +942,17 @@ static int scan_pagemap_file(struct cowmem_region *src, run_fn *fn, void *ctx)
 
 	for (size_t base = 0; base < src->pages; base += PAGEMAP_BATCH) {
 		size_t n = src->pages - base < PAGEMAP_BATCH ? src->pages - base : PAGEMAP_BATCH;
-		off_t offset = (off_t)((uintptr_t)page_address(src, base) /
-				       engine.page_size * sizeof(uint64_t));
-		if (pread(engine.pagemap, pagemap_buffer, n * sizeof(uint64_t), offset) !=
+		off_t offset = (off_t)((uintptr_t)cowmem__v1_page_address(src, base) /
+				       cowmem__engine.page_size * sizeof(uint64_t));
+		if (pread(cowmem__engine.pagemap, pagemap_buffer, n * sizeof(uint64_t), offset) !=
 		    (ssize_t)(n * sizeof(uint64_t))) {
 			if (errno == 0)
 				errno = EIO;
 			return -1;
 		}
 		for (size_t k = 0; k < n; k++) {
-			bool delta = pagemap_entry_is_own(src, base + k, pagemap_buffer[k]);
+			bool delta = cowmem__v1_pagemap_entry_is_own(src, base + k,
+								     pagemap_buffer[k]);
 			if (delta && run_start == SIZE_MAX)
 				run_start = base + k;
 			if (!delta && run_start != SIZE_MAX) {
@@ -965,7 +989,7 @@ static int scan_pagemap_ioctl(struct cowmem_region *src, run_fn *fn, void *ctx)
 			.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
 			.return_mask = PAGE_IS_SWAPPED | PAGE_IS_WRITTEN,
 		};
-		int n = ioctl(engine.pagemap, PAGEMAP_SCAN, &arg);
+		int n = ioctl(cowmem__engine.pagemap, PAGEMAP_SCAN, &arg);
 		if (n < 0)
 			return -1;
 		/* The walk may stop inside a run (walk_end) and report that run
@@ -977,8 +1001,8 @@ static int scan_pagemap_ioctl(struct cowmem_region *src, run_fn *fn, void *ctx)
 			uintptr_t run_end = vec[i].end < walked ? vec[i].end : walked;
 			if (run_start >= run_end)
 				continue;
-			size_t first = (run_start - (uintptr_t)src->data) / engine.page_size;
-			size_t last = (run_end - (uintptr_t)src->data) / engine.page_size;
+			size_t first = (run_start - (uintptr_t)src->data) / cowmem__engine.page_size;
+			size_t last = (run_end - (uintptr_t)src->data) / cowmem__engine.page_size;
 			bool marker_like = (vec[i].categories & PAGE_IS_SWAPPED) &&
 					   !(vec[i].categories & PAGE_IS_WRITTEN);
 			if (!marker_like) {
@@ -989,7 +1013,7 @@ static int scan_pagemap_ioctl(struct cowmem_region *src, run_fn *fn, void *ctx)
 			/* Swapped and write-protected: a lent page, or a pte
 			 * marker holding nothing (see scan_pagemap_file). */
 			for (size_t page = first; page < last; page++)
-				if (page_map_get(&src->out, page) &&
+				if (cowmem__page_map_get(&src->out, page) &&
 				    fn(src, page, page + 1, ctx) < 0)
 					return -1;
 		}
@@ -1001,23 +1025,23 @@ static int scan_pagemap_ioctl(struct cowmem_region *src, run_fn *fn, void *ctx)
 }
 
 /* Calls fn for each run of pages [first, end) that src has written. */
-int for_each_delta_run(struct cowmem_region *src, run_fn *fn, void *ctx)
+int cowmem__v1_for_each_delta_run(struct cowmem_region *src, run_fn *fn, void *ctx)
 {
-	if (engine.features & FEATURE_PAGEMAP_SCAN)
+	if (cowmem__engine.features & FEATURE_PAGEMAP_SCAN)
 		return scan_pagemap_ioctl(src, fn, ctx);
 	return scan_pagemap_file(src, fn, ctx);
 }
 
 /* Lazy clone: the clone waits for every page its source wrote; the source
  * lends them, write-protected, until the clone has its copy. */
-int lend_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
+int cowmem__v1_lend_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
 {
 	struct cowmem_region *clone = ctx;
 
-	if (region_register(src, UFFDIO_REGISTER_MODE_WP) < 0)
+	if (cowmem__v1_region_register(src, UFFDIO_REGISTER_MODE_WP) < 0)
 		return -1;
 	for (size_t page = first; page < end; page++) {
-		struct pending *p = page_map_get(&src->out, page);
+		struct pending *p = cowmem__page_map_get(&src->out, page);
 		if (!p && !(p = pending_new(src, page)))
 			return -1;
 		if (pending_add_waiter(p, clone) < 0) {
@@ -1026,8 +1050,8 @@ int lend_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
 			return -1;
 		}
 	}
-	return uffd_writeprotect(engine.uffd, page_address(src, first),
-				 (end - first) * engine.page_size, true);
+	return cowmem__uffd_writeprotect(cowmem__engine.uffd, cowmem__v1_page_address(src, first),
+					 (end - first) * cowmem__engine.page_size, true);
 }
 
 static void drop_wait(size_t page, void *value, void *ctx)
@@ -1075,32 +1099,32 @@ static void unlist_copied_wait(size_t page, void *value, void *ctx)
  * clone of a drifting source, or its hidden origin, costs per page.
  * 0, or -1 with errno ENOMEM and `to` still waiting for nothing.
  */
-int region_inherit_waits(struct cowmem_region *from, struct cowmem_region *to)
+int cowmem__v1_region_inherit_waits(struct cowmem_region *from, struct cowmem_region *to)
 {
 	struct copy_context c = { .to = to };
 
-	if (page_map_copy(&to->in, &from->in) < 0)
+	if (cowmem__page_map_copy(&to->in, &from->in) < 0)
 		return -1;
-	page_map_each(&to->in, list_copied_wait, &c);
+	cowmem__page_map_each(&to->in, list_copied_wait, &c);
 	if (c.error == 0)
 		return 0;
 	/* Undo exactly the listings made, in the same order. */
-	page_map_each(&to->in, unlist_copied_wait, &c);
-	page_map_free(&to->in);
+	cowmem__page_map_each(&to->in, unlist_copied_wait, &c);
+	cowmem__page_map_free(&to->in);
 	errno = ENOMEM;
 	return -1;
 }
 
 
 /* Stops waiting for anything (lock held). */
-void region_drop_waits(struct cowmem_region *r)
+void cowmem__v1_region_drop_waits(struct cowmem_region *r)
 {
-	page_map_each(&r->in, drop_wait, r);
-	page_map_free(&r->in);
+	cowmem__page_map_each(&r->in, drop_wait, r);
+	cowmem__page_map_free(&r->in);
 }
 
 /* Eager clone (no userfaultfd): copy the runs the source wrote. */
-int collect_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
+int cowmem__v1_collect_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
 {
 	struct run_list *list = ctx;
 	(void)src;
@@ -1124,30 +1148,31 @@ int collect_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
  * page with the frozen layer they share (holes read as zeros through pread
  * without allocating) and copy the ones that differ. Outside the lock, as
  * reading the source may fault. */
-void copy_differing_pages(struct cowmem_region *src, struct cowmem_region *clone)
+void cowmem__v1_copy_differing_pages(struct cowmem_region *src, struct cowmem_region *clone)
 {
-	char *base_page = malloc(engine.page_size);
+	char *base_page = malloc(cowmem__engine.page_size);
 
 	for (size_t page = 0; page < src->pages; page++) {
-		const char *from = page_address(src, page);
-		off_t offset = (off_t)(page * engine.page_size);
+		const char *from = cowmem__v1_page_address(src, page);
+		off_t offset = (off_t)(page * cowmem__engine.page_size);
 		if (!base_page ||
-		    pread(src->base->fd, base_page, engine.page_size, offset) !=
-			    (ssize_t)engine.page_size ||
-		    memcmp(base_page, from, engine.page_size) != 0)
-			memcpy(page_address(clone, page), from, engine.page_size);
+		    pread(src->base->fd, base_page, cowmem__engine.page_size, offset) !=
+			    (ssize_t)cowmem__engine.page_size ||
+		    memcmp(base_page, from, cowmem__engine.page_size) != 0)
+			memcpy(cowmem__v1_page_address(clone, page), from,
+			       cowmem__engine.page_size);
 	}
 	free(base_page);
 }
 
 /* Takes a new region out of the engine again (lock held; the caller frees
- * it with region_free() outside the lock). */
+ * it with cowmem__v1_region_free() outside the lock). */
 static void region_unlink(struct cowmem_region *r, bool registered)
 {
-	region_drop_waits(r);
+	cowmem__v1_region_drop_waits(r);
 	if (registered)
 		registry_remove(r);
-	layer_release(r->base);
+	cowmem__v1_layer_release(r->base);
 }
 
 /*
@@ -1159,7 +1184,7 @@ static void region_unlink(struct cowmem_region *r, bool registered)
  */
 static struct cowmem_region *origin_new(struct cowmem_region *clone)
 {
-	struct cowmem_region *o = region_new(clone->base, clone->size, REGION_PRIVATE);
+	struct cowmem_region *o = cowmem__v1_region_new(clone->base, clone->size, REGION_PRIVATE);
 
 	if (!o)
 		return NULL;
@@ -1171,13 +1196,13 @@ static struct cowmem_region *origin_new(struct cowmem_region *clone)
 	 * MINOR like any region that waits: even an access from outside (a
 	 * debugger, process_vm_readv) must not map a base page there. */
 	uint64_t modes = UFFDIO_REGISTER_MODE_MISSING;
-	if (region_inherit_waits(clone, o) < 0)
+	if (cowmem__v1_region_inherit_waits(clone, o) < 0)
 		goto err;
 	if (o->in.count > 0)
 		modes |= UFFDIO_REGISTER_MODE_MINOR;
-	if (engine.uffd >= 0 && region_register(o, modes) < 0)
+	if (cowmem__engine.uffd >= 0 && cowmem__v1_region_register(o, modes) < 0)
 		goto err;
-	if (registry_insert(o) < 0) {
+	if (cowmem__v1_registry_insert(o) < 0) {
 		errno = ENOMEM;
 		goto err;
 	}
@@ -1185,7 +1210,7 @@ static struct cowmem_region *origin_new(struct cowmem_region *clone)
 err:;
 	int saved = errno;
 	region_unlink(o, false);
-	region_free(o);
+	cowmem__v1_region_free(o);
 	errno = saved;
 	return NULL;
 }
@@ -1193,7 +1218,7 @@ err:;
 static void note_filled_run(struct cowmem_region *r, size_t first, size_t end)
 {
 	for (size_t page = first; page < end; page++)
-		(void)page_map_put(&r->filled, page, (void *)1);
+		(void)cowmem__page_map_put(&r->filled, page, (void *)1);
 }
 
 cowmem_region *cowmem_clone(cowmem_region *src)
@@ -1203,18 +1228,18 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 	bool compare_all = false;
 	int err = 0;
 
-	if (!src || engine_init() < 0) {
+	if (!src || cowmem__engine_init() < 0) {
 		if (!src)
 			errno = EINVAL;
 		return NULL;
 	}
-	pthread_mutex_lock(&engine.lock);
-	if (!region_usable(src)) {
+	pthread_mutex_lock(&cowmem__engine.lock);
+	if (!cowmem__v1_region_usable(src)) {
 		err = EINVAL;
 		goto err_unlock;
 	}
-	if (engine.uffd >= 0 && engine.server == SERVER_NONE &&
-	    server_start_library_thread() < 0) {
+	if (cowmem__engine.uffd >= 0 && cowmem__engine.server == SERVER_NONE &&
+	    cowmem__server_start_library_thread() < 0) {
 		err = errno;
 		goto err_unlock;
 	}
@@ -1223,26 +1248,27 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 		err = errno;
 		goto err_unlock;
 	}
-	clone = region_new(src->base, src->size, REGION_PRIVATE);
+	clone = cowmem__v1_region_new(src->base, src->size, REGION_PRIVATE);
 	if (!clone) {
 		err = errno;
 		goto err_unlock;
 	}
 	src->base->refs++;
 
-	if (had_delta && engine.lazy) {
-		janitor_pause();
-		int rc = region_inherit_waits(src, clone);
+	if (had_delta && cowmem__engine.lazy) {
+		cowmem__janitor_pause();
+		int rc = cowmem__v1_region_inherit_waits(src, clone);
 		if (rc == 0)
-			rc = for_each_delta_run(src, lend_run, clone);
-		janitor_resume();
+			rc = cowmem__v1_for_each_delta_run(src, cowmem__v1_lend_run, clone);
+		cowmem__janitor_resume();
 		if (rc < 0) {
 			err = errno;
 			goto err_unlink;
 		}
-	} else if (had_delta && engine.pagemap < 0) {
+	} else if (had_delta && cowmem__engine.pagemap < 0) {
 		compare_all = true; /* no pagemap (no /proc): see below */
-	} else if (had_delta && for_each_delta_run(src, collect_run, &eager) < 0) {
+	} else if (had_delta && cowmem__v1_for_each_delta_run(src, cowmem__v1_collect_run,
+							      &eager) < 0) {
 		err = errno;
 		goto err_unlink;
 	}
@@ -1263,41 +1289,43 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 	/* Unregistered, a hole read would allocate a zero page in the layer:
 	 * harmless, unless the clone waits for versions or the layer is still
 	 * being loaded from a file (a zero page there would hide the file). */
-	if (region_register(clone, modes) < 0 &&
+	if (cowmem__v1_region_register(clone, modes) < 0 &&
 	    (clone->in.count > 0 || clone->base->source >= 0)) {
 		err = errno;
 		goto err_unlink;
 	}
-	if (registry_insert(clone) < 0) {
+	if (cowmem__v1_registry_insert(clone) < 0) {
 		err = ENOMEM;
 		goto err_unlink;
 	}
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 
 	/* Outside the lock: writing the clone may fault into the server. The
 	 * origin copies the clone, not the source, so both start equal even
 	 * if the source is written meanwhile. */
 	for (size_t i = 0; i < eager.count; i++) {
-		size_t first = eager.runs[i][0], length = (eager.runs[i][1] - first) * engine.page_size;
-		memcpy(page_address(clone, first), page_address(src, first), length);
-		memcpy(page_address(origin, first), page_address(clone, first), length);
+		size_t first = eager.runs[i][0], length = (eager.runs[i][1] - first) * cowmem__engine.page_size;
+		memcpy(cowmem__v1_page_address(clone, first), cowmem__v1_page_address(src, first),
+		       length);
+		memcpy(cowmem__v1_page_address(origin, first), cowmem__v1_page_address(clone,
+										       first), length);
 	}
 	free(eager.runs);
 	if (compare_all) {
-		copy_differing_pages(src, clone);
-		copy_differing_pages(clone, origin);
+		cowmem__v1_copy_differing_pages(src, clone);
+		cowmem__v1_copy_differing_pages(clone, origin);
 	}
 	return clone;
 
 err_unlink:
 	if (origin) {
 		region_unlink(origin, true);
-		region_free(origin);
+		cowmem__v1_region_free(origin);
 	}
 	region_unlink(clone, false);
-	region_free(clone);
+	cowmem__v1_region_free(clone);
 err_unlock:
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	free(eager.runs);
 	errno = err;
 	return NULL;
@@ -1331,17 +1359,19 @@ static void collect_pending(size_t page, void *value, void *ctx)
 /* Hands every version r lends to one of its waiters; with `unprotect`, r's
  * pages become ordinary writable pages again. `buffer` has room for
  * r->out.count entries (allocated beforehand, so that this cannot fail). */
-void region_hand_over_all(struct cowmem_region *r, struct pending **buffer, bool unprotect)
+void cowmem__v1_region_hand_over_all(struct cowmem_region *r, struct pending **buffer,
+				     bool unprotect)
 {
 	struct pending **cursor = buffer;
 
-	page_map_each(&r->out, collect_pending, &cursor);
+	cowmem__page_map_each(&r->out, collect_pending, &cursor);
 	for (struct pending **p = buffer; p < cursor; p++) {
 		size_t page = (*p)->page;
 		pending_hand_over(*p);
 		if (unprotect)
-			(void)uffd_writeprotect(engine.uffd, page_address(r, page),
-						engine.page_size, false);
+			(void)cowmem__uffd_writeprotect(cowmem__engine.uffd,
+							cowmem__v1_page_address(r, page),
+							cowmem__engine.page_size, false);
 	}
 }
 
@@ -1352,9 +1382,9 @@ int cowmem_destroy(cowmem_region *r)
 
 	if (!r)
 		return 0;
-	pthread_mutex_lock(&engine.lock);
+	pthread_mutex_lock(&cowmem__engine.lock);
 	if (!is_live(r) || r->hidden) {
-		pthread_mutex_unlock(&engine.lock);
+		pthread_mutex_unlock(&cowmem__engine.lock);
 		errno = EINVAL;
 		return -1;
 	}
@@ -1363,32 +1393,32 @@ int cowmem_destroy(cowmem_region *r)
 	size_t lent_count = r->out.count + (origin ? origin->out.count : 0);
 	struct pending **lent = malloc((lent_count ? lent_count : 1) * sizeof *lent);
 	if (!lent) {
-		pthread_mutex_unlock(&engine.lock);
+		pthread_mutex_unlock(&cowmem__engine.lock);
 		errno = ENOMEM;
 		return -1;
 	}
 	/* Neither waits any more, so no version is handed to either; then
 	 * every version they still lend goes to one of its other waiters
 	 * (dropping waits only ever shrinks the `out` maps). */
-	region_drop_waits(r);
+	cowmem__v1_region_drop_waits(r);
 	if (origin)
-		region_drop_waits(origin);
-	region_hand_over_all(r, lent, false);
+		cowmem__v1_region_drop_waits(origin);
+	cowmem__v1_region_hand_over_all(r, lent, false);
 	if (origin)
-		region_hand_over_all(origin, lent, false);
+		cowmem__v1_region_hand_over_all(origin, lent, false);
 	free(lent);
 	region_unlink(r, true);
 	if (origin)
 		region_unlink(origin, true);
 	/* The last region is gone: the library's threads have nothing to do. */
-	if (engine.region_count == 0)
-		join = server_stop_library_thread(&server);
-	pthread_mutex_unlock(&engine.lock);
-	region_free(r);
+	if (cowmem__engine.region_count == 0)
+		join = cowmem__server_stop_library_thread(&server);
+	pthread_mutex_unlock(&cowmem__engine.lock);
+	cowmem__v1_region_free(r);
 	if (origin)
-		region_free(origin);
+		cowmem__v1_region_free(origin);
 	if (join)
-		server_join(server);
+		cowmem__server_join(server);
 	return 0;
 }
 

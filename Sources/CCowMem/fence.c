@@ -68,15 +68,16 @@ static void free_fence(struct cowmem__fence *f)
 
 static int open_fence(void)
 {
-	if (!(engine.features & FEATURE_EVENT_REMAP) || !(engine.features & FEATURE_MINOR))
+	if (!(cowmem__engine.features & FEATURE_EVENT_REMAP) ||
+	    !(cowmem__engine.features & FEATURE_MINOR))
 		return -ENOTSUP;
 	struct cowmem__fence *f = malloc(sizeof *f);
 	if (!f)
 		return -ENOMEM;
-	f->fd = backend_open_another(UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_MISSING_SHMEM |
-				     UFFD_FEATURE_MINOR_SHMEM);
+	f->fd = cowmem__backend_open_another(UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_MISSING_SHMEM |
+					     UFFD_FEATURE_MINOR_SHMEM);
 	f->stop_fd = f->fd < 0 ? -1 : eventfd(0, EFD_CLOEXEC);
-	if (f->stop_fd < 0 || engine_start_thread(drain, f, &f->drainer) < 0) {
+	if (f->stop_fd < 0 || cowmem__engine_start_thread(drain, f, &f->drainer) < 0) {
 		int rc = -errno;
 		free_fence(f);
 		return rc;
@@ -93,11 +94,12 @@ int cowmem__fence_raise(struct cowmem__region *head)
 		return rc;
 	/* A mapping has one descriptor: leave the library's first. Until the
 	 * fence is up, accesses are the kernel's, on pages not moved yet. */
-	if (head->uffd_modes && uffd_unregister(engine.uffd, head->data, head->size) < 0)
+	if (head->uffd_modes && cowmem__uffd_unregister(cowmem__engine.uffd, head->data,
+							head->size) < 0)
 		return -errno;
 	head->uffd_modes = 0;
-	if (uffd_register(fence->fd, head->data, head->size,
-			  UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR) < 0) {
+	if (cowmem__uffd_register(fence->fd, head->data, head->size,
+				  UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR) < 0) {
 		rc = -errno;
 		(void)cowmem__register(head, UFFDIO_REGISTER_MODE_MISSING);
 		return rc;
@@ -110,7 +112,7 @@ void cowmem__fence_lower(struct cowmem__region *head)
 	/* Wakes the accesses that waited; they retry against the layer. A
 	 * hole read before the next line allocates in the layer, with the
 	 * right bytes (zeros). */
-	(void)uffd_unregister(fence->fd, head->data, head->size);
+	(void)cowmem__uffd_unregister(fence->fd, head->data, head->size);
 	(void)cowmem__register(head, UFFDIO_REGISTER_MODE_MISSING);
 }
 

@@ -33,8 +33,8 @@ static int move_page_tables(struct cowmem__region *r, char **area, size_t *lengt
 
 	if (!staging)
 		return -errno;
-	*moved = sys_mremap(r->data, r->size, r->size,
-			    MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, staging);
+	*moved = cowmem__sys_mremap(r->data, r->size, r->size,
+				    MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, staging);
 	if (*moved == MAP_FAILED) {
 		int rc = -errno;
 		munmap(*area, *length);
@@ -63,8 +63,9 @@ static int freeze(struct cowmem__region *r)
 	 * aside for the janitor to tear down; without DONTUNMAP the MAP_FIXED
 	 * below zaps them. A registered mapping would move entry by entry. */
 	bool adopted = false;
-	if (engine.features & FEATURE_DONTUNMAP) {
-		if (r->uffd_modes == 0 || uffd_unregister(engine.uffd, r->data, r->size) == 0) {
+	if (cowmem__engine.features & FEATURE_DONTUNMAP) {
+		if (r->uffd_modes == 0 || cowmem__uffd_unregister(cowmem__engine.uffd, r->data,
+								  r->size) == 0) {
 			r->uffd_modes = 0;
 			adopted = cowmem__layer_adopt_tables(r->layer, r->data) == 0;
 		}
@@ -75,7 +76,7 @@ static int freeze(struct cowmem__region *r)
 			  MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, cowmem__pagefile_fd(),
 			  cowmem__layer_offset(r->layer));
 	if (area)
-		janitor_unmap(area, length);
+		cowmem__janitor_unmap(area, length);
 	if (data == MAP_FAILED)
 		return -errno;
 	(void)madvise(data, r->size, MADV_DONTFORK);
@@ -132,7 +133,7 @@ static void run_side_scan(void *arg)
 {
 	struct side_scan *s = arg;
 
-	s->rc = cowmem__scan_own_unlocked(s->start + s->first * engine.page_size, s->pages,
+	s->rc = cowmem__scan_own_unlocked(s->start + s->first * cowmem__engine.page_size, s->pages,
 					  note_side_run, s);
 }
 
@@ -142,7 +143,8 @@ static int replace_run(size_t first, size_t end, void *ctx)
 
 	for (size_t page = c->offset + first; page < c->offset + end; page++) {
 		struct cowmem__page_job job;
-		int rc = cowmem__layer_replace(c->layer, page, c->staging + page * engine.page_size,
+		int rc = cowmem__layer_replace(c->layer, page,
+					       c->staging + page * cowmem__engine.page_size,
 					       &job);
 		if (rc < 0)
 			abort_fold("keeping an old page version", rc);
@@ -190,26 +192,28 @@ static int fold(struct cowmem__region *head)
 		goto err_head;
 	if ((rc = cowmem__layer_capture_begin(layer, 0)) < 0)
 		goto err_head;
-	janitor_pause(); /* many page-table changes follow */
+	cowmem__janitor_pause(); /* many page-table changes follow */
 	if ((rc = move_page_tables(head, &area, &length, &staging)) < 0) {
-		janitor_resume();
+		cowmem__janitor_resume();
 		cowmem__layer_capture_abort(layer);
 		goto err_head;
 	}
 	/* The split is 2 MiB aligned, where page tables are. */
-	size_t lower = head->pages >= SIDE_SCAN_MIN_PAGES && (engine.features & FEATURE_PAGEMAP_SCAN)
-			       ? head->pages / 2 & ~(size_t)511
-			       : head->pages;
+	bool split = head->pages >= SIDE_SCAN_MIN_PAGES &&
+		     (cowmem__engine.features & FEATURE_PAGEMAP_SCAN);
+	size_t lower = split ? head->pages / 2 & ~(size_t)511 : head->pages;
 	struct side_scan side = { staging, lower, head->pages - lower, NULL, 0, 0, 0 };
 	struct fold_context c = { layer, staging,
-				  cowmem__copier_begin(side.pages ? run_side_scan : NULL, &side), 0 };
+				  cowmem__copier_begin(side.pages ? run_side_scan : NULL,
+						       &side), 0 };
 	if ((rc = cowmem__scan_own(staging, lower, replace_run, &c)) < 0)
 		abort_fold("finding the pages written", rc);
 	if (side.pages) {
 		cowmem__copier_task_done(c.copies);
 		if (side.rc < 0) { /* out of memory there: scan it here */
 			c.offset = lower;
-			rc = cowmem__scan_own(staging + lower * engine.page_size, side.pages,
+			rc = cowmem__scan_own(staging + lower * cowmem__engine.page_size,
+					      side.pages,
 					      replace_run, &c);
 			c.offset = 0;
 		}
@@ -221,9 +225,9 @@ static int fold(struct cowmem__region *head)
 	}
 	cowmem__copier_finish(c.copies);
 	cowmem__layer_capture_end(layer);
-	janitor_resume();
+	cowmem__janitor_resume();
 	/* Staging holds what the head touched since the previous clone. */
-	janitor_unmap_sparse(area, length);
+	cowmem__janitor_unmap_sparse(area, length);
 	/* The head reads its layer again: faults are the kernel's. Dropping
 	 * MINOR wakes the threads that waited meanwhile. */
 	release_head(head, fenced);
@@ -303,13 +307,13 @@ static int copy_own_run(size_t first, size_t end, void *ctx)
 		/* The region's own page is present: reading it cannot fault.
 		 * A thread writing it meanwhile races as memcpy would. */
 		char *copy = cowmem__store_page(slot);
-		memcpy(copy, cowmem__page(c->r, page), engine.page_size);
+		memcpy(copy, cowmem__page(c->r, page), cowmem__engine.page_size);
 		/* A page the server filled with the version the region sees,
 		 * and not written since, is no change of its own. */
-		if (page_map_get(&c->r->filled, page)) {
+		if (cowmem__page_map_get(&c->r->filled, page)) {
 			rc = cowmem__read_view(c->r->layer, c->r->gen, c->r->overlay, page,
 					       c->view_page);
-			if (rc < 0 || memcmp(copy, c->view_page, engine.page_size) == 0) {
+			if (rc < 0 || memcmp(copy, c->view_page, cowmem__engine.page_size) == 0) {
 				cowmem__store_unref(slot);
 				if (rc < 0)
 					return rc;
@@ -326,7 +330,7 @@ static int copy_own_run(size_t first, size_t end, void *ctx)
  * overlay from now on. */
 static int branch(struct cowmem__region *r)
 {
-	struct branch_context c = { .r = r, .view_page = malloc(engine.page_size) };
+	struct branch_context c = { .r = r, .view_page = malloc(cowmem__engine.page_size) };
 	struct cowmem__overlay *overlay = NULL;
 	int rc = c.view_page ? cowmem__scan_own(r->data, r->pages, copy_own_run, &c) : -ENOMEM;
 
@@ -437,7 +441,7 @@ int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint
 	r->mode = COWMEM__READER;
 	r->gen = gen;
 	r->copied = true;
-	page_map_free(&r->filled);
+	cowmem__page_map_free(&r->filled);
 	/* A fresh reader again if it sees the current generation as it is;
 	 * registration failing only leaves it slower (MINOR, or none). */
 	if (gen == cowmem__layer_current(layer) && !overlay) {
@@ -457,14 +461,15 @@ int cowmem__v2_copy(struct cowmem__region *dst, struct cowmem__region *src)
 	uint64_t gen;
 	int rc = 0;
 
-	pthread_mutex_lock(&engine.lock);
+	pthread_mutex_lock(&cowmem__engine.lock);
 	if (!cowmem__v2_usable(dst) || !cowmem__v2_usable(src) || dst->size != src->size)
 		rc = -EINVAL;
-	else if (dst != src && engine.server == SERVER_NONE && server_start_library_thread() < 0)
+	else if (dst != src && cowmem__engine.server == SERVER_NONE &&
+		 cowmem__server_start_library_thread() < 0)
 		rc = -errno;
 	else if (dst != src && (rc = cowmem__capture(src, &gen, &overlay)) == 0)
 		rc = cowmem__set_view(dst, src->layer, gen, overlay);
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (rc < 0) {
 		errno = -rc;
 		return -1;

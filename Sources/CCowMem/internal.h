@@ -82,16 +82,16 @@ struct pm_scan_arg {
 #endif
 
 /* ---- One wrapper per raw system call (syscalls.c) ---------------------- */
-int sys_userfaultfd(int flags);
-int sys_memfd_create(const char *name, unsigned int flags);
+int cowmem__sys_userfaultfd(int flags);
+int cowmem__sys_memfd_create(const char *name, unsigned int flags);
 int cowmem__memfd_for_pages(void); /* sealable, not executable where possible */
 int cowmem__pidfd_for_madvise(void); /* -1: madvise(2) one range at a time */
-void *sys_mremap(void *old_address, size_t old_size, size_t new_size,
-		 int flags, void *new_address);
+void *cowmem__sys_mremap(void *old_address, size_t old_size, size_t new_size,
+			 int flags, void *new_address);
 struct iovec;
-int sys_pidfd_open(pid_t pid, unsigned int flags);
-ssize_t sys_process_madvise(int pidfd, const struct iovec *iov, size_t count, int advice,
-			    unsigned int flags);
+int cowmem__sys_pidfd_open(pid_t pid, unsigned int flags);
+ssize_t cowmem__sys_process_madvise(int pidfd, const struct iovec *iov, size_t count, int advice,
+				    unsigned int flags);
 int cowmem__pread_all(int fd, void *buffer, size_t length, off_t offset); /* 0 or -errno */
 
 /* A write access to the byte at p that changes nothing: x86's lock cmpxchg
@@ -116,16 +116,16 @@ void cowmem__prepare_to_fail(void);
 
 /* userfaultfd ioctls: 0 on success, -1 + errno. *done (where present) gets
  * the number of bytes the kernel handled before an error. */
-int uffd_api(int uffd, uint64_t want, uint64_t *granted);
-int uffd_register(int uffd, void *addr, size_t len, uint64_t modes);
-int uffd_unregister(int uffd, void *addr, size_t len); /* wakes the range's waiters */
-int uffd_copy(int uffd, void *dst, const void *src, size_t len, uint64_t mode,
-	      size_t *done);
-int uffd_zeropage(int uffd, void *dst, size_t len, size_t *done);
-int uffd_continue(int uffd, void *dst, size_t len, size_t *done);
-int uffd_writeprotect(int uffd, void *addr, size_t len, bool protect);
-int uffd_wake(int uffd, void *addr, size_t len);
-int uffd_poison(int uffd, void *addr, size_t len);
+int cowmem__uffd_api(int uffd, uint64_t want, uint64_t *granted);
+int cowmem__uffd_register(int uffd, void *addr, size_t len, uint64_t modes);
+int cowmem__uffd_unregister(int uffd, void *addr, size_t len); /* wakes the range's waiters */
+int cowmem__uffd_copy(int uffd, void *dst, const void *src, size_t len, uint64_t mode,
+		      size_t *done);
+int cowmem__uffd_zeropage(int uffd, void *dst, size_t len, size_t *done);
+int cowmem__uffd_continue(int uffd, void *dst, size_t len, size_t *done);
+int cowmem__uffd_writeprotect(int uffd, void *addr, size_t len, bool protect);
+int cowmem__uffd_wake(int uffd, void *addr, size_t len);
+int cowmem__uffd_poison(int uffd, void *addr, size_t len);
 
 /* ---- page_map.c: page index -> pointer, open addressing ---------------- */
 struct page_map {
@@ -134,17 +134,17 @@ struct page_map {
 	size_t capacity; /* a power of two, or 0 */
 	size_t count;
 };
-void *page_map_get(const struct page_map *m, size_t page);
-int page_map_put(struct page_map *m, size_t page, void *value); /* -1 ENOMEM */
-void *page_map_remove(struct page_map *m, size_t page);
-void page_map_replace(struct page_map *m, size_t page, void *value); /* an existing key */
-void page_map_free(struct page_map *m);
+void *cowmem__page_map_get(const struct page_map *m, size_t page);
+int cowmem__page_map_put(struct page_map *m, size_t page, void *value); /* -1 ENOMEM */
+void *cowmem__page_map_remove(struct page_map *m, size_t page);
+void cowmem__page_map_replace(struct page_map *m, size_t page, void *value); /* an existing key */
+void cowmem__page_map_free(struct page_map *m);
 /* Makes dst (freed first) a copy of src: one memcpy, no rehashing.
  * 0, or -1 with errno ENOMEM and dst unchanged. */
-int page_map_copy(struct page_map *dst, const struct page_map *src);
+int cowmem__page_map_copy(struct page_map *dst, const struct page_map *src);
 /* Calls fn for every entry; fn must not change the map. */
-void page_map_each(const struct page_map *m,
-		   void (*fn)(size_t page, void *value, void *ctx), void *ctx);
+void cowmem__page_map_each(const struct page_map *m,
+			   void (*fn)(size_t page, void *value, void *ctx), void *ctx);
 
 /* ---- The engine's objects (engine.c) ----------------------------------- */
 
@@ -257,68 +257,70 @@ struct engine {
 	char *bounce;          /* one page, used by whoever holds the lock */
 	int init_errno;
 };
-extern struct engine engine;
+extern struct engine cowmem__engine;
 
-int engine_init(void); /* once; 0 or -1 + errno */
+int cowmem__engine_init(void); /* once; 0 or -1 + errno */
 /* Engine v2, while it is built beside this one (dispatch.c, v2.h). */
 extern bool cowmem__v2;
 int cowmem__engine_select(void);
 void cowmem__v2_fork_child(void);
-void backend_note_engine_v2(void); /* cowmem_features() says "engine-v2" */
+void cowmem__backend_note_engine_v2(void); /* cowmem_features() says "engine-v2" */
 struct uffd_msg;
 void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns);
-int backend_select(void); /* backend.c, from engine_init: 0 or -1 + errno */
-int backend_reopen(void); /* in a forked child: a userfaultfd of its own */
+int cowmem__backend_select(void); /* backend.c, from cowmem__engine_init(): 0 or -1 + errno */
+int cowmem__backend_reopen(void); /* in a forked child: a userfaultfd of its own */
 /* Another userfaultfd of the backend in use, with these features; -1 and
  * errno if it cannot be had. */
-int backend_open_another(uint64_t features);
-struct cowmem_region *engine_find(const void *addr); /* lock held */
+int cowmem__backend_open_another(uint64_t features);
+struct cowmem_region *cowmem__engine_find(const void *addr); /* lock held */
 
 /* ---- Engine pieces shared by tracking.c and snapshot.c (lock held) ----- */
-extern const char *zero_page; /* page_size zero bytes */
-struct layer *layer_create(size_t size);
-void layer_release(struct layer *layer);
-struct cowmem_region *region_new(struct layer *base, size_t size, enum region_mode mode);
-void region_free(struct cowmem_region *r);
-int region_register(struct cowmem_region *r, uint64_t modes);
-int registry_insert(struct cowmem_region *r);
-bool region_usable(const struct cowmem_region *r); /* live, not orphan or hidden */
-char *page_address(const struct cowmem_region *r, size_t page);
-bool page_is_zero(const void *page);
+extern const char *cowmem__zero_page; /* page_size zero bytes */
+struct layer *cowmem__v1_layer_create(size_t size);
+void cowmem__v1_layer_release(struct layer *layer);
+struct cowmem_region *cowmem__v1_region_new(struct layer *base, size_t size, enum region_mode mode);
+void cowmem__v1_region_free(struct cowmem_region *r);
+int cowmem__v1_region_register(struct cowmem_region *r, uint64_t modes);
+int cowmem__v1_registry_insert(struct cowmem_region *r);
+bool cowmem__v1_region_usable(const struct cowmem_region *r); /* live, not orphan or hidden */
+char *cowmem__v1_page_address(const struct cowmem_region *r, size_t page);
+bool cowmem__page_is_zero(const void *page);
 /* Scans the pagemap: calls fn for each run [first, end) of pages `src`
  * holds privately (its own versions: written, or filled by the library). */
 typedef int run_fn(struct cowmem_region *src, size_t first, size_t end, void *ctx);
-int for_each_delta_run(struct cowmem_region *src, run_fn *fn, void *ctx);
+int cowmem__v1_for_each_delta_run(struct cowmem_region *src, run_fn *fn, void *ctx);
 struct run_list {
 	size_t (*runs)[2];
 	size_t count, capacity;
 };
-int collect_run(struct cowmem_region *src, size_t first, size_t end, void *ctx);
-int lend_run(struct cowmem_region *src, size_t first, size_t end, void *ctx);
-int region_inherit_waits(struct cowmem_region *from, struct cowmem_region *to);
-void region_drop_waits(struct cowmem_region *r);
+int cowmem__v1_collect_run(struct cowmem_region *src, size_t first, size_t end, void *ctx);
+int cowmem__v1_lend_run(struct cowmem_region *src, size_t first, size_t end, void *ctx);
+int cowmem__v1_region_inherit_waits(struct cowmem_region *from, struct cowmem_region *to);
+void cowmem__v1_region_drop_waits(struct cowmem_region *r);
 /* Without pagemap: copies the pages where src differs from its base into
  * clone, which maps the same base (outside the lock). */
-void copy_differing_pages(struct cowmem_region *src, struct cowmem_region *clone);
-void region_hand_over_all(struct cowmem_region *r, struct pending **buffer, bool unprotect);
+void cowmem__v1_copy_differing_pages(struct cowmem_region *src, struct cowmem_region *clone);
+void cowmem__v1_region_hand_over_all(struct cowmem_region *r, struct pending **buffer,
+				     bool unprotect);
 /* Reads a page r holds (own, present) into engine.bounce, through
  * /proc/self/mem. 0 or -1 with errno. */
-int read_lender_page(const struct cowmem_region *owner, size_t page);
+int cowmem__v1_read_lender_page(const struct cowmem_region *owner, size_t page);
 /* Is this pagemap entry of r's page one of r's own (private) pages? */
-bool pagemap_entry_is_own(const struct cowmem_region *r, size_t page, uint64_t entry);
-int read_pagemap(const struct cowmem_region *r, size_t page, size_t count, uint64_t *entries);
-#define REGION_READ_MAX 64 /* pages region_read() reads at once, at most */
+bool cowmem__v1_pagemap_entry_is_own(const struct cowmem_region *r, size_t page, uint64_t entry);
+int cowmem__v1_read_pagemap(const struct cowmem_region *r, size_t page, size_t count,
+			    uint64_t *entries);
+#define REGION_READ_MAX 64 /* pages cowmem__v1_region_read() reads at once, at most */
 /* Reads `count` pages of r's content from `page` on into buf without
  * faulting anything in: own pages through /proc/self/mem, awaited versions
  * from their owner, the rest from the base layer. Needs /proc. */
-int region_read(const struct cowmem_region *r, size_t page, size_t count, char *buf);
+int cowmem__v1_region_read(const struct cowmem_region *r, size_t page, size_t count, char *buf);
 /* The base layer's content of [page, page + count) (snapshot.c). */
-int layer_read(const struct layer *layer, size_t page, size_t count, char *buf);
+int cowmem__v1_layer_read(const struct layer *layer, size_t page, size_t count, char *buf);
 /* Makes the pages of [page, end) that a loaded layer has not read yet part
  * of it: 1 if `page` now has data in the memfd, 0 if it reads as zero. */
-int layer_load(struct layer *layer, size_t page, size_t end);
+int cowmem__v1_layer_load(struct layer *layer, size_t page, size_t end);
 /* How many pages from `page` on (up to limit) a loaded layer has read. */
-size_t layer_loaded_run(const struct layer *layer, size_t page, size_t limit);
+size_t cowmem__v1_layer_loaded_run(const struct layer *layer, size_t page, size_t limit);
 
 /* Snapshot files (snapshot.c), shared by both engines: 0, or -1 + errno. */
 int cowmem__snapshot_open(int fd, uint64_t *size, uint64_t *data_offset);
@@ -330,30 +332,30 @@ int cowmem__snapshot_finish(int fd, size_t size, off_t data_offset);
 /* ---- server.c ----------------------------------------------------------- */
 /* Asks the library's server thread to stop (lock held; region_count is 0);
  * returns the thread to join after unlocking, through *thread. */
-bool server_stop_library_thread(pthread_t *thread);
-void server_join(pthread_t thread);
-void server_fork_child(void); /* closes the inherited stop descriptor */
+bool cowmem__server_stop_library_thread(pthread_t *thread);
+void cowmem__server_join(pthread_t thread);
+void cowmem__server_fork_child(void); /* closes the inherited stop descriptor */
 /* Starts a pthread with every signal blocked (signals belong to the
  * application's threads): joinable into *joinable, or detached if that is
  * NULL. 0 or -1 + errno. */
-int engine_start_thread(void *(*fn)(void *), void *arg, pthread_t *joinable);
-int server_start_library_thread(void); /* lock held */
-int server_handle_all(void);           /* reads and resolves queued faults */
+int cowmem__engine_start_thread(void *(*fn)(void *), void *arg, pthread_t *joinable);
+int cowmem__server_start_library_thread(void); /* lock held */
+int cowmem__server_handle_all(void);           /* reads and resolves queued faults */
 
 /* ---- Fault resolution (engine.c), lock held ----------------------------- */
-void resolve_fill(struct cowmem_region *r, size_t page, bool minor, bool write);
-void resolve_write_protect(struct cowmem_region *r, size_t page);
+void cowmem__v1_resolve_fill(struct cowmem_region *r, size_t page, bool minor, bool write);
+void cowmem__v1_resolve_write_protect(struct cowmem_region *r, size_t page);
 
 /* ---- janitor.c: unmaps retired page tables off the caller's path -------- */
-void janitor_unmap(void *addr, size_t len);
-void janitor_unmap_sparse(void *addr, size_t len); /* few pages mapped: no steps */
+void cowmem__janitor_unmap(void *addr, size_t len);
+void cowmem__janitor_unmap_sparse(void *addr, size_t len); /* few pages mapped: no steps */
 /* Around many page-table changes in a row (write-protecting, zapping): the
  * janitor sleeps meanwhile, so their TLB flushes interrupt no other CPU. */
-void janitor_pause(void);
-void janitor_resume(void);
-void janitor_fork_prepare(void);
-void janitor_fork_parent(void);
-void janitor_fork_child(void); /* forgets work: retired ranges are not inherited */
+void cowmem__janitor_pause(void);
+void cowmem__janitor_resume(void);
+void cowmem__janitor_fork_prepare(void);
+void cowmem__janitor_fork_parent(void);
+void cowmem__janitor_fork_child(void); /* forgets work: retired ranges are not inherited */
 /* copier.c (engine v2): its helper thread is not inherited either. */
 void cowmem__copier_fork_prepare(void);
 void cowmem__copier_fork_parent(void);

@@ -33,14 +33,14 @@ static pthread_mutex_t janitor_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned pauses;             /* under janitor_lock */
 static pthread_cond_t resumed = PTHREAD_COND_INITIALIZER;
 
-void janitor_pause(void)
+void cowmem__janitor_pause(void)
 {
 	pthread_mutex_lock(&janitor_lock);
 	pauses++;
 	pthread_mutex_unlock(&janitor_lock);
 }
 
-void janitor_resume(void)
+void cowmem__janitor_resume(void)
 {
 	pthread_mutex_lock(&janitor_lock);
 	if (--pauses == 0)
@@ -92,7 +92,7 @@ static void *janitor(void *unused)
 
 static void retire(void *addr, size_t len, size_t step);
 
-void janitor_unmap(void *addr, size_t len)
+void cowmem__janitor_unmap(void *addr, size_t len)
 {
 	retire(addr, len, ZAP_CHUNK);
 }
@@ -103,7 +103,7 @@ void janitor_unmap(void *addr, size_t len)
  * every mmap and munmap of the process for about a millisecond (the
  * destroy of the oldest snapshot right after a clone); a 64 MiB step holds
  * them up for about 0.1 ms. */
-void janitor_unmap_sparse(void *addr, size_t len)
+void cowmem__janitor_unmap_sparse(void *addr, size_t len)
 {
 	retire(addr, len, SPARSE_CHUNK);
 }
@@ -114,7 +114,7 @@ static void retire(void *addr, size_t len, size_t step)
 
 	pthread_mutex_lock(&janitor_lock);
 	if (job && !running)
-		running = engine_start_thread(janitor, NULL, NULL) == 0;
+		running = cowmem__engine_start_thread(janitor, NULL, NULL) == 0;
 	if (!job || !running) {
 		pthread_mutex_unlock(&janitor_lock);
 		free(job);
@@ -126,19 +126,19 @@ static void retire(void *addr, size_t len, size_t step)
 	pthread_mutex_unlock(&janitor_lock);
 }
 
-void janitor_fork_prepare(void)
+void cowmem__janitor_fork_prepare(void)
 {
 	pthread_mutex_lock(&janitor_lock);
 }
 
-void janitor_fork_parent(void)
+void cowmem__janitor_fork_parent(void)
 {
 	pthread_mutex_unlock(&janitor_lock);
 }
 
 /* Retired ranges were not inherited (MADV_DONTFORK moves with the VMA), and
  * neither was the thread. */
-void janitor_fork_child(void)
+void cowmem__janitor_fork_child(void)
 {
 	while (queue) {
 		struct retired *job = queue;

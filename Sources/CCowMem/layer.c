@@ -102,7 +102,7 @@ static size_t layer_count; /* alive */
 
 static size_t page_size(void)
 {
-	return engine.page_size;
+	return cowmem__engine.page_size;
 }
 
 int cowmem__layer_new(size_t pages, struct cowmem__layer **result)
@@ -170,7 +170,7 @@ void cowmem__layer_unref(struct cowmem__layer *layer)
 	free(layer->pool);
 	free(layer->pool_free);
 	free(layer->data);
-	page_map_free(&layer->old);
+	cowmem__page_map_free(&layer->old);
 	for (size_t i = 0; i < layer->dead_count; i++)
 		if (layer->dead[i].list)
 			free_deadlist(layer->dead[i].gen, layer->dead[i].list, NULL);
@@ -206,17 +206,18 @@ int cowmem__layer_adopt_tables(struct cowmem__layer *layer, char *from)
 
 	if (!aside)
 		return -errno;
-	if (sys_mremap(layer->shared, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, aside) ==
+	if (cowmem__sys_mremap(layer->shared, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, aside) ==
 	    MAP_FAILED) {
 		rc = -errno;
 		munmap(area, length);
 		return rc;
 	}
-	if (sys_mremap(from, size, size, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP,
-		       layer->shared) == MAP_FAILED) {
+	if (cowmem__sys_mremap(from, size, size, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP,
+			       layer->shared) == MAP_FAILED) {
 		rc = -errno;
 		/* Put the old one back (or an equal one: same file range). */
-		if (sys_mremap(aside, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, layer->shared) ==
+		if (cowmem__sys_mremap(aside, size, size, MREMAP_MAYMOVE | MREMAP_FIXED,
+				       layer->shared) ==
 		    MAP_FAILED) {
 			char *shared = mmap(layer->shared, size, PROT_READ | PROT_WRITE,
 					    MAP_SHARED | MAP_FIXED, cowmem__pagefile_fd(),
@@ -231,7 +232,7 @@ int cowmem__layer_adopt_tables(struct cowmem__layer *layer, char *from)
 		munmap(area, length);
 		return rc;
 	}
-	janitor_unmap(area, length);
+	cowmem__janitor_unmap(area, length);
 	return 0;
 }
 
@@ -265,7 +266,7 @@ void cowmem__layer_set_head(struct cowmem__layer *layer, struct cowmem__region *
 static const struct old_version *find_version(const struct cowmem__layer *layer, size_t page,
 					      uint64_t gen)
 {
-	uintptr_t next = (uintptr_t)page_map_get(&layer->old, page);
+	uintptr_t next = (uintptr_t)cowmem__page_map_get(&layer->old, page);
 
 	while (next) {
 		const struct old_version *v = &layer->pool[next - 1];
@@ -497,13 +498,13 @@ int cowmem__layer_hold(struct cowmem__layer *layer, uint64_t gen)
 static void version_forget(struct cowmem__layer *layer, uint32_t index)
 {
 	struct old_version *v = &layer->pool[index];
-	uintptr_t head = (uintptr_t)page_map_get(&layer->old, v->page);
+	uintptr_t head = (uintptr_t)cowmem__page_map_get(&layer->old, v->page);
 
 	if (head == index + 1u) {
 		if (v->older)
-			page_map_replace(&layer->old, v->page, (void *)(uintptr_t)v->older);
+			cowmem__page_map_replace(&layer->old, v->page, (void *)(uintptr_t)v->older);
 		else
-			page_map_remove(&layer->old, v->page);
+			cowmem__page_map_remove(&layer->old, v->page);
 	} else {
 		for (uintptr_t at = head; at; at = layer->pool[at - 1].older) {
 			if (layer->pool[at - 1].older == index + 1u) {
@@ -590,7 +591,8 @@ void cowmem__layer_drop(struct cowmem__layer *layer, uint64_t gen)
 	bool keep_any = pos > 0;
 	uint64_t prev = keep_any ? layer->held[pos - 1].gen : 0;
 	uint64_t through = pos < layer->held_count ? layer->held[pos].gen : layer->current;
-	for (size_t i = dead_after(layer, gen); i < layer->dead_count && layer->dead[i].gen <= through;
+	for (size_t i = dead_after(layer, gen); i < layer->dead_count &&
+	     layer->dead[i].gen <= through;
 	     i++)
 		if (layer->dead[i].list && (!keep_any || layer->dead[i].newest_birth > prev))
 			sweep_deadlist(layer, &layer->dead[i], keep_any, prev);
@@ -739,10 +741,10 @@ static int keep_old_version(struct cowmem__layer *layer, size_t page, char **kee
 		}
 		*keep = cowmem__store_page(slot);
 	}
-	uintptr_t newest = (uintptr_t)page_map_get(&layer->old, page);
+	uintptr_t newest = (uintptr_t)cowmem__page_map_get(&layer->old, page);
 	layer->pool[index] = (struct old_version){ birth, layer->current + 1, page, slot,
 						   (uint32_t)newest };
-	if (page_map_put(&layer->old, page, (void *)(uintptr_t)(index + 1u)) < 0) {
+	if (cowmem__page_map_put(&layer->old, page, (void *)(uintptr_t)(index + 1u)) < 0) {
 		layer->pool[index].death = 0;
 		cowmem__store_unref(slot);
 		layer->capture->count--;
@@ -869,7 +871,7 @@ int cowmem__layer_load(struct cowmem__layer *layer, size_t page, size_t end)
 			return rc;
 		for (size_t k = 0; k < n; k++) {
 			const char *data = buffer + k * ps;
-			if (!page_is_zero(data)) {
+			if (!cowmem__page_is_zero(data)) {
 				if (pwrite(cowmem__pagefile_fd(), data, ps,
 					   layer->offset + (off_t)((p + k) * ps)) != (ssize_t)ps)
 					return errno ? -errno : -EIO;

@@ -16,7 +16,7 @@ static size_t slot_of(size_t page, size_t capacity)
 	return (size_t)(h >> 17) & (capacity - 1);
 }
 
-void *page_map_get(const struct page_map *m, size_t page)
+void *cowmem__page_map_get(const struct page_map *m, size_t page)
 {
 	if (m->count == 0)
 		return NULL;
@@ -57,7 +57,7 @@ static int grow(struct page_map *m)
 	return 0;
 }
 
-int page_map_put(struct page_map *m, size_t page, void *value)
+int cowmem__page_map_put(struct page_map *m, size_t page, void *value)
 {
 	if ((m->count + 1) * 4 > m->capacity * 3 && grow(m) < 0)
 		return -1;
@@ -72,7 +72,7 @@ int page_map_put(struct page_map *m, size_t page, void *value)
 }
 
 /* Changes the value of a key that is there; never allocates. */
-void page_map_replace(struct page_map *m, size_t page, void *value)
+void cowmem__page_map_replace(struct page_map *m, size_t page, void *value)
 {
 	if (m->capacity == 0)
 		return;
@@ -86,7 +86,7 @@ void page_map_replace(struct page_map *m, size_t page, void *value)
 	}
 }
 
-void *page_map_remove(struct page_map *m, size_t page)
+void *cowmem__page_map_remove(struct page_map *m, size_t page)
 {
 	if (m->count == 0)
 		return NULL;
@@ -112,22 +112,22 @@ void *page_map_remove(struct page_map *m, size_t page)
 	return value;
 }
 
-void page_map_each(const struct page_map *m,
-		   void (*fn)(size_t page, void *value, void *ctx), void *ctx)
+void cowmem__page_map_each(const struct page_map *m,
+			   void (*fn)(size_t page, void *value, void *ctx), void *ctx)
 {
 	for (size_t i = 0; i < m->capacity; i++)
 		if (m->keys[i] != 0)
 			fn(m->keys[i] - 1, m->values[i], ctx);
 }
 
-void page_map_free(struct page_map *m)
+void cowmem__page_map_free(struct page_map *m)
 {
 	free(m->keys);
 	free(m->values);
 	*m = (struct page_map){ 0 };
 }
 
-int page_map_copy(struct page_map *dst, const struct page_map *src)
+int cowmem__page_map_copy(struct page_map *dst, const struct page_map *src)
 {
 	struct page_map copy = { .capacity = src->capacity, .count = src->count };
 
@@ -143,7 +143,7 @@ int page_map_copy(struct page_map *dst, const struct page_map *src)
 		memcpy(copy.keys, src->keys, src->capacity * sizeof *copy.keys);
 		memcpy(copy.values, src->values, src->capacity * sizeof *copy.values);
 	}
-	page_map_free(dst);
+	cowmem__page_map_free(dst);
 	*dst = copy;
 	return 0;
 }

@@ -24,7 +24,7 @@ static size_t fresh_count, fresh_capacity;
 
 char *cowmem__page(const struct cowmem__region *r, size_t page)
 {
-	return r->data + page * engine.page_size;
+	return r->data + page * cowmem__engine.page_size;
 }
 
 /* ---- Registry ----------------------------------------------------------- */
@@ -59,7 +59,7 @@ struct cowmem__region *cowmem__find(const void *addr)
 
 static bool is_live(const struct cowmem__region *r)
 {
-	return r && page_map_get(&live, (size_t)(uintptr_t)r) == r;
+	return r && cowmem__page_map_get(&live, (size_t)(uintptr_t)r) == r;
 }
 
 static bool usable(const struct cowmem__region *r)
@@ -69,13 +69,13 @@ static bool usable(const struct cowmem__region *r)
 
 static int registry_add(struct cowmem__region *r)
 {
-	if (page_map_put(&live, (size_t)(uintptr_t)r, r) < 0)
+	if (cowmem__page_map_put(&live, (size_t)(uintptr_t)r, r) < 0)
 		return -ENOMEM;
 	if (region_count == region_capacity) {
 		size_t capacity = region_capacity ? region_capacity * 2 : 16;
 		void *grown = realloc(regions, capacity * sizeof *regions);
 		if (!grown) {
-			page_map_remove(&live, (size_t)(uintptr_t)r);
+			cowmem__page_map_remove(&live, (size_t)(uintptr_t)r);
 			return -ENOMEM;
 		}
 		regions = grown;
@@ -90,7 +90,7 @@ static int registry_add(struct cowmem__region *r)
 
 static void registry_drop(struct cowmem__region *r)
 {
-	page_map_remove(&live, (size_t)(uintptr_t)r);
+	cowmem__page_map_remove(&live, (size_t)(uintptr_t)r);
 	if (r->orphan)
 		return;
 	size_t pos = registry_position(r->data); /* pos is r: regions never overlap */
@@ -105,7 +105,7 @@ int cowmem__register(struct cowmem__region *r, uint64_t modes)
 	if ((r->uffd_modes & modes) == modes)
 		return 0;
 	modes |= r->uffd_modes;
-	if (uffd_register(engine.uffd, r->data, r->size, modes) < 0)
+	if (cowmem__uffd_register(cowmem__engine.uffd, r->data, r->size, modes) < 0)
 		return -errno;
 	r->uffd_modes = modes;
 	return 0;
@@ -118,7 +118,7 @@ int cowmem__register_exactly(struct cowmem__region *r, uint64_t modes)
 	if (r->uffd_modes == modes)
 		return 0;
 	if ((r->uffd_modes & ~modes) != 0) {
-		if (uffd_unregister(engine.uffd, r->data, r->size) < 0)
+		if (cowmem__uffd_unregister(cowmem__engine.uffd, r->data, r->size) < 0)
 			return -errno;
 		r->uffd_modes = 0;
 	}
@@ -231,7 +231,7 @@ static int region_alloc(struct cowmem__layer *layer, size_t size, enum cowmem__m
 		return rc;
 	}
 	r->size = size;
-	r->pages = size / engine.page_size;
+	r->pages = size / cowmem__engine.page_size;
 	r->layer = layer;
 	r->mode = mode;
 	*result = r;
@@ -288,7 +288,7 @@ struct cowmem__region *cowmem__v2_create(size_t size)
 {
 	struct cowmem__layer *layer = NULL;
 	struct cowmem__region *r = NULL;
-	size_t page_size = engine.page_size;
+	size_t page_size = cowmem__engine.page_size;
 	int rc;
 
 	if (size == 0) {
@@ -302,7 +302,7 @@ struct cowmem__region *cowmem__v2_create(size_t size)
 	size = (size + page_size - 1) & ~(page_size - 1);
 	/* Under the lock from the first mapping on: fork() (whose prepare
 	 * handler takes it) must not copy a mapping not yet MADV_DONTFORK. */
-	pthread_mutex_lock(&engine.lock);
+	pthread_mutex_lock(&cowmem__engine.lock);
 	if ((rc = cowmem__layer_new(size / page_size, &layer)) < 0)
 		goto out;
 	if ((rc = region_alloc(layer, size, COWMEM__EXCLUSIVE, &r)) < 0)
@@ -310,7 +310,7 @@ struct cowmem__region *cowmem__v2_create(size_t size)
 	if ((rc = registry_add(r)) < 0)
 		goto err_region;
 	r->origin = COWMEM__ORIGIN_ZERO;
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	return r;
 
 err_region:
@@ -320,7 +320,7 @@ err_region:
 err_layer:
 	cowmem__layer_unref(layer);
 out:
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	errno = rc < 0 ? -rc : ENOMEM;
 	return NULL;
 }
@@ -342,7 +342,7 @@ void cowmem__region_release(struct cowmem__region *r)
 	cowmem__overlay_unref(r->overlay);
 	cowmem__overlay_unref(r->origin_overlay);
 	r->overlay = r->origin_overlay = NULL;
-	page_map_free(&r->filled);
+	cowmem__page_map_free(&r->filled);
 	cowmem__layer_unref(r->layer);
 }
 
@@ -354,9 +354,9 @@ int cowmem__v2_destroy(struct cowmem__region *r)
 
 	if (!r)
 		return 0;
-	pthread_mutex_lock(&engine.lock);
+	pthread_mutex_lock(&cowmem__engine.lock);
 	if (!is_live(r)) {
-		pthread_mutex_unlock(&engine.lock);
+		pthread_mutex_unlock(&cowmem__engine.lock);
 		errno = EINVAL;
 		return -1;
 	}
@@ -365,15 +365,15 @@ int cowmem__v2_destroy(struct cowmem__region *r)
 		cowmem__region_release(r);
 	/* The last region is gone: the library's threads have nothing to do. */
 	if (region_count == 0) {
-		join = server_stop_library_thread(&server);
+		join = cowmem__server_stop_library_thread(&server);
 		fence = cowmem__fence_close();
 		cowmem__copier_quit();
 	}
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	munmap(r->data, r->size); /* an orphan's: its PROT_NONE reservation */
 	free(r);
 	if (join)
-		server_join(server);
+		cowmem__server_join(server);
 	cowmem__fence_join(fence);
 	return 0;
 }
@@ -386,15 +386,15 @@ struct cowmem__region *cowmem__v2_clone(struct cowmem__region *src)
 		errno = EINVAL;
 		return NULL;
 	}
-	pthread_mutex_lock(&engine.lock);
+	pthread_mutex_lock(&cowmem__engine.lock);
 	struct cowmem__region *clone = NULL;
 	if (!usable(src))
 		error = EINVAL;
-	else if (engine.server == SERVER_NONE && server_start_library_thread() < 0)
+	else if (cowmem__engine.server == SERVER_NONE && cowmem__server_start_library_thread() < 0)
 		error = errno;
 	else
 		clone = cowmem__clone_locked(src, &error);
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (!clone)
 		errno = error;
 	return clone;
@@ -425,7 +425,7 @@ void cowmem__v2_fork_child(void)
 		r->orphan = true;
 		/* Their layers and overlays are forgotten, not freed: their
 		 * memory was the parent's. */
-		page_map_free(&r->filled);
+		cowmem__page_map_free(&r->filled);
 	}
 	region_count = 0;
 	fresh_count = 0;

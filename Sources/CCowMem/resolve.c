@@ -43,15 +43,17 @@ static uint64_t now_ns(void)
 void cowmem__fail_page(const struct cowmem__region *r, size_t page, int error)
 {
 	cowmem__say_cannot_provide(page, r->data, error);
-	if ((engine.features & FEATURE_POISON) &&
-	    uffd_poison(engine.uffd, cowmem__page(r, page), engine.page_size) == 0)
+	if ((cowmem__engine.features & FEATURE_POISON) &&
+	    cowmem__uffd_poison(cowmem__engine.uffd, cowmem__page(r, page),
+				cowmem__engine.page_size) == 0)
 		return;
 	abort();
 }
 
 static void wake(const struct cowmem__region *r, size_t page)
 {
-	(void)uffd_wake(engine.uffd, cowmem__page(r, page), engine.page_size);
+	(void)cowmem__uffd_wake(cowmem__engine.uffd, cowmem__page(r, page),
+				cowmem__engine.page_size);
 }
 
 /* What a page reads as, for region r. */
@@ -113,13 +115,15 @@ static void fill_zeros(struct cowmem__region *r, size_t page, bool write)
 	int rc;
 
 	if (write) {
-		rc = uffd_copy(engine.uffd, addr, zero_page, engine.page_size, 0, &done);
+		rc = cowmem__uffd_copy(cowmem__engine.uffd, addr, cowmem__zero_page,
+				       cowmem__engine.page_size, 0, &done);
 	} else {
 		size_t n = r->mode == COWMEM__READER && source_of(r, page).from_store
 				   ? 1 : layer_window(r, page, false);
 		if (n == 0)
 			n = 1;
-		rc = uffd_zeropage(engine.uffd, addr, n * engine.page_size, &done);
+		rc = cowmem__uffd_zeropage(cowmem__engine.uffd, addr, n * cowmem__engine.page_size,
+					   &done);
 	}
 	finish(r, page, rc, done);
 }
@@ -127,13 +131,14 @@ static void fill_zeros(struct cowmem__region *r, size_t page, bool write)
 static void fill_copy(struct cowmem__region *r, size_t page, const char *from, bool write)
 {
 	size_t done = 0;
-	int rc = uffd_copy(engine.uffd, cowmem__page(r, page), from, engine.page_size, 0, &done);
+	int rc = cowmem__uffd_copy(cowmem__engine.uffd, cowmem__page(r, page), from,
+				   cowmem__engine.page_size, 0, &done);
 
 	finish(r, page, rc, done);
 	/* Filled with a version, not written (yet): cowmem_dirty_pages()
 	 * compares it. A full map only makes it list the page. */
 	if (!write && (rc == 0 || done > 0))
-		(void)page_map_put(&r->filled, page, (void *)1);
+		(void)cowmem__page_map_put(&r->filled, page, (void *)1);
 }
 
 static void map_layer_pages(struct cowmem__region *r, size_t page)
@@ -142,8 +147,9 @@ static void map_layer_pages(struct cowmem__region *r, size_t page)
 
 	if (n == 0)
 		n = 1;
-	int rc = uffd_continue(engine.uffd, cowmem__page(r, page), n * engine.page_size, &done);
-	size_t mapped = done / engine.page_size;
+	int rc = cowmem__uffd_continue(cowmem__engine.uffd, cowmem__page(r, page),
+				       n * cowmem__engine.page_size, &done);
+	size_t mapped = done / cowmem__engine.page_size;
 	if (rc == 0)
 		mapped = n;
 	/* Replacing these pages must unmap them from r first. */
@@ -171,7 +177,7 @@ static void resolve_page(struct cowmem__region *r, size_t page, bool minor, bool
 		fill_zeros(r, page, write);
 		return;
 	}
-	const char *layer_page = cowmem__layer_shared(r->layer) + page * engine.page_size;
+	const char *layer_page = cowmem__layer_shared(r->layer) + page * cowmem__engine.page_size;
 	if (r->mode == COWMEM__READER && write) {
 		fill_copy(r, page, layer_page, true); /* one fault instead of two */
 	} else if (r->uffd_modes & UFFDIO_REGISTER_MODE_MINOR) {
@@ -195,11 +201,12 @@ void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns)
 	if (!r) {
 		/* Destroyed while a page of it was being touched: let the
 		 * thread retry and meet the unmapped range. */
-		uintptr_t page = (uintptr_t)addr & ~(uintptr_t)(engine.page_size - 1);
-		(void)uffd_wake(engine.uffd, (void *)page, engine.page_size);
+		uintptr_t page = (uintptr_t)addr & ~(uintptr_t)(cowmem__engine.page_size - 1);
+		(void)cowmem__uffd_wake(cowmem__engine.uffd, (void *)page,
+					cowmem__engine.page_size);
 		return;
 	}
-	size_t page = (size_t)(addr - r->data) / engine.page_size;
+	size_t page = (size_t)(addr - r->data) / cowmem__engine.page_size;
 	if (flags & UFFD_PAGEFAULT_FLAG_WP)
 		wake(r, page); /* v2 never write-protects */
 	else

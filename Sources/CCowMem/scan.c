@@ -28,8 +28,8 @@ static bool entry_is_own(uint64_t entry)
 		 * uffd-wp pte marker, which holds nothing. */
 		return (entry & (1ull << 57)) == 0;
 	uint64_t pfn = entry & ((1ull << 55) - 1);
-	if (pfn != 0 && engine.zero_pfn != 0)
-		return pfn != engine.zero_pfn;
+	if (pfn != 0 && cowmem__engine.zero_pfn != 0)
+		return pfn != cowmem__engine.zero_pfn;
 	return (entry & PM_EXCLUSIVE) != 0; /* the zero page is never exclusive */
 }
 
@@ -45,9 +45,9 @@ static int scan_file(char *start, size_t pages, bool want_file, cowmem__run_fn *
 
 	for (size_t base = 0; base < pages; base += SCAN_BATCH) {
 		size_t n = pages - base < SCAN_BATCH ? pages - base : SCAN_BATCH;
-		off_t offset = (off_t)((uintptr_t)start / engine.page_size + base) *
+		off_t offset = (off_t)((uintptr_t)start / cowmem__engine.page_size + base) *
 			       (off_t)sizeof(uint64_t);
-		if (pread(engine.pagemap, entries, n * sizeof(uint64_t), offset) !=
+		if (pread(cowmem__engine.pagemap, entries, n * sizeof(uint64_t), offset) !=
 		    (ssize_t)(n * sizeof(uint64_t)))
 			return errno ? -errno : -EIO;
 		for (size_t k = 0; k < n; k++) {
@@ -71,7 +71,7 @@ static int scan_ioctl(char *start_addr, size_t pages, bool want_file, cowmem__ru
 		      void *ctx, size_t max_pages, struct page_region *vec)
 {
 	uintptr_t base = (uintptr_t)start_addr, start = base,
-		  end = base + pages * engine.page_size;
+		  end = base + pages * cowmem__engine.page_size;
 
 	while (start < end) {
 		struct pm_scan_arg arg = {
@@ -91,7 +91,7 @@ static int scan_ioctl(char *start_addr, size_t pages, bool want_file, cowmem__ru
 			arg.category_inverted = PAGE_IS_FILE | PAGE_IS_PFNZERO;
 			arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
 		}
-		int n = ioctl(engine.pagemap, PAGEMAP_SCAN, &arg);
+		int n = ioctl(cowmem__engine.pagemap, PAGEMAP_SCAN, &arg);
 		if (n < 0)
 			return -errno;
 		/* A call that returns fewer runs than it had room for walked
@@ -112,8 +112,8 @@ static int scan_ioctl(char *start_addr, size_t pages, bool want_file, cowmem__ru
 			/* A swapped entry without a page is a uffd-wp marker. */
 			if (!want_file && !(vec[i].categories & PAGE_IS_PRESENT))
 				continue;
-			int rc = fn((run_start - base) / engine.page_size,
-				    (run_end - base) / engine.page_size, ctx);
+			int rc = fn((run_start - base) / cowmem__engine.page_size,
+				    (run_end - base) / cowmem__engine.page_size, ctx);
 			if (rc < 0)
 				return rc;
 		}
@@ -126,14 +126,14 @@ static int scan_ioctl(char *start_addr, size_t pages, bool want_file, cowmem__ru
 
 int cowmem__scan_own(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
 {
-	if (engine.features & FEATURE_PAGEMAP_SCAN)
+	if (cowmem__engine.features & FEATURE_PAGEMAP_SCAN)
 		return scan_ioctl(start, pages, false, fn, ctx, 0, shared_vec);
 	return scan_file(start, pages, false, fn, ctx);
 }
 
 int cowmem__scan_own_unlocked(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
 {
-	if (!(engine.features & FEATURE_PAGEMAP_SCAN))
+	if (!(cowmem__engine.features & FEATURE_PAGEMAP_SCAN))
 		return -ENOTSUP;
 	struct page_region *vec = malloc(SCAN_BATCH * sizeof *vec);
 	if (!vec)
@@ -157,7 +157,7 @@ static int stop_at_first(size_t first, size_t end, void *ctx)
 int cowmem__scan_has_own(char *start, size_t pages, bool *found)
 {
 	*found = false;
-	int rc = engine.features & FEATURE_PAGEMAP_SCAN
+	int rc = cowmem__engine.features & FEATURE_PAGEMAP_SCAN
 			 ? scan_ioctl(start, pages, false, stop_at_first, found, 1, shared_vec)
 			 : scan_file(start, pages, false, stop_at_first, found);
 	return rc == -ECANCELED ? 0 : rc;
@@ -165,7 +165,7 @@ int cowmem__scan_has_own(char *start, size_t pages, bool *found)
 
 int cowmem__scan_file_pages(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
 {
-	if (engine.features & FEATURE_PAGEMAP_SCAN)
+	if (cowmem__engine.features & FEATURE_PAGEMAP_SCAN)
 		return scan_ioctl(start, pages, true, fn, ctx, 0, shared_vec);
 	return scan_file(start, pages, true, fn, ctx);
 }

@@ -34,31 +34,32 @@ static struct cowmem_region *dispatch(const struct uffd_msg *msg)
 		return NULL; /* no other events are enabled */
 	uint64_t flags = msg->arg.pagefault.flags;
 	char *addr = (char *)(uintptr_t)msg->arg.pagefault.address;
-	struct cowmem_region *r = engine_find(addr);
+	struct cowmem_region *r = cowmem__engine_find(addr);
 
 	if (!r) {
 		/* The region was destroyed while one of its pages was being
 		 * touched: let the thread retry and meet the unmapped range. */
-		uintptr_t page = (uintptr_t)addr & ~(uintptr_t)(engine.page_size - 1);
-		(void)uffd_wake(engine.uffd, (void *)page, engine.page_size);
+		uintptr_t page = (uintptr_t)addr & ~(uintptr_t)(cowmem__engine.page_size - 1);
+		(void)cowmem__uffd_wake(cowmem__engine.uffd, (void *)page,
+					cowmem__engine.page_size);
 		return NULL;
 	}
-	size_t page = (size_t)(addr - r->data) / engine.page_size;
+	size_t page = (size_t)(addr - r->data) / cowmem__engine.page_size;
 	if (flags & UFFD_PAGEFAULT_FLAG_WP)
-		resolve_write_protect(r, page);
+		cowmem__v1_resolve_write_protect(r, page);
 	else
-		resolve_fill(r, page, flags & UFFD_PAGEFAULT_FLAG_MINOR,
-			     flags & UFFD_PAGEFAULT_FLAG_WRITE);
+		cowmem__v1_resolve_fill(r, page, flags & UFFD_PAGEFAULT_FLAG_MINOR,
+					flags & UFFD_PAGEFAULT_FLAG_WRITE);
 	return r;
 }
 
-int server_handle_all(void)
+int cowmem__server_handle_all(void)
 {
 	struct uffd_msg msgs[MESSAGE_BATCH];
 	int handled = 0;
 
 	for (;;) {
-		ssize_t n = read(engine.uffd, msgs, sizeof msgs);
+		ssize_t n = read(cowmem__engine.uffd, msgs, sizeof msgs);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -70,7 +71,7 @@ int server_handle_all(void)
 		/* Blocked time counts from the read: the kernel does not say
 		 * when a fault was raised (QEMU's blocktime starts here too). */
 		uint64_t read_at = now_ns();
-		pthread_mutex_lock(&engine.lock);
+		pthread_mutex_lock(&cowmem__engine.lock);
 		for (size_t i = 0; i < count; i++) {
 			if (cowmem__v2) {
 				cowmem__resolve(&msgs[i], read_at);
@@ -82,7 +83,7 @@ int server_handle_all(void)
 				r->blocked_ns += now_ns() - read_at;
 			}
 		}
-		pthread_mutex_unlock(&engine.lock);
+		pthread_mutex_unlock(&cowmem__engine.lock);
 		handled += (int)count;
 	}
 }
@@ -96,7 +97,7 @@ static void *library_server(void *arg)
 {
 	int stop_fd = (int)(intptr_t)arg;
 	struct pollfd pfd[2] = {
-		{ .fd = engine.uffd, .events = POLLIN },
+		{ .fd = cowmem__engine.uffd, .events = POLLIN },
 		{ .fd = stop_fd, .events = POLLIN },
 	};
 
@@ -110,11 +111,11 @@ static void *library_server(void *arg)
 		}
 		if (pfd[1].revents)
 			break;
-		if (server_handle_all() < 0 && errno != EINTR)
+		if (cowmem__server_handle_all() < 0 && errno != EINTR)
 			fprintf(stderr, "cowmem: fault server: read: %s\n", strerror(errno));
 	}
 	/* Consume the stop signal: the read pairs with the write of
-	 * server_stop_library_thread(), so the hand-off of stop_fd is visible
+	 * cowmem__server_stop_library_thread(), so the hand-off of stop_fd is visible
 	 * (ThreadSanitizer reports the close as a race otherwise). */
 	uint64_t stop;
 	(void)!read(stop_fd, &stop, sizeof stop);
@@ -122,7 +123,7 @@ static void *library_server(void *arg)
 	return NULL;
 }
 
-int engine_start_thread(void *(*fn)(void *), void *arg, pthread_t *joinable)
+int cowmem__engine_start_thread(void *(*fn)(void *), void *arg, pthread_t *joinable)
 {
 	pthread_attr_t attr;
 	sigset_t mask, old;
@@ -157,78 +158,78 @@ int engine_start_thread(void *(*fn)(void *), void *arg, pthread_t *joinable)
 	return 0;
 }
 
-int server_start_library_thread(void)
+int cowmem__server_start_library_thread(void)
 {
 	int stop_fd = eventfd(0, EFD_CLOEXEC);
 
 	if (stop_fd < 0)
 		return -1;
-	if (engine_start_thread(library_server, (void *)(intptr_t)stop_fd,
-				&library_thread) < 0) {
+	if (cowmem__engine_start_thread(library_server, (void *)(intptr_t)stop_fd,
+					&library_thread) < 0) {
 		int saved = errno;
 		close(stop_fd);
 		errno = saved;
 		return -1;
 	}
 	library_stop_fd = stop_fd;
-	engine.server = SERVER_LIBRARY;
+	cowmem__engine.server = SERVER_LIBRARY;
 	return 0;
 }
 
-bool server_stop_library_thread(pthread_t *thread)
+bool cowmem__server_stop_library_thread(pthread_t *thread)
 {
 	const uint64_t one = 1;
 
-	if (engine.server != SERVER_LIBRARY)
+	if (cowmem__engine.server != SERVER_LIBRARY)
 		return false;
 	if (write(library_stop_fd, &one, sizeof one) != sizeof one)
 		return false; /* an eventfd write of 1 cannot fail; keep serving */
 	*thread = library_thread;
 	library_stop_fd = -1;
-	engine.server = SERVER_NONE;
+	cowmem__engine.server = SERVER_NONE;
 	return true;
 }
 
 /* In a forked child: the parent's server thread did not come along, and its
  * stop descriptor names nothing the child will ever use. */
-void server_fork_child(void)
+void cowmem__server_fork_child(void)
 {
 	if (library_stop_fd >= 0)
 		close(library_stop_fd);
 	library_stop_fd = -1;
 }
 
-void server_join(pthread_t thread)
+void cowmem__server_join(pthread_t thread)
 {
 	pthread_join(thread, NULL);
 }
 
 int cowmem_server_claim(void)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return -1;
-	pthread_mutex_lock(&engine.lock);
+	pthread_mutex_lock(&cowmem__engine.lock);
 	int result = -1;
-	if (engine.uffd < 0)
+	if (cowmem__engine.uffd < 0)
 		errno = ENOTSUP; /* no userfaultfd: no faults to serve */
-	else if (engine.server != SERVER_NONE)
+	else if (cowmem__engine.server != SERVER_NONE)
 		errno = EBUSY;
 	else {
-		engine.server = SERVER_HOSTED;
-		result = engine.uffd;
+		cowmem__engine.server = SERVER_HOSTED;
+		result = cowmem__engine.uffd;
 	}
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	return result;
 }
 
 int cowmem_server_handle(void)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return -1;
-	if (engine.uffd < 0) {
+	if (cowmem__engine.uffd < 0) {
 		errno = ENOTSUP;
 		return -1;
 	}
 	cowmem__prepare_to_fail(); /* the hosting thread: once */
-	return server_handle_all();
+	return cowmem__server_handle_all();
 }

@@ -43,9 +43,9 @@ struct snapshot_header {
 	uint64_t reserved[4]; /* zero */
 };
 
-bool page_is_zero(const void *page)
+bool cowmem__page_is_zero(const void *page)
 {
-	return memcmp(page, zero_page, engine.page_size) == 0;
+	return memcmp(page, cowmem__zero_page, cowmem__engine.page_size) == 0;
 }
 
 static bool is_loaded(const struct layer *layer, size_t page)
@@ -91,9 +91,9 @@ static int pwrite_full(int fd, const char *buf, size_t length, off_t offset)
 	return 0;
 }
 
-int layer_read(const struct layer *layer, size_t page, size_t count, char *buf)
+int cowmem__v1_layer_read(const struct layer *layer, size_t page, size_t count, char *buf)
 {
-	size_t page_size = engine.page_size;
+	size_t page_size = cowmem__engine.page_size;
 
 	/* Holes of a memfd read as zeros without allocating anything. */
 	if (pread_full(layer->fd, buf, count * page_size, (off_t)(page * page_size)) < 0)
@@ -114,7 +114,7 @@ int layer_read(const struct layer *layer, size_t page, size_t count, char *buf)
  * file into its memfd (the non-zero ones: the others stay holes). */
 static int load_window(struct layer *layer, size_t page, size_t end, char *buf)
 {
-	size_t page_size = engine.page_size;
+	size_t page_size = cowmem__engine.page_size;
 
 	if (pread_full(layer->source, buf, (end - page) * page_size,
 		       layer->source_offset + (off_t)(page * page_size)) < 0)
@@ -123,7 +123,7 @@ static int load_window(struct layer *layer, size_t page, size_t end, char *buf)
 		const char *data = buf + (p - page) * page_size;
 		if (is_loaded(layer, p))
 			continue;
-		if (!page_is_zero(data) &&
+		if (!cowmem__page_is_zero(data) &&
 		    pwrite_full(layer->fd, data, page_size, (off_t)(p * page_size)) < 0)
 			return -1;
 		layer->loaded[p / 8] |= (unsigned char)(1u << (p % 8));
@@ -141,10 +141,10 @@ static int load_window(struct layer *layer, size_t page, size_t end, char *buf)
  * scattered touch reads one page, so it costs one page of memory, while a
  * sequential reader takes one fault per REGION_READ_MAX pages.
  */
-int layer_load(struct layer *layer, size_t page, size_t end)
+int cowmem__v1_layer_load(struct layer *layer, size_t page, size_t end)
 {
 	static char *buffer; /* REGION_READ_MAX pages; used under the lock */
-	size_t page_size = engine.page_size;
+	size_t page_size = cowmem__engine.page_size;
 
 	if (!is_loaded(layer, page)) {
 		if (!buffer && !(buffer = aligned_alloc(page_size, REGION_READ_MAX * page_size))) {
@@ -163,7 +163,7 @@ int layer_load(struct layer *layer, size_t page, size_t end)
 	return lseek(layer->fd, at, SEEK_DATA) == at;
 }
 
-size_t layer_loaded_run(const struct layer *layer, size_t page, size_t limit)
+size_t cowmem__v1_layer_loaded_run(const struct layer *layer, size_t page, size_t limit)
 {
 	size_t n = 0;
 
@@ -178,7 +178,7 @@ size_t layer_loaded_run(const struct layer *layer, size_t page, size_t limit)
  * data now (holes of the file are skipped). */
 static int load_all(struct layer *layer, size_t pages)
 {
-	size_t page_size = engine.page_size;
+	size_t page_size = cowmem__engine.page_size;
 	off_t limit = layer->source_offset + (off_t)(pages * page_size);
 	off_t at = layer->source_offset;
 
@@ -192,7 +192,7 @@ static int load_all(struct layer *layer, size_t pages)
 		size_t first = (size_t)(data - layer->source_offset) / page_size;
 		size_t end = (size_t)(hole - layer->source_offset + (off_t)page_size - 1) / page_size;
 		for (size_t p = first; p < end; p++)
-			if (!is_loaded(layer, p) && layer_load(layer, p, end) < 0)
+			if (!is_loaded(layer, p) && cowmem__v1_layer_load(layer, p, end) < 0)
 				return -1;
 		at = (off_t)(layer->source_offset + (off_t)(end * page_size));
 	}
@@ -209,7 +209,7 @@ int cowmem__snapshot_open(int fd, uint64_t *size_out, uint64_t *data_offset_out)
 	ssize_t n = pread(fd, &header, sizeof header, 0);
 	if (n < 0)
 		return -1;
-	size_t page_size = engine.page_size;
+	size_t page_size = cowmem__engine.page_size;
 	uint64_t size = le64toh(header.size), data_offset = le64toh(header.data_offset);
 	if ((size_t)n != sizeof header || memcmp(header.magic, SNAPSHOT_MAGIC, 8) != 0 ||
 	    le32toh(header.version) != SNAPSHOT_VERSION ||
@@ -234,23 +234,23 @@ cowmem_region *cowmem_load(int fd)
 {
 	uint64_t size, data_offset;
 
-	if (engine_init() < 0 || cowmem__snapshot_open(fd, &size, &data_offset) < 0)
+	if (cowmem__engine_init() < 0 || cowmem__snapshot_open(fd, &size, &data_offset) < 0)
 		return NULL;
-	size_t page_size = engine.page_size;
+	size_t page_size = cowmem__engine.page_size;
 	size_t pages = (size_t)size / page_size;
 
 	/* Under the lock from the first descriptor on, as in cowmem_create():
 	 * fork() must not copy a descriptor the child's handler cannot see. */
-	pthread_mutex_lock(&engine.lock);
+	pthread_mutex_lock(&cowmem__engine.lock);
 	struct cowmem_region *r = NULL;
 	struct layer *layer = NULL;
 	int err = 0;
-	if (engine.uffd >= 0 && engine.server == SERVER_NONE &&
-	    server_start_library_thread() < 0) {
+	if (cowmem__engine.uffd >= 0 && cowmem__engine.server == SERVER_NONE &&
+	    cowmem__server_start_library_thread() < 0) {
 		err = errno;
 		goto out;
 	}
-	if (!(layer = layer_create((size_t)size))) {
+	if (!(layer = cowmem__v1_layer_create((size_t)size))) {
 		err = errno;
 		goto out;
 	}
@@ -264,7 +264,7 @@ cowmem_region *cowmem_load(int fd)
 		err = errno;
 		goto out;
 	}
-	if (!(r = region_new(layer, (size_t)size, REGION_PRIVATE))) {
+	if (!(r = cowmem__v1_region_new(layer, (size_t)size, REGION_PRIVATE))) {
 		err = errno;
 		goto out;
 	}
@@ -272,8 +272,8 @@ cowmem_region *cowmem_load(int fd)
 	/* On demand needs the MISSING faults of every region over the layer,
 	 * and pagemap (the eager comparisons of a clone without /proc read the
 	 * layer's memfd, which must be complete then). */
-	bool lazy = engine.uffd >= 0 && engine.pagemap >= 0 &&
-		    region_register(r, UFFDIO_REGISTER_MODE_MISSING) == 0;
+	bool lazy = cowmem__engine.uffd >= 0 && cowmem__engine.pagemap >= 0 &&
+		    cowmem__v1_region_register(r, UFFDIO_REGISTER_MODE_MISSING) == 0;
 	if (!lazy) {
 		if (load_all(layer, pages) < 0) {
 			err = errno;
@@ -281,26 +281,26 @@ cowmem_region *cowmem_load(int fd)
 		}
 		close(layer->source);
 		layer->source = -1;
-		(void)region_register(r, UFFDIO_REGISTER_MODE_MISSING);
+		(void)cowmem__v1_region_register(r, UFFDIO_REGISTER_MODE_MISSING);
 	}
-	if (registry_insert(r) < 0) {
+	if (cowmem__v1_registry_insert(r) < 0) {
 		err = ENOMEM;
 		goto out;
 	}
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	return r;
 
 out:
 	if (r)
-		region_free(r);
+		cowmem__v1_region_free(r);
 	if (layer)
-		layer_release(layer);
+		cowmem__v1_layer_release(layer);
 	/* Started for this region alone: a failed call leaves no thread. */
 	pthread_t server;
-	bool join = engine.region_count == 0 && server_stop_library_thread(&server);
-	pthread_mutex_unlock(&engine.lock);
+	bool join = cowmem__engine.region_count == 0 && cowmem__server_stop_library_thread(&server);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (join)
-		server_join(server);
+		cowmem__server_join(server);
 	errno = err;
 	return NULL;
 }
@@ -309,15 +309,15 @@ out:
 int cowmem__snapshot_write_pages(int fd, const char *buf, size_t page, size_t count,
 				 off_t data_offset)
 {
-	size_t page_size = engine.page_size;
+	size_t page_size = cowmem__engine.page_size;
 
 	for (size_t k = 0; k < count;) {
-		if (page_is_zero(buf + k * page_size)) {
+		if (cowmem__page_is_zero(buf + k * page_size)) {
 			k++;
 			continue;
 		}
 		size_t run = 1;
-		while (k + run < count && !page_is_zero(buf + (k + run) * page_size))
+		while (k + run < count && !cowmem__page_is_zero(buf + (k + run) * page_size))
 			run++;
 		if (pwrite_full(fd, buf + k * page_size, run * page_size,
 				data_offset + (off_t)((page + k) * page_size)) < 0)
@@ -351,13 +351,13 @@ int cowmem__snapshot_begin(int fd)
 
 int cowmem_save(const cowmem_region *r, int fd)
 {
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return -1;
-	pthread_mutex_lock(&engine.lock);
-	bool valid = region_usable(r);
+	pthread_mutex_lock(&cowmem__engine.lock);
+	bool valid = cowmem__v1_region_usable(r);
 	/* Read under the lock: another thread's destroy must not race them. */
 	size_t pages = valid ? r->pages : 0, size = valid ? r->size : 0;
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (!valid) {
 		errno = EINVAL;
 		return -1;
@@ -365,7 +365,7 @@ int cowmem_save(const cowmem_region *r, int fd)
 	if (cowmem__snapshot_begin(fd) < 0)
 		return -1;
 
-	size_t page_size = engine.page_size;
+	size_t page_size = cowmem__engine.page_size;
 	off_t data_offset = (off_t)page_size;
 	char *buf = aligned_alloc(page_size, SAVE_CHUNK * page_size);
 	if (!buf) {
@@ -375,23 +375,23 @@ int cowmem_save(const cowmem_region *r, int fd)
 	int rc = 0;
 	for (size_t page = 0; page < pages && rc == 0; page += SAVE_CHUNK) {
 		size_t count = pages - page < SAVE_CHUNK ? pages - page : SAVE_CHUNK;
-		pthread_mutex_lock(&engine.lock);
+		pthread_mutex_lock(&cowmem__engine.lock);
 		bool direct = false;
-		if (!region_usable(r)) {
+		if (!cowmem__v1_region_usable(r)) {
 			errno = EINVAL;
 			rc = -1;
 		} else if (r->mode == REGION_EXCLUSIVE) {
-			rc = layer_read(r->base, page, count, buf);
-		} else if (engine.pagemap >= 0 && engine.self_mem >= 0) {
-			rc = region_read(r, page, count, buf);
+			rc = cowmem__v1_layer_read(r->base, page, count, buf);
+		} else if (cowmem__engine.pagemap >= 0 && cowmem__engine.self_mem >= 0) {
+			rc = cowmem__v1_region_read(r, page, count, buf);
 		} else {
 			direct = true;
 		}
-		pthread_mutex_unlock(&engine.lock);
+		pthread_mutex_unlock(&cowmem__engine.lock);
 		/* Without /proc, read the region itself (outside the lock: it
 		 * may fault; reading holes may allocate). */
 		if (direct)
-			memcpy(buf, page_address(r, page), count * page_size);
+			memcpy(buf, cowmem__v1_page_address(r, page), count * page_size);
 		if (rc == 0)
 			rc = cowmem__snapshot_write_pages(fd, buf, page, count, data_offset);
 	}
@@ -408,7 +408,7 @@ int cowmem__snapshot_finish(int fd, size_t size, off_t data_offset)
 {
 	struct snapshot_header header = {
 		.version = htole32(SNAPSHOT_VERSION),
-		.page_size = htole32((uint32_t)engine.page_size),
+		.page_size = htole32((uint32_t)cowmem__engine.page_size),
 		.size = htole64(size),
 		.data_offset = htole64((uint64_t)data_offset),
 	};

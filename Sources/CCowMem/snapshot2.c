@@ -20,18 +20,18 @@
 
 int cowmem__v2_save(const struct cowmem__region *r, int fd)
 {
-	pthread_mutex_lock(&engine.lock);
+	pthread_mutex_lock(&cowmem__engine.lock);
 	bool valid = cowmem__v2_usable(r);
 	size_t pages = valid ? r->pages : 0, size = valid ? r->size : 0;
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (!valid) {
 		errno = EINVAL;
 		return -1;
 	}
 	if (cowmem__snapshot_begin(fd) < 0)
 		return -1;
-	off_t data_offset = (off_t)engine.page_size;
-	char *buf = malloc(SAVE_CHUNK * engine.page_size);
+	off_t data_offset = (off_t)cowmem__engine.page_size;
+	char *buf = malloc(SAVE_CHUNK * cowmem__engine.page_size);
 	if (!buf) {
 		errno = ENOMEM;
 		return -1;
@@ -39,9 +39,9 @@ int cowmem__v2_save(const struct cowmem__region *r, int fd)
 	int rc = 0;
 	for (size_t page = 0; page < pages && rc == 0; page += SAVE_CHUNK) {
 		size_t count = pages - page < SAVE_CHUNK ? pages - page : SAVE_CHUNK;
-		pthread_mutex_lock(&engine.lock);
+		pthread_mutex_lock(&cowmem__engine.lock);
 		rc = cowmem__v2_usable(r) ? cowmem__read_content(r, page, count, buf) : -EINVAL;
-		pthread_mutex_unlock(&engine.lock);
+		pthread_mutex_unlock(&cowmem__engine.lock);
 		if (rc < 0)
 			errno = -rc;
 		else if (cowmem__snapshot_write_pages(fd, buf, page, count, data_offset) < 0)
@@ -64,12 +64,12 @@ struct cowmem__region *cowmem__v2_load(int fd)
 		return NULL;
 	/* Under the lock from the first descriptor on: fork() must not copy
 	 * a descriptor the child's handler cannot see. */
-	pthread_mutex_lock(&engine.lock);
-	if (engine.server == SERVER_NONE && server_start_library_thread() < 0) {
+	pthread_mutex_lock(&cowmem__engine.lock);
+	if (cowmem__engine.server == SERVER_NONE && cowmem__server_start_library_thread() < 0) {
 		rc = -errno;
 		goto out;
 	}
-	if ((rc = cowmem__layer_new((size_t)size / engine.page_size, &layer)) < 0)
+	if ((rc = cowmem__layer_new((size_t)size / cowmem__engine.page_size, &layer)) < 0)
 		goto out;
 	if ((source = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
 		rc = -errno;
@@ -85,10 +85,11 @@ out:
 	if (layer)
 		cowmem__layer_unref(layer); /* the reader holds its own reference */
 	pthread_t server;
-	bool join = rc < 0 && cowmem__v2_region_count() == 0 && server_stop_library_thread(&server);
-	pthread_mutex_unlock(&engine.lock);
+	bool join = rc < 0 && cowmem__v2_region_count() == 0 &&
+		    cowmem__server_stop_library_thread(&server);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (join)
-		server_join(server);
+		cowmem__server_join(server);
 	if (rc < 0) {
 		errno = -rc;
 		return NULL;

@@ -37,7 +37,7 @@ static size_t slot_capacity(void)
 
 char *cowmem__store_page(cowmem__slot slot)
 {
-	return chunks[slot / CHUNK_SLOTS] + (size_t)(slot % CHUNK_SLOTS) * engine.page_size;
+	return chunks[slot / CHUNK_SLOTS] + (size_t)(slot % CHUNK_SLOTS) * cowmem__engine.page_size;
 }
 
 static int grow(void)
@@ -72,15 +72,15 @@ static int grow(void)
 	/* MAP_NORESERVE: the store can hold more than RAM plus swap would
 	 * commit; its pages are charged as they are written. Not inherited by
 	 * children, like region memory. */
-	char *chunk = mmap(NULL, CHUNK_SLOTS * engine.page_size, PROT_READ | PROT_WRITE,
+	char *chunk = mmap(NULL, CHUNK_SLOTS * cowmem__engine.page_size, PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (chunk == MAP_FAILED)
 		return -errno;
-	(void)madvise(chunk, CHUNK_SLOTS * engine.page_size, MADV_DONTFORK);
+	(void)madvise(chunk, CHUNK_SLOTS * cowmem__engine.page_size, MADV_DONTFORK);
 	/* A chunk is made when a capture needs slots, and fills: one call
 	 * that zeroes its pages costs less than a fault per slot in the
 	 * copies (5.14+; without it, the faults). */
-	(void)madvise(chunk, CHUNK_SLOTS * engine.page_size, MADV_POPULATE_WRITE);
+	(void)madvise(chunk, CHUNK_SLOTS * cowmem__engine.page_size, MADV_POPULATE_WRITE);
 	chunks[chunk_count] = chunk;
 	/* New slots are cold (never touched); hand them out lowest first. */
 	for (uint32_t i = CHUNK_SLOTS; i-- > 0;)
@@ -119,7 +119,7 @@ void cowmem__store_unref(cowmem__slot slot)
 static void release_all(void)
 {
 	for (size_t i = 0; i < chunk_count; i++)
-		munmap(chunks[i], CHUNK_SLOTS * engine.page_size);
+		munmap(chunks[i], CHUNK_SLOTS * cowmem__engine.page_size);
 	free(chunks);
 	free(refs);
 	free(warm);
@@ -142,7 +142,7 @@ void cowmem__store_trim(void)
 {
 	while (warm_count > used + STORE_SLACK) {
 		cowmem__slot slot = warm[--warm_count];
-		(void)madvise(cowmem__store_page(slot), engine.page_size, MADV_DONTNEED);
+		(void)madvise(cowmem__store_page(slot), cowmem__engine.page_size, MADV_DONTNEED);
 		cold[cold_count++] = slot;
 	}
 }

@@ -10,12 +10,12 @@
 
 #include "internal.h"
 
-int sys_userfaultfd(int flags)
+int cowmem__sys_userfaultfd(int flags)
 {
 	return (int)syscall(SYS_userfaultfd, flags);
 }
 
-int sys_memfd_create(const char *name, unsigned int flags)
+int cowmem__sys_memfd_create(const char *name, unsigned int flags)
 {
 	return (int)syscall(SYS_memfd_create, name, flags);
 }
@@ -27,12 +27,12 @@ int cowmem__memfd_for_pages(void)
 {
 	const unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
 
-	if (engine.features & FEATURE_NOEXEC_SEAL) {
-		int fd = sys_memfd_create("cowmem", flags | MFD_NOEXEC_SEAL);
+	if (cowmem__engine.features & FEATURE_NOEXEC_SEAL) {
+		int fd = cowmem__sys_memfd_create("cowmem", flags | MFD_NOEXEC_SEAL);
 		if (fd >= 0 || errno != EINVAL)
 			return fd;
 	}
-	return sys_memfd_create("cowmem", flags);
+	return cowmem__sys_memfd_create("cowmem", flags);
 }
 
 /* A pidfd of this process for process_madvise(2) batches, or -1 (then
@@ -40,28 +40,28 @@ int cowmem__memfd_for_pages(void)
  * COWMEM_DISABLE=process-madvise. */
 int cowmem__pidfd_for_madvise(void)
 {
-	if (!(engine.features & FEATURE_PROCESS_MADVISE))
+	if (!(cowmem__engine.features & FEATURE_PROCESS_MADVISE))
 		return -1;
-	return sys_pidfd_open(getpid(), 0);
+	return cowmem__sys_pidfd_open(getpid(), 0);
 }
 
 /* glibc's mremap() wrapper rejects MREMAP_DONTUNMAP on some versions; the raw
  * system call does not. */
-void *sys_mremap(void *old_address, size_t old_size, size_t new_size,
-		 int flags, void *new_address)
+void *cowmem__sys_mremap(void *old_address, size_t old_size, size_t new_size,
+			 int flags, void *new_address)
 {
 	return (void *)syscall(SYS_mremap, old_address, old_size, new_size,
 			       flags, new_address);
 }
 
-int sys_pidfd_open(pid_t pid, unsigned int flags)
+int cowmem__sys_pidfd_open(pid_t pid, unsigned int flags)
 {
 	return (int)syscall(SYS_pidfd_open, pid, flags);
 }
 
 /* 5.10+; MADV_DONTNEED on the caller's own process since 6.13. */
-ssize_t sys_process_madvise(int pidfd, const struct iovec *iov, size_t count, int advice,
-			    unsigned int flags)
+ssize_t cowmem__sys_process_madvise(int pidfd, const struct iovec *iov, size_t count, int advice,
+				    unsigned int flags)
 {
 	return syscall(SYS_process_madvise, pidfd, iov, count, advice, flags);
 }
@@ -86,7 +86,7 @@ int cowmem__pread_all(int fd, void *buffer, size_t length, off_t offset)
 	return 0;
 }
 
-int uffd_api(int uffd, uint64_t want, uint64_t *granted)
+int cowmem__uffd_api(int uffd, uint64_t want, uint64_t *granted)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = want };
 
@@ -96,7 +96,7 @@ int uffd_api(int uffd, uint64_t want, uint64_t *granted)
 	return 0;
 }
 
-int uffd_register(int uffd, void *addr, size_t len, uint64_t modes)
+int cowmem__uffd_register(int uffd, void *addr, size_t len, uint64_t modes)
 {
 	struct uffdio_register reg = {
 		.range = { .start = (uintptr_t)addr, .len = len },
@@ -105,7 +105,7 @@ int uffd_register(int uffd, void *addr, size_t len, uint64_t modes)
 	return ioctl(uffd, UFFDIO_REGISTER, &reg);
 }
 
-int uffd_unregister(int uffd, void *addr, size_t len)
+int cowmem__uffd_unregister(int uffd, void *addr, size_t len)
 {
 	struct uffdio_range range = { .start = (uintptr_t)addr, .len = len };
 	return ioctl(uffd, UFFDIO_UNREGISTER, &range);
@@ -125,8 +125,8 @@ static int filled(int rc, int64_t progress, size_t *done)
 	return 0;
 }
 
-int uffd_copy(int uffd, void *dst, const void *src, size_t len, uint64_t mode,
-	      size_t *done)
+int cowmem__uffd_copy(int uffd, void *dst, const void *src, size_t len, uint64_t mode,
+		      size_t *done)
 {
 	struct uffdio_copy c = { .dst = (uintptr_t)dst, .src = (uintptr_t)src,
 				 .len = len, .mode = mode };
@@ -134,21 +134,21 @@ int uffd_copy(int uffd, void *dst, const void *src, size_t len, uint64_t mode,
 	return filled(rc, c.copy, done);
 }
 
-int uffd_zeropage(int uffd, void *dst, size_t len, size_t *done)
+int cowmem__uffd_zeropage(int uffd, void *dst, size_t len, size_t *done)
 {
 	struct uffdio_zeropage z = { .range = { (uintptr_t)dst, len } };
 	int rc = ioctl(uffd, UFFDIO_ZEROPAGE, &z);
 	return filled(rc, z.zeropage, done);
 }
 
-int uffd_continue(int uffd, void *dst, size_t len, size_t *done)
+int cowmem__uffd_continue(int uffd, void *dst, size_t len, size_t *done)
 {
 	struct uffdio_continue c = { .range = { (uintptr_t)dst, len } };
 	int rc = ioctl(uffd, UFFDIO_CONTINUE, &c);
 	return filled(rc, c.mapped, done);
 }
 
-int uffd_writeprotect(int uffd, void *addr, size_t len, bool protect)
+int cowmem__uffd_writeprotect(int uffd, void *addr, size_t len, bool protect)
 {
 	struct uffdio_writeprotect wp = {
 		.range = { (uintptr_t)addr, len },
@@ -157,13 +157,13 @@ int uffd_writeprotect(int uffd, void *addr, size_t len, bool protect)
 	return ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
 }
 
-int uffd_wake(int uffd, void *addr, size_t len)
+int cowmem__uffd_wake(int uffd, void *addr, size_t len)
 {
 	struct uffdio_range r = { (uintptr_t)addr, len };
 	return ioctl(uffd, UFFDIO_WAKE, &r);
 }
 
-int uffd_poison(int uffd, void *addr, size_t len)
+int cowmem__uffd_poison(int uffd, void *addr, size_t len)
 {
 	struct uffdio_poison p = { .range = { (uintptr_t)addr, len } };
 	return ioctl(uffd, UFFDIO_POISON, &p);

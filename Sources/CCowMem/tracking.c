@@ -45,7 +45,7 @@ static int list_add(struct page_list *list, size_t page)
  * extents are read (a page read but never written is allocated, and zero). */
 static int layer_nonzero_pages(const struct layer *layer, size_t pages, struct page_list *out)
 {
-	size_t page_size = engine.page_size;
+	size_t page_size = cowmem__engine.page_size;
 	char *buf = aligned_alloc(page_size, REGION_READ_MAX * page_size);
 	off_t limit = (off_t)(pages * page_size), at = 0;
 	int rc = 0;
@@ -71,7 +71,7 @@ static int layer_nonzero_pages(const struct layer *layer, size_t pages, struct p
 				break;
 			}
 			for (size_t k = 0; k < count && rc == 0; k++)
-				if (!page_is_zero(buf + k * page_size))
+				if (!cowmem__page_is_zero(buf + k * page_size))
 					rc = list_add(out, page + k);
 		}
 		at = (off_t)(end * page_size);
@@ -85,14 +85,14 @@ static int origin_read(const struct cowmem_region *r, size_t page, char *buf)
 {
 	switch (r->origin_kind) {
 	case ORIGIN_ZERO:
-		memset(buf, 0, engine.page_size);
+		memset(buf, 0, cowmem__engine.page_size);
 		return 0;
 	case ORIGIN_BASE:
-		return layer_read(r->base, page, 1, buf);
+		return cowmem__v1_layer_read(r->base, page, 1, buf);
 	case ORIGIN_REGION:
 		break;
 	}
-	return region_read(r->origin, page, 1, buf);
+	return cowmem__v1_region_read(r->origin, page, 1, buf);
 }
 
 struct dirty_context {
@@ -107,11 +107,12 @@ static int dirty_run(struct cowmem_region *r, size_t first, size_t end, void *ct
 	struct dirty_context *c = ctx;
 
 	for (size_t page = first; page < end; page++) {
-		if (page_map_get(&r->filled, page)) {
+		if (cowmem__page_map_get(&r->filled, page)) {
 			/* The origin first: reading it may use the bounce page. */
-			if (origin_read(r, page, c->theirs) < 0 || read_lender_page(r, page) < 0)
+			if (origin_read(r, page, c->theirs) < 0 || cowmem__v1_read_lender_page(r,
+											       page) < 0)
 				return -1;
-			if (memcmp(engine.bounce, c->theirs, engine.page_size) == 0)
+			if (memcmp(cowmem__engine.bounce, c->theirs, cowmem__engine.page_size) == 0)
 				continue;
 		}
 		if (list_add(c->list, page) < 0)
@@ -152,12 +153,12 @@ static int dirty_collect(struct cowmem_region *r, struct page_list *list)
 
 	struct dirty_context c = { .list = list };
 	int rc = -1;
-	c.theirs = malloc(engine.page_size);
+	c.theirs = malloc(cowmem__engine.page_size);
 	if (!c.theirs) {
 		errno = ENOMEM;
 		return -1;
 	}
-	if (for_each_delta_run(r, dirty_run, &c) < 0)
+	if (cowmem__v1_for_each_delta_run(r, dirty_run, &c) < 0)
 		goto out;
 	if (r->origin_kind == ORIGIN_ZERO) {
 		/* Frozen by a clone: what it wrote before is in its base. */
@@ -178,23 +179,24 @@ out:
  * (reading the region may fault into the server). */
 static int dirty_compare_all(const struct cowmem_region *r, struct page_list *list)
 {
-	char *buf = malloc(engine.page_size);
+	char *buf = malloc(cowmem__engine.page_size);
 
 	if (!buf) {
 		errno = ENOMEM;
 		return -1;
 	}
 	for (size_t page = 0; page < r->pages; page++) {
-		const char *mine = page_address(r, page), *theirs = buf;
+		const char *mine = cowmem__v1_page_address(r, page), *theirs = buf;
 		if (r->origin_kind == ORIGIN_REGION) {
-			theirs = page_address(r->origin, page);
+			theirs = cowmem__v1_page_address(r->origin, page);
 		} else if (r->origin_kind == ORIGIN_ZERO) {
-			theirs = zero_page;
-		} else if (layer_read(r->base, page, 1, buf) < 0) {
+			theirs = cowmem__zero_page;
+		} else if (cowmem__v1_layer_read(r->base, page, 1, buf) < 0) {
 			free(buf);
 			return -1;
 		}
-		if (memcmp(mine, theirs, engine.page_size) != 0 && list_add(list, page) < 0) {
+		if (memcmp(mine, theirs, cowmem__engine.page_size) != 0 && list_add(list,
+										    page) < 0) {
 			free(buf);
 			return -1;
 		}
@@ -208,15 +210,15 @@ ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap)
 	struct page_list list = { 0 };
 	int entry_errno = errno, rc;
 
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return -1;
 	if (!pages && cap > 0) {
 		errno = EINVAL;
 		return -1;
 	}
-	pthread_mutex_lock(&engine.lock);
-	if (!region_usable(r)) {
-		pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_lock(&cowmem__engine.lock);
+	if (!cowmem__v1_region_usable(r)) {
+		pthread_mutex_unlock(&cowmem__engine.lock);
 		errno = EINVAL;
 		return -1;
 	}
@@ -225,9 +227,9 @@ ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap)
 	struct cowmem_region *region = (struct cowmem_region *)r;
 	/* Reading filled pages back needs /proc/self/mem as well. */
 	bool compare_all = region->mode == REGION_PRIVATE &&
-			   (engine.pagemap < 0 || engine.self_mem < 0);
+			   (cowmem__engine.pagemap < 0 || cowmem__engine.self_mem < 0);
 	rc = compare_all ? 0 : dirty_collect(region, &list);
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (compare_all)
 		rc = dirty_compare_all(region, &list);
 	if (rc < 0) {
@@ -268,7 +270,8 @@ static int discard_flush(struct discard *d)
 	for (size_t i = 0; i < d->count; i++)
 		total += d->iov[i].iov_len;
 	if (d->count > 1 && d->pidfd >= 0) {
-		ssize_t done = sys_process_madvise(d->pidfd, d->iov, d->count, MADV_DONTNEED, 0);
+		ssize_t done = cowmem__sys_process_madvise(d->pidfd, d->iov, d->count,
+							   MADV_DONTNEED, 0);
 		if (done >= 0 && (size_t)done == total) {
 			d->count = 0;
 			return 0;
@@ -290,8 +293,8 @@ static int discard_run(struct cowmem_region *r, size_t first, size_t end, void *
 
 	if (d->count == DISCARD_BATCH && discard_flush(d) < 0)
 		return -1;
-	d->iov[d->count].iov_base = page_address(r, first);
-	d->iov[d->count].iov_len = (end - first) * engine.page_size;
+	d->iov[d->count].iov_base = cowmem__v1_page_address(r, first);
+	d->iov[d->count].iov_len = (end - first) * cowmem__engine.page_size;
 	d->count++;
 	return 0;
 }
@@ -322,7 +325,7 @@ static void discard_free(struct discard *d)
 
 static int discard_private_pages(struct cowmem_region *r, struct discard *d)
 {
-	if (for_each_delta_run(r, discard_run, d) < 0)
+	if (cowmem__v1_for_each_delta_run(r, discard_run, d) < 0)
 		return -1;
 	return discard_flush(d);
 }
@@ -336,7 +339,7 @@ static int reset_to_zero(struct cowmem_region *r, struct layer *layer)
 	if (data == MAP_FAILED)
 		return -1;
 	(void)madvise(data, r->size, MADV_DONTFORK);
-	layer_release(r->base);
+	cowmem__v1_layer_release(r->base);
 	r->base = layer;
 	r->mode = REGION_EXCLUSIVE;
 	r->uffd_modes = 0; /* a new mapping is not registered */
@@ -352,10 +355,10 @@ int cowmem_reset(cowmem_region *r)
 	bool copy_all = false, paused = false;
 	int rc = -1;
 
-	if (engine_init() < 0)
+	if (cowmem__engine_init() < 0)
 		return -1;
-	pthread_mutex_lock(&engine.lock);
-	if (!region_usable(r)) {
+	pthread_mutex_lock(&cowmem__engine.lock);
+	if (!cowmem__v1_region_usable(r)) {
 		errno = EINVAL;
 		goto out;
 	}
@@ -376,21 +379,22 @@ int cowmem_reset(cowmem_region *r)
 		goto out;
 	}
 	if (r->origin_kind == ORIGIN_ZERO) {
-		if (!(zero_layer = layer_create(r->size)))
+		if (!(zero_layer = cowmem__v1_layer_create(r->size)))
 			goto out;
-	} else if (engine.pagemap >= 0 && !(discard = discard_new())) {
+	} else if (cowmem__engine.pagemap >= 0 && !(discard = discard_new())) {
 		goto out;
 	}
-	if (origin && engine.lazy &&
-	    region_register(r, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR) < 0)
+	if (origin && cowmem__engine.lazy &&
+	    cowmem__v1_region_register(r,
+				       UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR) < 0)
 		goto out;
 	/* Versions r lends still matter to its clones (and maybe to its own
 	 * origin): hand them over before r drops its pages. */
-	janitor_pause(); /* many page-table changes follow */
+	cowmem__janitor_pause(); /* many page-table changes follow */
 	paused = true;
-	region_hand_over_all(r, lent, true);
-	region_drop_waits(r);
-	page_map_free(&r->filled);
+	cowmem__v1_region_hand_over_all(r, lent, true);
+	cowmem__v1_region_drop_waits(r);
+	cowmem__page_map_free(&r->filled);
 	if (r->origin_kind == ORIGIN_ZERO) {
 		rc = reset_to_zero(r, zero_layer);
 		if (rc == 0)
@@ -398,23 +402,23 @@ int cowmem_reset(cowmem_region *r)
 		goto out;
 	}
 	/* Back to the base: drop every private page. */
-	if (engine.pagemap >= 0) {
+	if (cowmem__engine.pagemap >= 0) {
 		if (discard_private_pages(r, discard) < 0)
 			goto out;
 	} else if (madvise(r->data, r->size, MADV_DONTNEED) < 0) {
 		goto out;
 	}
 	/* Then the versions of the origin, as a clone of it would get them. */
-	if (origin && engine.lazy) {
-		if (region_inherit_waits(origin, r) < 0 ||
-		    for_each_delta_run(origin, lend_run, r) < 0)
+	if (origin && cowmem__engine.lazy) {
+		if (cowmem__v1_region_inherit_waits(origin, r) < 0 ||
+		    cowmem__v1_for_each_delta_run(origin, cowmem__v1_lend_run, r) < 0)
 			goto out;
-	} else if (origin && engine.pagemap >= 0) {
-		if (for_each_delta_run(origin, collect_run, &eager) < 0)
+	} else if (origin && cowmem__engine.pagemap >= 0) {
+		if (cowmem__v1_for_each_delta_run(origin, cowmem__v1_collect_run, &eager) < 0)
 			goto out;
 		for (size_t i = 0; i < eager.count; i++)
 			for (size_t page = eager.runs[i][0]; page < eager.runs[i][1]; page++)
-				(void)page_map_put(&r->filled, page, (void *)1);
+				(void)cowmem__page_map_put(&r->filled, page, (void *)1);
 	} else if (origin) {
 		copy_all = true;
 	}
@@ -422,20 +426,20 @@ int cowmem_reset(cowmem_region *r)
 out:;
 	int saved = errno;
 	if (paused)
-		janitor_resume();
+		cowmem__janitor_resume();
 	if (zero_layer)
-		layer_release(zero_layer);
-	pthread_mutex_unlock(&engine.lock);
+		cowmem__v1_layer_release(zero_layer);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	free(lent);
 	discard_free(discard);
 	/* Outside the lock: writing r may fault into the server. */
 	for (size_t i = 0; rc == 0 && i < eager.count; i++) {
 		size_t first = eager.runs[i][0];
-		memcpy(page_address(r, first), page_address(r->origin, first),
-		       (eager.runs[i][1] - first) * engine.page_size);
+		memcpy(cowmem__v1_page_address(r, first), cowmem__v1_page_address(r->origin, first),
+		       (eager.runs[i][1] - first) * cowmem__engine.page_size);
 	}
 	if (rc == 0 && copy_all)
-		copy_differing_pages(r->origin, r);
+		cowmem__v1_copy_differing_pages(r->origin, r);
 	free(eager.runs);
 	errno = saved;
 	return rc;
@@ -455,7 +459,7 @@ static int count_resident(const struct cowmem_region *r, size_t *resident, size_
 	}
 	for (size_t base = 0; base < r->pages; base += BATCH) {
 		size_t n = r->pages - base < BATCH ? r->pages - base : BATCH;
-		if (read_pagemap(r, base, n, entries) < 0) {
+		if (cowmem__v1_read_pagemap(r, base, n, entries) < 0) {
 			free(entries);
 			return -1;
 		}
@@ -464,7 +468,7 @@ static int count_resident(const struct cowmem_region *r, size_t *resident, size_
 				++*resident; /* a layer's page-cache page */
 				if (r->mode == REGION_PRIVATE)
 					++*shared;
-			} else if (pagemap_entry_is_own(r, base + k, entries[k])) {
+			} else if (cowmem__v1_pagemap_entry_is_own(r, base + k, entries[k])) {
 				++*resident;
 			}
 		}
@@ -484,18 +488,18 @@ int cowmem_stats(const cowmem_region *r, struct cowmem_stats *stats)
 		return -1;
 	struct cowmem_stats s = { .written = (size_t)written };
 	int rc = 0;
-	pthread_mutex_lock(&engine.lock);
-	if (!region_usable(r)) {
+	pthread_mutex_lock(&cowmem__engine.lock);
+	if (!cowmem__v1_region_usable(r)) {
 		errno = EINVAL;
 		rc = -1;
 	} else {
 		s.pages = r->pages;
 		s.faults = r->faults;
 		s.blocked_ns = r->blocked_ns;
-		if (engine.pagemap >= 0)
+		if (cowmem__engine.pagemap >= 0)
 			rc = count_resident(r, &s.resident, &s.shared);
 	}
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (rc == 0)
 		*stats = s;
 	return rc;

@@ -65,13 +65,14 @@ static void list_sort_unique(struct page_list *list)
 /* The layer's current pages [page, page + count): holes read as zeros. */
 int cowmem__read_layer(const struct cowmem__layer *layer, size_t page, size_t count, char *buf)
 {
-	int rc = cowmem__pread_all(cowmem__pagefile_fd(), buf, count * engine.page_size,
-			       cowmem__layer_offset(layer) + (off_t)(page * engine.page_size));
+	int rc = cowmem__pread_all(cowmem__pagefile_fd(), buf, count * cowmem__engine.page_size,
+			       cowmem__layer_offset(layer) + (off_t)(page * cowmem__engine.page_size));
 
 	/* A loaded layer's pages not copied in yet are read from its file,
 	 * without copying them in (reading does not allocate). */
 	for (size_t k = 0; rc >= 0 && k < count; k++)
-		rc = cowmem__layer_read_first_version(layer, page + k, buf + k * engine.page_size);
+		rc = cowmem__layer_read_first_version(layer, page + k,
+						      buf + k * cowmem__engine.page_size);
 	return rc < 0 ? rc : 0;
 }
 
@@ -85,9 +86,9 @@ int cowmem__read_view(const struct cowmem__layer *layer, uint64_t gen,
 	    cowmem__layer_lookup(layer, page, gen, &slot) == COWMEM__FROM_LAYER)
 		return cowmem__read_layer(layer, page, 1, buf);
 	if (slot == COWMEM__HOLE)
-		memset(buf, 0, engine.page_size);
+		memset(buf, 0, cowmem__engine.page_size);
 	else
-		memcpy(buf, cowmem__store_page(slot), engine.page_size);
+		memcpy(buf, cowmem__store_page(slot), cowmem__engine.page_size);
 	return 0;
 }
 
@@ -95,7 +96,7 @@ int cowmem__read_view(const struct cowmem__layer *layer, uint64_t gen,
  * makes the read fail instead of faulting into the server. */
 int cowmem__read_own(const struct cowmem__region *r, size_t page, char *buf)
 {
-	return cowmem__pread_all(engine.self_mem, buf, engine.page_size,
+	return cowmem__pread_all(cowmem__engine.self_mem, buf, cowmem__engine.page_size,
 			     (off_t)(uintptr_t)cowmem__page(r, page));
 }
 
@@ -110,15 +111,17 @@ int cowmem__read_content(const struct cowmem__region *r, size_t page, size_t cou
 
 	if (r->mode == COWMEM__EXCLUSIVE)
 		return cowmem__read_layer(r->layer, page, count, buf);
-	off_t at = (off_t)((uintptr_t)cowmem__page(r, page) / engine.page_size * sizeof(uint64_t));
-	if (pread(engine.pagemap, entries, count * sizeof *entries, at) !=
+	off_t at = (off_t)((uintptr_t)cowmem__page(r,
+						   page) / cowmem__engine.page_size * sizeof(uint64_t));
+	if (pread(cowmem__engine.pagemap, entries, count * sizeof *entries, at) !=
 	    (ssize_t)(count * sizeof *entries))
 		return errno ? -errno : -EIO;
 	for (size_t k = 0; k < count; k++) {
-		char *out = buf + k * engine.page_size;
+		char *out = buf + k * cowmem__engine.page_size;
 		uint64_t e = entries[k];
 		bool own = (e & PM_PRESENT) && !(e & PM_FILE) &&
-			   !(engine.zero_pfn && (e & ((1ull << 55) - 1)) == engine.zero_pfn);
+			   !(cowmem__engine.zero_pfn &&
+			     (e & ((1ull << 55) - 1)) == cowmem__engine.zero_pfn);
 		if (own)
 			rc = cowmem__read_own(r, page + k, out);
 		else if (r->mode == COWMEM__HEAD)
@@ -134,7 +137,7 @@ int cowmem__read_content(const struct cowmem__region *r, size_t page, size_t cou
 static int origin_read(const struct cowmem__region *r, size_t page, char *buf)
 {
 	if (r->origin == COWMEM__ORIGIN_ZERO) {
-		memset(buf, 0, engine.page_size);
+		memset(buf, 0, cowmem__engine.page_size);
 		return 0;
 	}
 	return cowmem__read_view(r->origin_layer, r->origin_gen, r->origin_overlay, page, buf);
@@ -145,7 +148,7 @@ static int origin_read(const struct cowmem__region *r, size_t page, char *buf)
  * two page reads each. */
 static int compare_all(const struct cowmem__region *r, struct page_list *list)
 {
-	size_t ps = engine.page_size;
+	size_t ps = cowmem__engine.page_size;
 	char *mine = malloc(COWMEM__READ_MAX * ps), *theirs = malloc(ps);
 	int rc = mine && theirs ? 0 : -ENOMEM;
 
@@ -199,11 +202,11 @@ static int own_run(size_t first, size_t end, void *ctx)
 	int rc;
 
 	for (size_t page = first; page < end; page++) {
-		if (page_map_get(&c->r->filled, page)) {
+		if (cowmem__page_map_get(&c->r->filled, page)) {
 			if ((rc = cowmem__read_own(c->r, page, c->mine)) < 0 ||
 			    (rc = origin_read(c->r, page, c->theirs)) < 0)
 				return rc;
-			if (memcmp(c->mine, c->theirs, engine.page_size) == 0)
+			if (memcmp(c->mine, c->theirs, cowmem__engine.page_size) == 0)
 				continue;
 		}
 		if ((rc = list_add(c->list, page)) < 0)
@@ -216,7 +219,7 @@ static int own_run(size_t first, size_t end, void *ctx)
 static int nonzero_layer_pages(const struct cowmem__region *r, bool only_first_version,
 			       struct page_list *list)
 {
-	size_t page_size = engine.page_size;
+	size_t page_size = cowmem__engine.page_size;
 	off_t base = cowmem__layer_offset(r->layer), limit = base + (off_t)r->size, at = base;
 	char *buf = malloc(READ_BATCH * page_size);
 	int fd = cowmem__pagefile_fd(), rc = 0;
@@ -239,15 +242,18 @@ static int nonzero_layer_pages(const struct cowmem__region *r, bool only_first_v
 			for (size_t k = 0; k < count && rc == 0; k++) {
 				char *content = buf + k * page_size;
 				if (only_first_version) {
-					if (cowmem__layer_birth_at(r->layer, page + k, view_gen(r)) != 0)
+					if (cowmem__layer_birth_at(r->layer, page + k,
+								   view_gen(r)) != 0)
 						continue;
 					/* Replaced since: the view sees an old version. */
-					if (cowmem__layer_birth_at(r->layer, page + k, UINT64_MAX) != 0 &&
-					    (rc = cowmem__read_view(r->layer, view_gen(r), NULL, page + k,
+					if (cowmem__layer_birth_at(r->layer, page + k,
+								   UINT64_MAX) != 0 &&
+					    (rc = cowmem__read_view(r->layer, view_gen(r), NULL,
+								    page + k,
 								    content)) < 0)
 						break;
 				}
-				if (!page_is_zero(content))
+				if (!cowmem__page_is_zero(content))
 					rc = list_add(list, page + k);
 			}
 		}
@@ -264,7 +270,8 @@ static int dirty_collect(const struct cowmem__region *r, struct page_list *list)
 	if (r->origin == COWMEM__ORIGIN_VIEW && r->origin_layer != r->layer)
 		return compare_all(r, list);
 
-	struct own_context c = { r, list, malloc(engine.page_size), malloc(engine.page_size) };
+	struct own_context c = { r, list, malloc(cowmem__engine.page_size),
+				  malloc(cowmem__engine.page_size) };
 	int rc = -ENOMEM;
 	if (!c.mine || !c.theirs)
 		goto out;
@@ -318,9 +325,9 @@ ssize_t cowmem__v2_dirty_pages(const struct cowmem__region *r, size_t *pages, si
 		errno = EINVAL;
 		return -1;
 	}
-	pthread_mutex_lock(&engine.lock);
+	pthread_mutex_lock(&cowmem__engine.lock);
 	rc = cowmem__v2_usable(r) ? dirty_collect(r, &list) : -EINVAL;
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (rc < 0) {
 		free(list.pages);
 		errno = -rc;
@@ -357,7 +364,8 @@ static int discard_flush(struct discard *d)
 	for (size_t i = 0; i < d->count; i++)
 		total += d->iov[i].iov_len;
 	if (d->count > 1 && d->pidfd >= 0) {
-		ssize_t done = sys_process_madvise(d->pidfd, d->iov, d->count, MADV_DONTNEED, 0);
+		ssize_t done = cowmem__sys_process_madvise(d->pidfd, d->iov, d->count,
+							   MADV_DONTNEED, 0);
 		if (done >= 0 && (size_t)done == total) {
 			d->count = 0;
 			return 0;
@@ -380,7 +388,7 @@ static int discard_run(size_t first, size_t end, void *ctx)
 	if (d->count == DISCARD_BATCH && (rc = discard_flush(d)) < 0)
 		return rc;
 	d->iov[d->count].iov_base = cowmem__page(d->r, first);
-	d->iov[d->count].iov_len = (end - first) * engine.page_size;
+	d->iov[d->count].iov_len = (end - first) * cowmem__engine.page_size;
 	d->count++;
 	return 0;
 }
@@ -443,7 +451,8 @@ static int reset_locked(struct cowmem__region *r)
 	if (r->origin == COWMEM__ORIGIN_ZERO)
 		return reset_to_zero(r);
 	if (r->origin_layer != r->layer) { /* cowmem_copy() brought another family's */
-		if ((rc = cowmem__set_view(r, r->origin_layer, r->origin_gen, r->origin_overlay)) < 0)
+		if ((rc = cowmem__set_view(r, r->origin_layer, r->origin_gen,
+					   r->origin_overlay)) < 0)
 			return rc;
 		r->copied = false; /* remapped: it sees exactly its origin */
 		return 0;
@@ -459,7 +468,7 @@ static int reset_locked(struct cowmem__region *r)
 		/* Nothing captured since the origin: the layer is the origin. */
 		if ((rc = discard_own_pages(r)) < 0)
 			return rc;
-		page_map_free(&r->filled);
+		cowmem__page_map_free(&r->filled);
 		return 0;
 	}
 	/* Back to an older view: MINOR first, so that no access in between
@@ -487,15 +496,15 @@ static int reset_locked(struct cowmem__region *r)
 	cowmem__overlay_ref(r->origin_overlay);
 	cowmem__overlay_unref(r->overlay);
 	r->overlay = r->origin_overlay;
-	page_map_free(&r->filled);
+	cowmem__page_map_free(&r->filled);
 	return 0;
 }
 
 int cowmem__v2_reset(struct cowmem__region *r)
 {
-	pthread_mutex_lock(&engine.lock);
+	pthread_mutex_lock(&cowmem__engine.lock);
 	int rc = cowmem__v2_usable(r) ? reset_locked(r) : -EINVAL;
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (rc < 0) {
 		errno = -rc;
 		return -1;
@@ -537,7 +546,7 @@ int cowmem__v2_stats(const struct cowmem__region *r, struct cowmem_stats *stats)
 	struct cowmem_stats s = { .written = (size_t)written };
 	struct count_context c = { 0, 0, false };
 	int rc = 0;
-	pthread_mutex_lock(&engine.lock);
+	pthread_mutex_lock(&cowmem__engine.lock);
 	if (!cowmem__v2_usable(r)) {
 		rc = -EINVAL;
 	} else {
@@ -550,7 +559,7 @@ int cowmem__v2_stats(const struct cowmem__region *r, struct cowmem_stats *stats)
 		s.resident = c.resident;
 		s.shared = c.shared;
 	}
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (rc < 0) {
 		errno = -rc;
 		return -1;

@@ -103,9 +103,9 @@ static size_t loop(test_rng *rng, size_t pages, size_t k, bool newest)
 					modelled_check(&ring[j], size, "a kept snapshot");
 			modelled_check(&work, size, "the working copy");
 		}
-		pthread_mutex_lock(&engine.lock);
+		pthread_mutex_lock(&cowmem__engine.lock);
 		size_t used = cowmem__store_used();
-		pthread_mutex_unlock(&engine.lock);
+		pthread_mutex_unlock(&cowmem__engine.lock);
 		if (used > most_used)
 			most_used = used;
 	}
@@ -128,9 +128,9 @@ static void test_ring(test_rng *rng, bool newest)
 	size_t bound = (KEEP + 1) * k + (newest ? k : 0);
 	CHECK(most <= bound, "%s: the store held %zu versions, more than %zu", newest ? "newest" : "ring",
 	      most, bound);
-	pthread_mutex_lock(&engine.lock);
+	pthread_mutex_lock(&cowmem__engine.lock);
 	size_t left = cowmem__store_used();
-	pthread_mutex_unlock(&engine.lock);
+	pthread_mutex_unlock(&cowmem__engine.lock);
 	CHECK(left == 0, "%zu store versions left once every region is gone", left);
 	printf("%s: %" PRIu64 " iterations of %zu pages changed in %zu, store at most %zu "
 	       "versions\n", newest ? "newest clone as working copy" : "ring of clones", iterations,
