@@ -83,7 +83,7 @@ examples: $(EXAMPLE_PROGRAMS)
 
 help:
 	@echo 'make                build build/libcowmem.{a,so}, cowmem.pc, C tests and examples'
-	@echo 'make test           the whole suite: C tests, install-check, man pages, fuzz corpus, swift test'
+	@echo 'make test           the whole suite: C tests, install-check, symbols, man pages, fuzz corpus, swift test'
 	@echo 'make check-c        build and run the C tests only'
 	@echo 'make check-c-v1     the C tests with the first engine (COWMEM_ENGINE=v1)'
 	@echo 'make check-symbols  every global of the static archive starts with cowmem'
