@@ -109,10 +109,19 @@ int cowmem__fence_raise(struct cowmem__region *head)
 
 void cowmem__fence_lower(struct cowmem__region *head)
 {
-	/* Wakes the accesses that waited; they retry against the layer. A
-	 * hole read before the next line allocates in the layer, with the
-	 * right bytes (zeros). */
+	/* Unregistering wakes the accesses that waited; they retry against
+	 * the layer. But it wakes them before it write-locks the mapping, and
+	 * a fault that holds only the mapping's own lock (per-VMA locking)
+	 * can still find the fence registered and start waiting in between:
+	 * nothing would ever wake it, since the drainer only discards its
+	 * message (seen here once in about 450 runs of threads.c's
+	 * clone-while-written, a writer blocked for good). Once unregistering
+	 * returns, every such fault is queued, and waking the range on the
+	 * fence's descriptor reaches them; it needs no registration. A hole
+	 * read before the next line allocates in the layer, with the right
+	 * bytes (zeros). */
 	(void)cowmem__uffd_unregister(fence->fd, head->data, head->size);
+	(void)cowmem__uffd_wake(fence->fd, head->data, head->size);
 	(void)cowmem__register(head, UFFDIO_REGISTER_MODE_MISSING);
 }
 
