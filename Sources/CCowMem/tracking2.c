@@ -14,13 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "v2.h"
 
 #define READ_BATCH COWMEM__READ_MAX /* pages read at once */
-#define DISCARD_BATCH 1024  /* UIO_MAXIOV */
 
 struct page_list {
 	size_t *pages;
@@ -344,71 +342,16 @@ ssize_t cowmem__v2_dirty_pages(const struct cowmem__region *r, size_t *pages, si
 
 /* ---- cowmem_reset ---------------------------------------------------------- */
 
-/*
- * Dropping runs of pages: written pages are usually scattered, one run
- * each, so they go to the kernel in batches through process_madvise(2) on
- * our own process (about 3x faster than one madvise per run here); where
- * the kernel refuses that (before 6.13, or a seccomp filter), madvise(2).
- */
-struct discard {
-	struct iovec iov[DISCARD_BATCH];
-	size_t count;
-	int pidfd;
-	const struct cowmem__region *r;
-};
-
-static int discard_flush(struct discard *d)
-{
-	size_t total = 0;
-
-	for (size_t i = 0; i < d->count; i++)
-		total += d->iov[i].iov_len;
-	if (d->count > 1 && d->pidfd >= 0) {
-		ssize_t done = cowmem__sys_process_madvise(d->pidfd, d->iov, d->count,
-							   MADV_DONTNEED, 0);
-		if (done >= 0 && (size_t)done == total) {
-			d->count = 0;
-			return 0;
-		}
-		close(d->pidfd); /* refused or stopped part way: one by one */
-		d->pidfd = -1;
-	}
-	for (size_t i = 0; i < d->count; i++)
-		if (madvise(d->iov[i].iov_base, d->iov[i].iov_len, MADV_DONTNEED) < 0)
-			return -errno;
-	d->count = 0;
-	return 0;
-}
-
-static int discard_run(size_t first, size_t end, void *ctx)
-{
-	struct discard *d = ctx;
-	int rc;
-
-	if (d->count == DISCARD_BATCH && (rc = discard_flush(d)) < 0)
-		return rc;
-	d->iov[d->count].iov_base = cowmem__page(d->r, first);
-	d->iov[d->count].iov_len = (end - first) * cowmem__engine.page_size;
-	d->count++;
-	return 0;
-}
-
+/* Drops the region's own pages: it reads its layer there again. */
 static int discard_own_pages(struct cowmem__region *r)
 {
-	struct discard *d = malloc(sizeof *d);
+	struct cowmem__discard *d = cowmem__discard_begin(r->data);
 
 	if (!d)
 		return -ENOMEM;
-	d->count = 0;
-	d->r = r;
-	d->pidfd = cowmem__pidfd_for_madvise();
-	int rc = cowmem__scan_own(r->data, r->pages, discard_run, d);
-	if (rc == 0)
-		rc = discard_flush(d);
-	if (d->pidfd >= 0)
-		close(d->pidfd);
-	free(d);
-	return rc;
+	int rc = cowmem__scan_own(r->data, r->pages, cowmem__discard_run, d);
+	int flushed = cowmem__discard_end(d);
+	return rc < 0 ? rc : flushed;
 }
 
 /* Made from zeros: a new empty layer, mapped shared at the same address,
