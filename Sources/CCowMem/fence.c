@@ -125,6 +125,13 @@ void cowmem__fence_lower(struct cowmem__region *head)
 	(void)cowmem__register(head, UFFDIO_REGISTER_MODE_MISSING);
 }
 
+/* A range moved away from the head (a fold's staging) leaves the fence:
+ * nothing waits there. */
+void cowmem__fence_leave(char *addr, size_t len)
+{
+	(void)cowmem__uffd_unregister(fence->fd, addr, len);
+}
+
 struct cowmem__fence *cowmem__fence_close(void)
 {
 	struct cowmem__fence *f = fence;

@@ -235,6 +235,7 @@ enum {
 	FEATURE_PROCESS_MADVISE = 1 << 12, /* process_madvise(2) batches (5.10+) */
 	FEATURE_DEV_USERFAULTFD = 1 << 13, /* /dev/userfaultfd when the call is refused */
 	FEATURE_FUTURE_WRITE_SEAL = 1 << 14, /* F_SEAL_FUTURE_WRITE (5.1+) */
+	FEATURE_KEEP_MAPPINGS = 1 << 15, /* a fold gives the head its page tables back */
 };
 
 /* Global engine state; every field is guarded by `lock` unless noted. */

@@ -38,7 +38,10 @@ static bool entry_is_file(uint64_t entry)
 	return (entry & PM_PRESENT) && (entry & PM_FILE);
 }
 
-static int scan_file(char *start, size_t pages, bool want_file, cowmem__run_fn *fn, void *ctx)
+/* With file_pages, own pages are reported and the pages mapping the page
+ * cache counted there. */
+static int scan_file(char *start, size_t pages, bool want_file, cowmem__run_fn *fn, void *ctx,
+		     size_t *file_pages)
 {
 	static uint64_t entries[SCAN_BATCH]; /* under engine.lock */
 	size_t run_start = SIZE_MAX;
@@ -51,6 +54,8 @@ static int scan_file(char *start, size_t pages, bool want_file, cowmem__run_fn *
 		    (ssize_t)(n * sizeof(uint64_t)))
 			return errno ? -errno : -EIO;
 		for (size_t k = 0; k < n; k++) {
+			if (file_pages && entry_is_file(entries[k]))
+				++*file_pages;
 			bool match = want_file ? entry_is_file(entries[k]) : entry_is_own(entries[k]);
 			if (match && run_start == SIZE_MAX)
 				run_start = base + k;
@@ -68,7 +73,7 @@ static int scan_file(char *start, size_t pages, bool want_file, cowmem__run_fn *
 static struct page_region shared_vec[SCAN_BATCH]; /* under engine.lock */
 
 static int scan_ioctl(char *start_addr, size_t pages, bool want_file, cowmem__run_fn *fn,
-		      void *ctx, size_t max_pages, struct page_region *vec)
+		      void *ctx, size_t max_pages, struct page_region *vec, size_t *file_pages)
 {
 	uintptr_t base = (uintptr_t)start_addr, start = base,
 		  end = base + pages * cowmem__engine.page_size;
@@ -80,10 +85,14 @@ static int scan_ioctl(char *start_addr, size_t pages, bool want_file, cowmem__ru
 			.end = end,
 			.vec = (uintptr_t)vec,
 			.vec_len = SCAN_BATCH,
-			.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE,
+			.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE |
+				       PAGE_IS_PFNZERO,
 			.max_pages = max_pages,
 		};
-		if (want_file) {
+		if (file_pages) {
+			/* Everything there; the runs come apart by kind. */
+			arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+		} else if (want_file) {
 			arg.category_mask = PAGE_IS_FILE | PAGE_IS_PRESENT;
 		} else {
 			/* not a page cache page, not the zero page, and there */
@@ -112,6 +121,11 @@ static int scan_ioctl(char *start_addr, size_t pages, bool want_file, cowmem__ru
 			/* A swapped entry without a page is a uffd-wp marker. */
 			if (!want_file && !(vec[i].categories & PAGE_IS_PRESENT))
 				continue;
+			if (file_pages && (vec[i].categories & (PAGE_IS_FILE | PAGE_IS_PFNZERO))) {
+				if (vec[i].categories & PAGE_IS_FILE)
+					*file_pages += (run_end - run_start) / cowmem__engine.page_size;
+				continue;
+			}
 			int rc = fn((run_start - base) / cowmem__engine.page_size,
 				    (run_end - base) / cowmem__engine.page_size, ctx);
 			if (rc < 0)
@@ -127,18 +141,27 @@ static int scan_ioctl(char *start_addr, size_t pages, bool want_file, cowmem__ru
 int cowmem__scan_own(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
 {
 	if (cowmem__engine.features & FEATURE_PAGEMAP_SCAN)
-		return scan_ioctl(start, pages, false, fn, ctx, 0, shared_vec);
-	return scan_file(start, pages, false, fn, ctx);
+		return scan_ioctl(start, pages, false, fn, ctx, 0, shared_vec, NULL);
+	return scan_file(start, pages, false, fn, ctx, NULL);
 }
 
-int cowmem__scan_own_unlocked(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
+int cowmem__scan_own_counting(char *start, size_t pages, cowmem__run_fn *fn, void *ctx,
+			       size_t *file_pages)
+{
+	if (cowmem__engine.features & FEATURE_PAGEMAP_SCAN)
+		return scan_ioctl(start, pages, false, fn, ctx, 0, shared_vec, file_pages);
+	return scan_file(start, pages, false, fn, ctx, file_pages);
+}
+
+int cowmem__scan_own_unlocked(char *start, size_t pages, cowmem__run_fn *fn, void *ctx,
+			       size_t *file_pages)
 {
 	if (!(cowmem__engine.features & FEATURE_PAGEMAP_SCAN))
 		return -ENOTSUP;
 	struct page_region *vec = malloc(SCAN_BATCH * sizeof *vec);
 	if (!vec)
 		return -ENOMEM;
-	int rc = scan_ioctl(start, pages, false, fn, ctx, 0, vec);
+	int rc = scan_ioctl(start, pages, false, fn, ctx, 0, vec, file_pages);
 	free(vec);
 	return rc;
 }
@@ -158,14 +181,14 @@ int cowmem__scan_has_own(char *start, size_t pages, bool *found)
 {
 	*found = false;
 	int rc = cowmem__engine.features & FEATURE_PAGEMAP_SCAN
-			 ? scan_ioctl(start, pages, false, stop_at_first, found, 1, shared_vec)
-			 : scan_file(start, pages, false, stop_at_first, found);
+			 ? scan_ioctl(start, pages, false, stop_at_first, found, 1, shared_vec, NULL)
+			 : scan_file(start, pages, false, stop_at_first, found, NULL);
 	return rc == -ECANCELED ? 0 : rc;
 }
 
 int cowmem__scan_file_pages(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
 {
 	if (cowmem__engine.features & FEATURE_PAGEMAP_SCAN)
-		return scan_ioctl(start, pages, true, fn, ctx, 0, shared_vec);
-	return scan_file(start, pages, true, fn, ctx);
+		return scan_ioctl(start, pages, true, fn, ctx, 0, shared_vec, NULL);
+	return scan_file(start, pages, true, fn, ctx, NULL);
 }

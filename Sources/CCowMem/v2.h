@@ -136,9 +136,13 @@ void cowmem__overlay_entry(const struct cowmem__overlay *overlay, size_t i, size
 typedef int cowmem__run_fn(size_t first, size_t end, void *ctx);
 /* The mapping's own (anonymous) pages, the shared zero page excluded. */
 int cowmem__scan_own(char *start, size_t pages, cowmem__run_fn *fn, void *ctx);
-/* The same without the engine lock, from any thread; PAGEMAP_SCAN only
+/* The same, adding the pages that map the page cache to *file_pages. */
+int cowmem__scan_own_counting(char *start, size_t pages, cowmem__run_fn *fn, void *ctx,
+			      size_t *file_pages);
+/* That without the engine lock, from any thread; PAGEMAP_SCAN only
  * (-ENOTSUP without it). */
-int cowmem__scan_own_unlocked(char *start, size_t pages, cowmem__run_fn *fn, void *ctx);
+int cowmem__scan_own_unlocked(char *start, size_t pages, cowmem__run_fn *fn, void *ctx,
+			      size_t *file_pages);
 /* Whether it has any such page (stops at the first). */
 int cowmem__scan_has_own(char *start, size_t pages, bool *found);
 /* Pages that map the page cache. */
@@ -283,6 +287,7 @@ void cowmem__copier_quit(void); /* the last region is gone: the helper exits */
 int cowmem__fence_raise(struct cowmem__region *head);
 /* Back on the library's descriptor (MISSING); the waiting accesses retry. */
 void cowmem__fence_lower(struct cowmem__region *head);
+void cowmem__fence_leave(char *addr, size_t len);
 /* With the last region gone (lock held): the fence to join after unlocking. */
 struct cowmem__fence *cowmem__fence_close(void);
 void cowmem__fence_join(struct cowmem__fence *fence);

@@ -14,7 +14,10 @@
  *               versions, and nothing once every region is gone;
  *   threads     two threads run the ring at once on their own regions;
  *   mapped-notes  pages a reader maps stay its own when they change, after
- *               another reader that mapped pages was destroyed.
+ *               another reader that mapped pages was destroyed;
+ *   reading-head  a head that reads all of its region between clones keeps
+ *               those pages mapped across each fold (pagemap shows them
+ *               present), and every snapshot keeps its bytes.
  *
  * Each case needs engine v2 (a kernel with userfaultfd MINOR faults on
  * shmem and MREMAP_DONTUNMAP, and not COWMEM_ENGINE=v1); elsewhere it
@@ -279,6 +282,72 @@ static void mapped_notes(void)
 	printf("a destroyed reader's notes go; a live reader's mapped pages are punched\n");
 }
 
+/* Pages of [data, data + pages) present in this process's page tables. */
+static size_t present_pages(const void *data, size_t pages)
+{
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint64_t *entries = malloc(pages * sizeof *entries);
+	CHECK(fd >= 0 && entries, "/proc/self/pagemap: %s", strerror(errno));
+	off_t at = (off_t)((uintptr_t)data / page_size * sizeof *entries);
+	CHECK(pread(fd, entries, pages * sizeof *entries, at) == (ssize_t)(pages * sizeof *entries),
+	      "pagemap read: %s", strerror(errno));
+	size_t present = 0;
+	for (size_t p = 0; p < pages; p++)
+		present += (entries[p] >> 63) & 1;
+	close(fd);
+	free(entries);
+	return present;
+}
+
+static void reading_head(test_rng *rng)
+{
+	const size_t pages = 4096, size = pages * page_size, per_round = 16;
+	/* COWMEM_DISABLE=keep-mappings takes the tables back from the head. */
+	const char *disabled = getenv("COWMEM_DISABLE");
+	bool keeps = !disabled || !strstr(disabled, "keep-mappings");
+	struct modelled src = { cowmem_create(size), malloc(size) }, ring[KEEP] = { 0 };
+	CHECK(src.region && src.model, "create: %s", strerror(errno));
+	test_pattern_fill(cowmem_data(src.region), size, 7, 0);
+	memcpy(src.model, cowmem_data(src.region), size);
+	for (uint64_t round = 0; round < 40; round++) {
+		/* Read every page, then write a few: the fold's staging maps
+		 * far more layer pages than it holds own ones. */
+		const volatile unsigned char *bytes = cowmem_data(src.region);
+		unsigned sum = 0;
+		for (size_t p = 0; p < pages; p++)
+			sum += bytes[p * page_size];
+		(void)sum;
+		bool written[4096] = { false };
+		size_t distinct = 0;
+		for (size_t i = 0; i < per_round; i++) {
+			size_t page = (size_t)test_rng_below(rng, pages);
+			distinct += !written[page];
+			written[page] = true;
+			modelled_write(&src, page, 100 + round * per_round + i);
+		}
+		struct modelled *slot = &ring[round % KEEP];
+		modelled_free(slot);
+		*slot = modelled_clone(&src, size);
+		/* The first clone freezes (the tables go to the layer); each
+		 * later one folds and, keeping them, drops only the written
+		 * pages from the head. */
+		size_t present = present_pages(cowmem_data(src.region), pages);
+		if (round > 0 && keeps)
+			CHECK(present == pages - distinct, "round %" PRIu64 ": %zu of %zu pages "
+			      "present in the head after the fold, expected %zu", round, present,
+			      pages, pages - distinct);
+		modelled_check(&src, size, "the head after a fold");
+		for (size_t k = 0; k < KEEP; k++)
+			if (ring[k].region)
+				modelled_check(&ring[k], size, "a snapshot of a reading head");
+	}
+	for (size_t k = 0; k < KEEP; k++)
+		modelled_free(&ring[k]);
+	modelled_free(&src);
+	printf("a head that reads everything between clones keeps its pages mapped%s\n",
+	       keeps ? "" : " (not checked: COWMEM_DISABLE=keep-mappings)");
+}
+
 static uint64_t seed;
 
 /* Each case its own stream of the one seed. */
@@ -316,6 +385,12 @@ static void threads(void)
 	test_threads(seed);
 }
 
+static void reading_head_case(void)
+{
+	test_rng rng = case_rng(5);
+	reading_head(&rng);
+}
+
 static const struct test_case cases[] = {
 	TEST_CASE("ring", ring, .features = COWMEM_FEATURE_ENGINE_V2),
 	TEST_CASE("newest", newest, .features = COWMEM_FEATURE_ENGINE_V2),
@@ -323,6 +398,7 @@ static const struct test_case cases[] = {
 	TEST_CASE("old-reads", old_reads, .features = COWMEM_FEATURE_ENGINE_V2),
 	TEST_CASE("threads", threads, .features = COWMEM_FEATURE_ENGINE_V2),
 	TEST_CASE("mapped-notes", mapped_notes, .features = COWMEM_FEATURE_ENGINE_V2),
+	TEST_CASE("reading-head", reading_head_case, .features = COWMEM_FEATURE_ENGINE_V2),
 };
 
 int main(int argc, char **argv)
