@@ -247,14 +247,20 @@ public struct CowBuffer: Sendable {
     /// In a loop of subscript writes this stays in the loop, as a call to
     /// `swift_isUniquelyReferenced_native` and a load of `lent` before each byte's store
     /// (the release code of the benchmark shows it), and that per-byte branch also keeps the
-    /// loop from being vectorised. The optimizer moves an array's uniqueness check out of
-    /// such loops only because it knows `Array`'s `make_mutable` semantics; no public
-    /// annotation tells it the same of another type, and the answer cannot live in the
-    /// buffer value itself, since `var b = a` copies the value bit for bit and only the
-    /// reference count tells the two apart. A copy token that did get hoisted (a one-element
-    /// array) was tried and rejected: an array copies itself and releases the shared buffer
-    /// before the code after it runs, so another copy could start writing the storage in
-    /// place while this one is still cloning it.
+    /// loop from being vectorised. An array's check leaves such loops in two steps: the
+    /// optimizer copies the call marked `array.make_mutable` before the loop, then folds the
+    /// `begin_cow_mutation` left inside it, knowing the buffer is still unique.
+    /// `isKnownUniquelyReferenced` lowers to `is_unique` instead, which no pass folds or
+    /// moves; `begin_cow_mutation` is emitted only through `Builtin`. Marking a check like
+    /// this one `@_semantics("array.make_mutable")` (tried on a model of this type) gets a
+    /// copy of it placed before the loop and leaves the per-byte one where it is. The answer
+    /// cannot live in the buffer value itself, since `var b = a` copies the value bit for bit
+    /// and only the reference count tells the two apart. A copy token (a one-element array
+    /// next to the storage, copied when shared) was tried and rejected: the array copies
+    /// itself and releases the shared buffer before the code after it runs, so the other
+    /// copy can start writing the storage in place while this one is still cloning it. The
+    /// test of two copies written together on two threads (`CowBufferValueTests`) fails on
+    /// such a prototype.
     @inlinable
     @inline(__always)
     internal mutating func _writableBase() -> UnsafeMutableRawPointer {
