@@ -210,10 +210,12 @@ static int return_page_tables(struct cowmem__region *head, char *staging, bool f
 
 static void release_head(struct cowmem__region *head, bool fenced)
 {
-	if (fenced)
+	if (fenced) {
+		cowmem__fence_moved(); /* if it has not been said yet */
 		cowmem__fence_lower(head);
-	else
+	} else {
 		(void)cowmem__register_exactly(head, UFFDIO_REGISTER_MODE_MISSING);
+	}
 }
 
 static int fold(struct cowmem__region *head)
@@ -238,6 +240,8 @@ static int fold(struct cowmem__region *head)
 	 * library's descriptor sends it to the server, which waits for the
 	 * lock. */
 	bool fenced = cowmem__fence_raise(head) == 0;
+	if (fenced)
+		cowmem__fence_expect_move();
 	if (!fenced && (rc = cowmem__register(head, UFFDIO_REGISTER_MODE_MISSING |
 							UFFDIO_REGISTER_MODE_MINOR)) < 0)
 		return rc;
@@ -248,7 +252,10 @@ static int fold(struct cowmem__region *head)
 	if ((rc = cowmem__layer_capture_begin(layer, 0)) < 0)
 		goto err_head;
 	cowmem__janitor_pause(); /* many page-table changes follow */
-	if ((rc = move_page_tables(head, &area, &length, &staging)) < 0) {
+	rc = move_page_tables(head, &area, &length, &staging);
+	if (fenced)
+		cowmem__fence_moved();
+	if (rc < 0) {
 		cowmem__janitor_resume();
 		cowmem__layer_capture_abort(layer);
 		goto err_head;

@@ -288,6 +288,8 @@ int cowmem__fence_raise(struct cowmem__region *head);
 /* Back on the library's descriptor (MISSING); the waiting accesses retry. */
 void cowmem__fence_lower(struct cowmem__region *head);
 void cowmem__fence_leave(char *addr, size_t len);
+void cowmem__fence_expect_move(void);
+void cowmem__fence_moved(void);
 /* With the last region gone (lock held): the fence to join after unlocking. */
 struct cowmem__fence *cowmem__fence_close(void);
 void cowmem__fence_join(struct cowmem__fence *fence);
