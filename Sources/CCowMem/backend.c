@@ -374,35 +374,17 @@ void cowmem__backend_note_engine_v2(void)
 	features_mask |= COWMEM_FEATURE_ENGINE_V2;
 }
 
-const char *cowmem_backend(void)
+const char *cowmem__backend_name(void)
 {
-	if (cowmem__engine_init() < 0)
-		return NULL;
 	return backend_names[cowmem__engine.backend];
 }
 
-const char *cowmem_features(void)
+const char *cowmem__features_text(void)
 {
-	if (cowmem__engine_init() < 0)
-		return NULL;
 	return features_text;
 }
 
-int cowmem_feature_mask(uint64_t *mask)
+uint64_t cowmem__features_mask(void)
 {
-	if (mask)
-		*mask = 0;
-	if (cowmem__engine_init() < 0)
-		return -1;
-	if (!mask) {
-		errno = EINVAL;
-		return -1;
-	}
-	*mask = features_mask;
-	return 0;
-}
-
-unsigned cowmem_version(void)
-{
-	return COWMEM_VERSION;
+	return features_mask;
 }

@@ -25,27 +25,6 @@ int cowmem__v1_stats(const cowmem_region *r, struct cowmem_stats *stats);
 int cowmem__v1_save(const cowmem_region *r, int fd);
 cowmem_region *cowmem__v1_load(int fd);
 
-/* Called once from cowmem__engine_init(), after the backend is chosen: 0, or -1 with
- * errno EINVAL for an unknown COWMEM_ENGINE value. */
-int cowmem__engine_select(void)
-{
-	const char *wanted = getenv("COWMEM_ENGINE");
-
-	if (wanted && *wanted && strcmp(wanted, "v1") != 0 && strcmp(wanted, "v2") != 0 &&
-	    strcmp(wanted, "auto") != 0) {
-		fprintf(stderr, "cowmem: COWMEM_ENGINE=%s is not an engine (expected auto, v1 "
-			"or v2)\n", wanted);
-		errno = EINVAL;
-		return -1;
-	}
-	if (wanted && strcmp(wanted, "v1") == 0)
-		return 0;
-	/* v2 is not refused where it cannot run: the first engine serves. */
-	cowmem__v2 = cowmem__engine.uffd >= 0 && cowmem__engine.pagemap >= 0 &&
-		     (cowmem__engine.features & FEATURE_MINOR) && (cowmem__engine.features & FEATURE_DONTUNMAP);
-	return 0;
-}
-
 cowmem_region *cowmem_create(size_t size)
 {
 	if (cowmem__engine_init() < 0)

@@ -15,66 +15,13 @@
 #include "internal.h"
 #include "v1_names.h"
 
-struct engine cowmem__engine = {
-	.lock = PTHREAD_MUTEX_INITIALIZER,
-	.uffd = -1,
-	.self_mem = -1,
-	.pagemap = -1,
-};
-
 #define HUGE_ALIGN ((size_t)2 << 20) /* page-table moves are cheapest at PMD alignment */
 #define FILL_WINDOW 64              /* pages mapped per base fault (fault-around) */
 #define PAGEMAP_BATCH 8192          /* pagemap entries read per pread */
 
-const char *cowmem__zero_page; /* page_size zero bytes, the source of zero fills */
 static uint64_t pagemap_buffer[PAGEMAP_BATCH];
 
-/* ---- Initialisation ----------------------------------------------------- */
-
-static uint64_t read_pagemap_entry(const void *addr)
-{
-	uint64_t entry = 0;
-	off_t offset = (off_t)((uintptr_t)addr / cowmem__engine.page_size * sizeof entry);
-
-	if (pread(cowmem__engine.pagemap, &entry, sizeof entry, offset) != sizeof entry)
-		return 0;
-	return entry;
-}
-
-/* The shared zero page's PFN lets a clone tell "never written, reads as
- * zero" from "written". Unprivileged readers of pagemap see PFN 0; then the
- * exclusive-mapping bit is used instead (see is_delta()). */
-static uint64_t find_zero_pfn(void)
-{
-	volatile char *p = mmap(NULL, cowmem__engine.page_size, PROT_READ,
-				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	uint64_t pfn = 0;
-
-	if (p == MAP_FAILED)
-		return 0;
-	(void)p[0];
-	uint64_t entry = read_pagemap_entry((const void *)p);
-	if (entry & (1ull << 63))
-		pfn = entry & ((1ull << 55) - 1);
-	munmap((void *)p, cowmem__engine.page_size);
-	return pfn;
-}
-
 /* ---- fork() ------------------------------------------------------------- */
-
-static void fork_prepare(void)
-{
-	pthread_mutex_lock(&cowmem__engine.lock);
-	cowmem__janitor_fork_prepare();
-	cowmem__copier_fork_prepare();
-}
-
-static void fork_parent(void)
-{
-	cowmem__copier_fork_parent();
-	cowmem__janitor_fork_parent();
-	pthread_mutex_unlock(&cowmem__engine.lock);
-}
 
 static void free_lent(size_t page, void *value, void *ctx)
 {
@@ -85,18 +32,10 @@ static void free_lent(size_t page, void *value, void *ctx)
 	free(p);
 }
 
-/*
- * The child has none of the parent's threads and none of its region memory
- * (MADV_DONTFORK). Every inherited handle becomes an orphan: cowmem_destroy()
- * frees it, anything else is EINVAL, and touching its memory is SIGSEGV. The
- * descriptors that name the parent (/proc/self/..., the userfaultfd) are
- * replaced with the child's own, and layer memfds are closed so region
- * content stays with the parent.
- */
-static void fork_child(void)
+/* In the child (init.c's handler): every region of this engine becomes an
+ * orphan, its memory inaccessible and its layer's descriptors closed. */
+void cowmem__v1_fork_child(void)
 {
-	cowmem__copier_fork_child();
-	cowmem__janitor_fork_child();
 	for (size_t i = 0; i < cowmem__engine.region_count; i++) {
 		struct cowmem_region *r = cowmem__engine.regions[i];
 		cowmem__page_map_each(&r->out, free_lent, NULL);
@@ -119,133 +58,6 @@ static void fork_child(void)
 		}
 	}
 	cowmem__engine.region_count = 0;
-	if (cowmem__v2)
-		cowmem__v2_fork_child();
-	if (cowmem__engine.server == SERVER_LIBRARY)
-		cowmem__server_fork_child();
-	cowmem__engine.server = SERVER_NONE;
-	if (cowmem__engine.pagemap >= 0) {
-		close(cowmem__engine.pagemap);
-		cowmem__engine.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	}
-	if (cowmem__engine.self_mem >= 0) {
-		close(cowmem__engine.self_mem);
-		cowmem__engine.self_mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
-	}
-	if (cowmem__backend_reopen() < 0)
-		cowmem__engine.lazy = false;
-	pthread_mutex_unlock(&cowmem__engine.lock);
-}
-
-/* Out of descriptors or memory: a later call may succeed, so the first one
- * fails and keeps nothing, instead of settling for less for good. */
-static bool transient(int error)
-{
-	return error == EMFILE || error == ENFILE || error == ENOMEM;
-}
-
-static void init_undo(void)
-{
-	if (cowmem__engine.pagemap >= 0)
-		close(cowmem__engine.pagemap);
-	if (cowmem__engine.self_mem >= 0)
-		close(cowmem__engine.self_mem);
-	if (cowmem__engine.uffd >= 0)
-		close(cowmem__engine.uffd);
-	cowmem__engine.pagemap = cowmem__engine.self_mem = cowmem__engine.uffd = -1;
-	free(cowmem__engine.bounce);
-	free((void *)cowmem__zero_page);
-	cowmem__engine.bounce = NULL;
-	cowmem__zero_page = NULL;
-	cowmem__engine.features = 0;
-	cowmem__engine.offered = cowmem__engine.granted = 0;
-	cowmem__engine.zero_pfn = 0;
-}
-
-/* 0; or -1 with errno: for good (engine.init_errno set), or transient
- * (nothing kept, the next call tries again). */
-static int init(void)
-{
-	long page_size = sysconf(_SC_PAGESIZE);
-
-	cowmem__engine.page_size = page_size > 0 ? (size_t)page_size : 4096;
-	cowmem__engine.bounce = aligned_alloc(cowmem__engine.page_size, cowmem__engine.page_size);
-	cowmem__zero_page = aligned_alloc(cowmem__engine.page_size, cowmem__engine.page_size);
-	if (!cowmem__engine.bounce || !cowmem__zero_page) {
-		errno = ENOMEM;
-		goto transient_failure;
-	}
-	memset((void *)cowmem__zero_page, 0, cowmem__engine.page_size);
-	cowmem__engine.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (cowmem__engine.pagemap < 0 && transient(errno))
-		goto transient_failure;
-	cowmem__engine.self_mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
-	if (cowmem__engine.self_mem < 0 && transient(errno))
-		goto transient_failure;
-	if (cowmem__engine.pagemap >= 0)
-		cowmem__engine.zero_pfn = find_zero_pfn();
-
-	if (cowmem__backend_select() < 0) {
-		if (transient(errno))
-			goto transient_failure;
-		cowmem__engine.init_errno = errno;
-		return -1;
-	}
-	if (cowmem__engine_select() < 0) {
-		cowmem__engine.init_errno = errno;
-		return -1;
-	}
-	if (cowmem__v2)
-		cowmem__backend_note_engine_v2();
-	pthread_atfork(fork_prepare, fork_parent, fork_child);
-	/* Lending a page version lazily needs MINOR faults (to stop the kernel
-	 * mapping a stale base page), write-protection of the lender, a way to
-	 * read the lender's page that fails instead of blocking, and pagemap. */
-	cowmem__engine.lazy = cowmem__engine.uffd >= 0 && cowmem__engine.self_mem >= 0 &&
-			      cowmem__engine.pagemap >= 0 &&
-			      (cowmem__engine.features & FEATURE_MINOR) &&
-			      (cowmem__engine.features & FEATURE_WP);
-	return 0;
-
-transient_failure:;
-	int saved = errno;
-	init_undo();
-	errno = saved;
-	return -1;
-}
-
-int cowmem__engine_init(void)
-{
-	static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
-	static bool done;
-
-	if (!__atomic_load_n(&done, __ATOMIC_ACQUIRE)) {
-		pthread_mutex_lock(&init_lock);
-		int saved = 0;
-		if (!done) {
-			if (init() == 0 || cowmem__engine.init_errno)
-				__atomic_store_n(&done, true, __ATOMIC_RELEASE);
-			else
-				saved = errno;
-		}
-		pthread_mutex_unlock(&init_lock);
-		if (saved) {
-			errno = saved;
-			return -1;
-		}
-	}
-	if (cowmem__engine.init_errno) {
-		errno = cowmem__engine.init_errno;
-		return -1;
-	}
-	return 0;
-}
-
-size_t cowmem_page_size(void)
-{
-	if (cowmem__engine_init() < 0)
-		return 4096;
-	return cowmem__engine.page_size;
 }
 
 /* ---- Layers ------------------------------------------------------------- */
@@ -761,8 +573,6 @@ void cowmem__v1_region_free(struct cowmem_region *r)
 
 cowmem_region *cowmem_create(size_t size)
 {
-	if (cowmem__engine_init() < 0)
-		return NULL;
 	if (size == 0) {
 		errno = EINVAL;
 		return NULL;
@@ -1228,9 +1038,8 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 	bool compare_all = false;
 	int err = 0;
 
-	if (!src || cowmem__engine_init() < 0) {
-		if (!src)
-			errno = EINVAL;
+	if (!src) {
+		errno = EINVAL;
 		return NULL;
 	}
 	pthread_mutex_lock(&cowmem__engine.lock);

@@ -112,12 +112,10 @@ int cowmem__fence_raise(struct cowmem__region *head)
 							head->size) < 0)
 		return -errno;
 	head->uffd_modes = 0;
+	/* Refused: the caller registers the head with the library again. */
 	if (cowmem__uffd_register(fence->fd, head->data, head->size,
-				  UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR) < 0) {
-		rc = -errno;
-		(void)cowmem__register(head, UFFDIO_REGISTER_MODE_MISSING);
-		return rc;
-	}
+				  UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR) < 0)
+		return -errno;
 	return 0;
 }
 
@@ -131,12 +129,10 @@ void cowmem__fence_lower(struct cowmem__region *head)
 	 * message (seen here once in about 450 runs of threads.c's
 	 * clone-while-written, a writer blocked for good). Once unregistering
 	 * returns, every such fault is queued, and waking the range on the
-	 * fence's descriptor reaches them; it needs no registration. A hole
-	 * read before the next line allocates in the layer, with the right
-	 * bytes (zeros). */
+	 * fence's descriptor reaches them; it needs no registration. The
+	 * caller registers the head with the library again. */
 	(void)cowmem__uffd_unregister(fence->fd, head->data, head->size);
 	(void)cowmem__uffd_wake(fence->fd, head->data, head->size);
-	(void)cowmem__register(head, UFFDIO_REGISTER_MODE_MISSING);
 }
 
 /* The head's page tables are about to move: the drainer stops sleeping

@@ -213,6 +213,9 @@ static void release_head(struct cowmem__region *head, bool fenced)
 	if (fenced) {
 		cowmem__fence_moved(); /* if it has not been said yet */
 		cowmem__fence_lower(head);
+		/* A hole read before this allocates in the layer, with the
+		 * right bytes (zeros). */
+		(void)cowmem__register(head, UFFDIO_REGISTER_MODE_MISSING);
 	} else {
 		(void)cowmem__register_exactly(head, UFFDIO_REGISTER_MODE_MISSING);
 	}
@@ -521,28 +524,6 @@ int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint
 		rc = cowmem__register(r, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR);
 		if (rc < 0)
 			abort_fold("registering a copied region", rc);
-	}
-	return 0;
-}
-
-int cowmem__v2_copy(struct cowmem__region *dst, struct cowmem__region *src)
-{
-	struct cowmem__overlay *overlay;
-	uint64_t gen;
-	int rc = 0;
-
-	pthread_mutex_lock(&cowmem__engine.lock);
-	if (!cowmem__v2_usable(dst) || !cowmem__v2_usable(src) || dst->size != src->size)
-		rc = -EINVAL;
-	else if (dst != src && cowmem__engine.server == SERVER_NONE &&
-		 cowmem__server_start_library_thread() < 0)
-		rc = -errno;
-	else if (dst != src && (rc = cowmem__capture(src, &gen, &overlay)) == 0)
-		rc = cowmem__set_view(dst, src->layer, gen, overlay);
-	pthread_mutex_unlock(&cowmem__engine.lock);
-	if (rc < 0) {
-		errno = -rc;
-		return -1;
 	}
 	return 0;
 }

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 #include <linux/userfaultfd.h>
 
@@ -259,13 +260,22 @@ struct engine {
 	int init_errno;
 };
 extern struct engine cowmem__engine;
+extern const char *cowmem__zero_page; /* page_size zero bytes */
+
+static inline bool cowmem__page_is_zero(const void *page)
+{
+	return memcmp(page, cowmem__zero_page, cowmem__engine.page_size) == 0;
+}
 
 int cowmem__engine_init(void); /* once; 0 or -1 + errno */
-/* Engine v2, while it is built beside this one (dispatch.c, v2.h). */
+/* Engine v2, while it is built beside this one (init.c chooses, dispatch.c
+ * calls; v2.h). */
 extern bool cowmem__v2;
-int cowmem__engine_select(void);
 void cowmem__v2_fork_child(void);
 void cowmem__backend_note_engine_v2(void); /* cowmem_features() says "engine-v2" */
+const char *cowmem__backend_name(void);  /* what cowmem_backend() returns */
+const char *cowmem__features_text(void); /* what cowmem_features() returns */
+uint64_t cowmem__features_mask(void);    /* COWMEM_FEATURE_* in effect */
 struct uffd_msg;
 void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns);
 int cowmem__backend_select(void); /* backend.c, from cowmem__engine_init(): 0 or -1 + errno */
@@ -276,16 +286,15 @@ int cowmem__backend_open_another(uint64_t features);
 struct cowmem_region *cowmem__engine_find(const void *addr); /* lock held */
 
 /* ---- Engine pieces shared by tracking.c and snapshot.c (lock held) ----- */
-extern const char *cowmem__zero_page; /* page_size zero bytes */
 struct layer *cowmem__v1_layer_create(size_t size);
 void cowmem__v1_layer_release(struct layer *layer);
 struct cowmem_region *cowmem__v1_region_new(struct layer *base, size_t size, enum region_mode mode);
 void cowmem__v1_region_free(struct cowmem_region *r);
 int cowmem__v1_region_register(struct cowmem_region *r, uint64_t modes);
 int cowmem__v1_registry_insert(struct cowmem_region *r);
+void cowmem__v1_fork_child(void); /* init.c's fork handler calls it */
 bool cowmem__v1_region_usable(const struct cowmem_region *r); /* live, not orphan or hidden */
 char *cowmem__v1_page_address(const struct cowmem_region *r, size_t page);
-bool cowmem__page_is_zero(const void *page);
 /* Scans the pagemap: calls fn for each run [first, end) of pages `src`
  * holds privately (its own versions: written, or filled by the library). */
 typedef int run_fn(struct cowmem_region *src, size_t first, size_t end, void *ctx);

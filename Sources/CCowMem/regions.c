@@ -14,8 +14,6 @@
 
 #include "v2.h"
 
-bool cowmem__v2;
-
 static struct cowmem__region **regions; /* sorted by address */
 static size_t region_count, region_capacity;
 static struct page_map live;
@@ -346,58 +344,16 @@ void cowmem__region_release(struct cowmem__region *r)
 	cowmem__layer_unref(r->layer);
 }
 
-int cowmem__v2_destroy(struct cowmem__region *r)
+/* Takes r out of the registry and lets go of what it holds (lock held);
+ * the caller unmaps and frees it. -EINVAL: not a live region. */
+int cowmem__region_drop_locked(struct cowmem__region *r)
 {
-	struct cowmem__fence *fence = NULL;
-	pthread_t server;
-	bool join = false;
-
-	if (!r)
-		return 0;
-	pthread_mutex_lock(&cowmem__engine.lock);
-	if (!is_live(r)) {
-		pthread_mutex_unlock(&cowmem__engine.lock);
-		errno = EINVAL;
-		return -1;
-	}
+	if (!is_live(r))
+		return -EINVAL;
 	registry_drop(r);
 	if (!r->orphan)
 		cowmem__region_release(r);
-	/* The last region is gone: the library's threads have nothing to do. */
-	if (region_count == 0) {
-		join = cowmem__server_stop_library_thread(&server);
-		fence = cowmem__fence_close();
-		cowmem__copier_quit();
-	}
-	pthread_mutex_unlock(&cowmem__engine.lock);
-	munmap(r->data, r->size); /* an orphan's: its PROT_NONE reservation */
-	free(r);
-	if (join)
-		cowmem__server_join(server);
-	cowmem__fence_join(fence);
 	return 0;
-}
-
-struct cowmem__region *cowmem__v2_clone(struct cowmem__region *src)
-{
-	int error = 0;
-
-	if (!src) {
-		errno = EINVAL;
-		return NULL;
-	}
-	pthread_mutex_lock(&cowmem__engine.lock);
-	struct cowmem__region *clone = NULL;
-	if (!usable(src))
-		error = EINVAL;
-	else if (cowmem__engine.server == SERVER_NONE && cowmem__server_start_library_thread() < 0)
-		error = errno;
-	else
-		clone = cowmem__clone_locked(src, &error);
-	pthread_mutex_unlock(&cowmem__engine.lock);
-	if (!clone)
-		errno = error;
-	return clone;
 }
 
 bool cowmem__v2_usable(const struct cowmem__region *r)

@@ -43,11 +43,6 @@ struct snapshot_header {
 	uint64_t reserved[4]; /* zero */
 };
 
-bool cowmem__page_is_zero(const void *page)
-{
-	return memcmp(page, cowmem__zero_page, cowmem__engine.page_size) == 0;
-}
-
 static bool is_loaded(const struct layer *layer, size_t page)
 {
 	return layer->loaded[page / 8] & (1u << (page % 8));
@@ -234,7 +229,7 @@ cowmem_region *cowmem_load(int fd)
 {
 	uint64_t size, data_offset;
 
-	if (cowmem__engine_init() < 0 || cowmem__snapshot_open(fd, &size, &data_offset) < 0)
+	if (cowmem__snapshot_open(fd, &size, &data_offset) < 0)
 		return NULL;
 	size_t page_size = cowmem__engine.page_size;
 	size_t pages = (size_t)size / page_size;
@@ -351,8 +346,6 @@ int cowmem__snapshot_begin(int fd)
 
 int cowmem_save(const cowmem_region *r, int fd)
 {
-	if (cowmem__engine_init() < 0)
-		return -1;
 	pthread_mutex_lock(&cowmem__engine.lock);
 	bool valid = cowmem__v1_region_usable(r);
 	/* Read under the lock: another thread's destroy must not race them. */

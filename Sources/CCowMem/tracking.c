@@ -210,8 +210,6 @@ ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap)
 	struct page_list list = { 0 };
 	int entry_errno = errno, rc;
 
-	if (cowmem__engine_init() < 0)
-		return -1;
 	if (!pages && cap > 0) {
 		errno = EINVAL;
 		return -1;
@@ -355,8 +353,6 @@ int cowmem_reset(cowmem_region *r)
 	bool copy_all = false, paused = false;
 	int rc = -1;
 
-	if (cowmem__engine_init() < 0)
-		return -1;
 	pthread_mutex_lock(&cowmem__engine.lock);
 	if (!cowmem__v1_region_usable(r)) {
 		errno = EINVAL;

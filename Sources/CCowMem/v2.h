@@ -217,22 +217,26 @@ int cowmem__fresh_register_all(struct cowmem__layer *layer);
 int cowmem__reader_new(struct cowmem__layer *layer, size_t size, uint64_t gen,
 		       struct cowmem__overlay *overlay, struct cowmem__region **result);
 void cowmem__region_release(struct cowmem__region *r);
+int cowmem__region_drop_locked(struct cowmem__region *r);
 
 /* The public operations of engine v2 (dispatch.c calls them). */
 struct cowmem__region *cowmem__v2_create(size_t size);
 struct cowmem__region *cowmem__v2_clone(struct cowmem__region *src);
-int cowmem__v2_destroy(struct cowmem__region *r);
+int cowmem__v2_destroy(struct cowmem__region *r); /* lifetime.c, with clone and copy */
+int cowmem__v2_copy(struct cowmem__region *dst, struct cowmem__region *src);
 bool cowmem__v2_usable(const struct cowmem__region *r);
 size_t cowmem__v2_region_count(void);
 void cowmem__v2_fork_child(void);
 
-/* tracking2.c: reading content without faulting anything in (lock held) */
+/* read.c: reading content without faulting anything in (lock held) */
 #define COWMEM__READ_MAX 64 /* pages cowmem__read_content() reads at once */
 int cowmem__read_content(const struct cowmem__region *r, size_t page, size_t count, char *buf);
 int cowmem__read_layer(const struct cowmem__layer *layer, size_t page, size_t count, char *buf);
 int cowmem__read_view(const struct cowmem__layer *layer, uint64_t gen,
 		      const struct cowmem__overlay *overlay, size_t page, char *buf);
 int cowmem__read_own(const struct cowmem__region *r, size_t page, char *buf);
+
+/* tracking2.c */
 ssize_t cowmem__v2_dirty_pages(const struct cowmem__region *r, size_t *pages, size_t cap);
 int cowmem__v2_reset(struct cowmem__region *r);
 int cowmem__v2_stats(const struct cowmem__region *r, struct cowmem_stats *stats);
@@ -244,12 +248,12 @@ struct cowmem__region *cowmem__v2_load(int fd);
 /* Makes src's content shareable and says where it is: its layer, at *gen,
  * with *overlay (not referenced). 0 or a negative errno. */
 int cowmem__capture(struct cowmem__region *src, uint64_t *gen, struct cowmem__overlay **overlay);
+/* A clone of src (lock held); NULL with *error an errno. */
 struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *error);
 /* Makes r (which no other thread accesses) a reader of `layer` at `gen`
  * with `overlay`, dropping every page it has. 0 or a negative errno. */
 int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint64_t gen,
 		     struct cowmem__overlay *overlay);
-int cowmem__v2_copy(struct cowmem__region *dst, struct cowmem__region *src);
 
 /* resolve.c: one userfaultfd message (lock held). */
 void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns);

@@ -65,7 +65,7 @@ internal final class OwnedThread: @unchecked Sendable {
 
     /// The signal mask of a thread that serves the library (the fault server): every signal
     /// blocked except those that must reach it. The C library's threads use the same set
-    /// (`cowmem__engine_start_thread` in `server.c`).
+    /// (`cowmem__engine_start_thread` in `thread.c`).
     ///
     /// - `SIGPROF` stays open so that Swift's crash backtracer can suspend the thread while
     ///   it prints a backtrace: on Linux it suspends each thread with the first of
