@@ -45,7 +45,7 @@ static double now_seconds(void)
 	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-static void *map_anonymous(size_t size)
+static __attribute__((unused)) void *map_anonymous(size_t size)
 {
 	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -54,14 +54,14 @@ static void *map_anonymous(size_t size)
 	return p;
 }
 
-static int compare_doubles(const void *a, const void *b)
+static __attribute__((unused)) int compare_doubles(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
 	return (x > y) - (x < y);
 }
 
 /* splitmix64: small, and good enough to pick pages. */
-static uint64_t splitmix(uint64_t *state)
+static __attribute__((unused)) uint64_t splitmix(uint64_t *state)
 {
 	uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -91,7 +91,7 @@ static const char *num(double v)
 }
 
 /* "64 MiB", "1 GiB"; rotating buffers, as num(). */
-static const char *size_name(unsigned mib)
+static __attribute__((unused)) const char *size_name(unsigned mib)
 {
 	static char ring[8][16];
 	static int next;
