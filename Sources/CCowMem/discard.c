@@ -81,3 +81,15 @@ int cowmem__discard_end(struct cowmem__discard *d)
 	free(d);
 	return rc;
 }
+
+/* Frees d without dropping what it holds (an operation that failed). */
+void cowmem__discard_free(struct cowmem__discard *d)
+{
+	if (!d)
+		return;
+	int saved = errno;
+	if (d->pidfd >= 0)
+		close(d->pidfd);
+	free(d);
+	errno = saved;
+}

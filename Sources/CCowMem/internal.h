@@ -262,6 +262,15 @@ struct engine {
 extern struct engine cowmem__engine;
 extern const char *cowmem__zero_page; /* page_size zero bytes */
 
+/* discard.c: dropping runs of pages in batches (both engines) */
+
+struct cowmem__discard;
+/* Runs are page indices from base; NULL: out of memory. */
+struct cowmem__discard *cowmem__discard_begin(char *base);
+int cowmem__discard_run(size_t first, size_t end, void *ctx); /* a cowmem__run_fn */
+int cowmem__discard_end(struct cowmem__discard *d);           /* flushes and frees */
+void cowmem__discard_free(struct cowmem__discard *d);         /* frees only */
+
 static inline bool cowmem__page_is_zero(const void *page)
 {
 	return memcmp(page, cowmem__zero_page, cowmem__engine.page_size) == 0;

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -246,86 +245,28 @@ ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap)
 
 /* ---- cowmem_reset ----------------------------------------------------- */
 
-/*
- * Dropping the runs of private pages: written pages are usually scattered,
- * one run each, so the runs go to the kernel in batches through
- * process_madvise(2) on our own process (about 3x faster than one madvise
- * per run here); where the kernel refuses that (before 6.13, or a seccomp
- * filter), one madvise(2) per run.
- */
-#define DISCARD_BATCH 1024 /* UIO_MAXIOV */
-
-struct discard {
-	struct iovec iov[DISCARD_BATCH];
-	size_t count;
-	int pidfd; /* -1: madvise(2) one run at a time */
-};
-
-static int discard_flush(struct discard *d)
-{
-	size_t total = 0;
-
-	for (size_t i = 0; i < d->count; i++)
-		total += d->iov[i].iov_len;
-	if (d->count > 1 && d->pidfd >= 0) {
-		ssize_t done = cowmem__sys_process_madvise(d->pidfd, d->iov, d->count,
-							   MADV_DONTNEED, 0);
-		if (done >= 0 && (size_t)done == total) {
-			d->count = 0;
-			return 0;
-		}
-		/* Refused, or stopped part way: dropping a page twice is harmless. */
-		close(d->pidfd);
-		d->pidfd = -1;
-	}
-	for (size_t i = 0; i < d->count; i++)
-		if (madvise(d->iov[i].iov_base, d->iov[i].iov_len, MADV_DONTNEED) < 0)
-			return -1;
-	d->count = 0;
-	return 0;
-}
-
+/* Dropping the runs of private pages, in batches (discard.c). */
 static int discard_run(struct cowmem_region *r, size_t first, size_t end, void *ctx)
 {
-	struct discard *d = ctx;
-
-	if (d->count == DISCARD_BATCH && discard_flush(d) < 0)
+	(void)r; /* the discard knows r's base */
+	int rc = cowmem__discard_run(first, end, ctx);
+	if (rc < 0) {
+		errno = -rc;
 		return -1;
-	d->iov[d->count].iov_base = cowmem__v1_page_address(r, first);
-	d->iov[d->count].iov_len = (end - first) * cowmem__engine.page_size;
-	d->count++;
+	}
 	return 0;
 }
 
-static struct discard *discard_new(void)
+/* Drops them all and frees d. */
+static int discard_private_pages(struct cowmem_region *r, struct cowmem__discard *d)
 {
-	struct discard *d = malloc(sizeof *d);
-
-	if (!d) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	d->count = 0;
-	d->pidfd = cowmem__pidfd_for_madvise();
-	return d;
-}
-
-static void discard_free(struct discard *d)
-{
-	if (!d)
-		return;
-	int saved = errno;
-	if (d->pidfd >= 0)
-		close(d->pidfd);
-	free(d);
-	errno = saved;
-}
-
-static int discard_private_pages(struct cowmem_region *r, struct discard *d)
-{
-	if (cowmem__v1_for_each_delta_run(r, discard_run, d) < 0)
+	int rc = cowmem__v1_for_each_delta_run(r, discard_run, d) < 0 ? -errno : 0;
+	int flushed = cowmem__discard_end(d);
+	if (rc < 0 || flushed < 0) {
+		errno = rc < 0 ? -rc : -flushed;
 		return -1;
-	return discard_flush(d);
+	}
+	return 0;
 }
 
 /* A region made by cowmem_create() and frozen by a clone since: it becomes
@@ -348,7 +289,7 @@ int cowmem_reset(cowmem_region *r)
 {
 	struct run_list eager = { 0 };
 	struct pending **lent = NULL;
-	struct discard *discard = NULL;
+	struct cowmem__discard *discard = NULL;
 	struct layer *zero_layer = NULL;
 	bool copy_all = false, paused = false;
 	int rc = -1;
@@ -377,7 +318,8 @@ int cowmem_reset(cowmem_region *r)
 	if (r->origin_kind == ORIGIN_ZERO) {
 		if (!(zero_layer = cowmem__v1_layer_create(r->size)))
 			goto out;
-	} else if (cowmem__engine.pagemap >= 0 && !(discard = discard_new())) {
+	} else if (cowmem__engine.pagemap >= 0 && !(discard = cowmem__discard_begin(r->data))) {
+		errno = ENOMEM;
 		goto out;
 	}
 	if (origin && cowmem__engine.lazy &&
@@ -399,7 +341,9 @@ int cowmem_reset(cowmem_region *r)
 	}
 	/* Back to the base: drop every private page. */
 	if (cowmem__engine.pagemap >= 0) {
-		if (discard_private_pages(r, discard) < 0)
+		int dropped = discard_private_pages(r, discard);
+		discard = NULL; /* freed */
+		if (dropped < 0)
 			goto out;
 	} else if (madvise(r->data, r->size, MADV_DONTNEED) < 0) {
 		goto out;
@@ -427,7 +371,7 @@ out:;
 		cowmem__v1_layer_release(zero_layer);
 	pthread_mutex_unlock(&cowmem__engine.lock);
 	free(lent);
-	discard_free(discard);
+	cowmem__discard_free(discard);
 	/* Outside the lock: writing r may fault into the server. */
 	for (size_t i = 0; rc == 0 && i < eager.count; i++) {
 		size_t first = eager.runs[i][0];

@@ -148,13 +148,6 @@ int cowmem__scan_has_own(char *start, size_t pages, bool *found);
 /* Pages that map the page cache. */
 int cowmem__scan_file_pages(char *start, size_t pages, cowmem__run_fn *fn, void *ctx);
 
-/* ---- discard.c: dropping runs of pages in batches ---------------------- */
-
-struct cowmem__discard;
-/* Runs are page indices from base; NULL: out of memory. */
-struct cowmem__discard *cowmem__discard_begin(char *base);
-int cowmem__discard_run(size_t first, size_t end, void *ctx); /* a cowmem__run_fn */
-int cowmem__discard_end(struct cowmem__discard *d);           /* flushes and frees */
 
 /* ---- Regions (regions.c; fold.c and resolve.c work on them) ------------ */
 
