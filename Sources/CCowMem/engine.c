@@ -936,21 +936,12 @@ void cowmem__v1_region_drop_waits(struct cowmem_region *r)
 /* Eager clone (no userfaultfd): copy the runs the source wrote. */
 int cowmem__v1_collect_run(struct cowmem_region *src, size_t first, size_t end, void *ctx)
 {
-	struct run_list *list = ctx;
 	(void)src;
-	if (list->count == list->capacity) {
-		size_t capacity = list->capacity ? list->capacity * 2 : 64;
-		void *grown = realloc(list->runs, capacity * sizeof *list->runs);
-		if (!grown) {
-			errno = ENOMEM;
-			return -1;
-		}
-		list->runs = grown;
-		list->capacity = capacity;
+	int rc = cowmem__run_list_add(ctx, first, end);
+	if (rc < 0) {
+		errno = -rc;
+		return -1;
 	}
-	list->runs[list->count][0] = first;
-	list->runs[list->count][1] = end;
-	list->count++;
 	return 0;
 }
 
@@ -1047,8 +1038,7 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 		err = EINVAL;
 		goto err_unlock;
 	}
-	if (cowmem__engine.uffd >= 0 && cowmem__engine.server == SERVER_NONE &&
-	    cowmem__server_start_library_thread() < 0) {
+	if (cowmem__server_ensure_running() < 0) {
 		err = errno;
 		goto err_unlock;
 	}

@@ -91,22 +91,6 @@ static int freeze(struct cowmem__region *r)
 
 /* ---- fold ---------------------------------------------------------------- */
 
-/* Runs of pages [first, end) of staging (struct run_list, internal.h). */
-static int run_list_add(struct run_list *l, size_t first, size_t end)
-{
-	if (l->count == l->capacity) {
-		size_t capacity = l->capacity ? l->capacity * 2 : 256;
-		size_t (*grown)[2] = realloc(l->runs, capacity * sizeof *grown);
-		if (!grown)
-			return -ENOMEM;
-		l->runs = grown;
-		l->capacity = capacity;
-	}
-	l->runs[l->count][0] = first;
-	l->runs[l->count++][1] = end;
-	return 0;
-}
-
 struct fold_context {
 	struct cowmem__layer *layer;
 	char *staging;
@@ -136,7 +120,7 @@ static int note_side_run(size_t first, size_t end, void *ctx)
 {
 	struct side_scan *s = ctx;
 
-	return run_list_add(&s->found, s->first + first, s->first + end);
+	return cowmem__run_list_add(&s->found, s->first + first, s->first + end);
 }
 
 static void run_side_scan(void *arg)
@@ -160,7 +144,7 @@ static int replace_run(size_t first, size_t end, void *ctx)
 			abort_fold("keeping an old page version", rc);
 		cowmem__copier_add(c->copies, &job);
 	}
-	if (c->folded && run_list_add(c->folded, c->offset + first, c->offset + end) < 0)
+	if (c->folded && cowmem__run_list_add(c->folded, c->offset + first, c->offset + end) < 0)
 		c->folded_lost = true;
 	return 0;
 }

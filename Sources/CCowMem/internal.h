@@ -312,6 +312,8 @@ struct run_list {
 	size_t (*runs)[2];
 	size_t count, capacity;
 };
+/* Appends [first, end) (page_map.c): 0 or -ENOMEM. */
+int cowmem__run_list_add(struct run_list *list, size_t first, size_t end);
 int cowmem__v1_collect_run(struct cowmem_region *src, size_t first, size_t end, void *ctx);
 int cowmem__v1_lend_run(struct cowmem_region *src, size_t first, size_t end, void *ctx);
 int cowmem__v1_region_inherit_waits(struct cowmem_region *from, struct cowmem_region *to);
@@ -358,7 +360,7 @@ void cowmem__server_fork_child(void); /* closes the inherited stop descriptor */
  * application's threads): joinable into *joinable, or detached if that is
  * NULL. 0 or -1 + errno. */
 int cowmem__engine_start_thread(void *(*fn)(void *), void *arg, pthread_t *joinable);
-int cowmem__server_start_library_thread(void); /* lock held */
+int cowmem__server_ensure_running(void); /* lock held; 0 or -1 + errno */
 int cowmem__server_handle_all(void);           /* reads and resolves queued faults */
 
 /* ---- Fault resolution (engine.c), lock held ----------------------------- */

@@ -25,7 +25,7 @@ struct cowmem__region *cowmem__v2_clone(struct cowmem__region *src)
 	struct cowmem__region *clone = NULL;
 	if (!cowmem__v2_usable(src))
 		error = EINVAL;
-	else if (cowmem__engine.server == SERVER_NONE && cowmem__server_start_library_thread() < 0)
+	else if (cowmem__server_ensure_running() < 0)
 		error = errno;
 	else
 		clone = cowmem__clone_locked(src, &error);
@@ -74,8 +74,7 @@ int cowmem__v2_copy(struct cowmem__region *dst, struct cowmem__region *src)
 	pthread_mutex_lock(&cowmem__engine.lock);
 	if (!cowmem__v2_usable(dst) || !cowmem__v2_usable(src) || dst->size != src->size)
 		rc = -EINVAL;
-	else if (dst != src && cowmem__engine.server == SERVER_NONE &&
-		 cowmem__server_start_library_thread() < 0)
+	else if (dst != src && cowmem__server_ensure_running() < 0)
 		rc = -errno;
 	else if (dst != src && (rc = cowmem__capture(src, &gen, &overlay)) == 0)
 		rc = cowmem__set_view(dst, src->layer, gen, overlay);

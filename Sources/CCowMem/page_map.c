@@ -2,7 +2,8 @@
  * A small open-addressing hash map from page index to pointer, with linear
  * probing and backward-shift deletion (no tombstones). Regions keep two of
  * them; they hold only the pages that wait for or lend a version, so they
- * stay small next to the region.
+ * stay small next to the region. Also the lists of page runs that scans
+ * collect (struct run_list).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -145,5 +146,22 @@ int cowmem__page_map_copy(struct page_map *dst, const struct page_map *src)
 	}
 	cowmem__page_map_free(dst);
 	*dst = copy;
+	return 0;
+}
+
+/* ---- Runs of pages, in the order they are found ------------------------ */
+
+int cowmem__run_list_add(struct run_list *list, size_t first, size_t end)
+{
+	if (list->count == list->capacity) {
+		size_t capacity = list->capacity ? list->capacity * 2 : 256;
+		size_t (*grown)[2] = realloc(list->runs, capacity * sizeof *grown);
+		if (!grown)
+			return -ENOMEM;
+		list->runs = grown;
+		list->capacity = capacity;
+	}
+	list->runs[list->count][0] = first;
+	list->runs[list->count++][1] = end;
 	return 0;
 }

@@ -123,8 +123,12 @@ static void *library_server(void *arg)
 	return NULL;
 }
 
-int cowmem__server_start_library_thread(void)
+/* Unless faults have a server already (the library's thread, or a hosted
+ * one), or there is no userfaultfd to serve: the library's thread. */
+int cowmem__server_ensure_running(void)
 {
+	if (cowmem__engine.uffd < 0 || cowmem__engine.server != SERVER_NONE)
+		return 0;
 	int stop_fd = eventfd(0, EFD_CLOEXEC);
 
 	if (stop_fd < 0)

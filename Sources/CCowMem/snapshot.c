@@ -240,8 +240,7 @@ cowmem_region *cowmem_load(int fd)
 	struct cowmem_region *r = NULL;
 	struct layer *layer = NULL;
 	int err = 0;
-	if (cowmem__engine.uffd >= 0 && cowmem__engine.server == SERVER_NONE &&
-	    cowmem__server_start_library_thread() < 0) {
+	if (cowmem__server_ensure_running() < 0) {
 		err = errno;
 		goto out;
 	}

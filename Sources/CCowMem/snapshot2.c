@@ -65,7 +65,7 @@ struct cowmem__region *cowmem__v2_load(int fd)
 	/* Under the lock from the first descriptor on: fork() must not copy
 	 * a descriptor the child's handler cannot see. */
 	pthread_mutex_lock(&cowmem__engine.lock);
-	if (cowmem__engine.server == SERVER_NONE && cowmem__server_start_library_thread() < 0) {
+	if (cowmem__server_ensure_running() < 0) {
 		rc = -errno;
 		goto out;
 	}
