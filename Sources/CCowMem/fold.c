@@ -113,6 +113,7 @@ struct side_scan {
 	size_t first, pages; /* the part: page indices of staging */
 	struct run_list found;
 	size_t file_pages; /* mapping the page cache, in the part */
+	bool count_files;  /* only a fold that may keep mappings needs them */
 	int rc;
 };
 
@@ -128,7 +129,7 @@ static void run_side_scan(void *arg)
 	struct side_scan *s = arg;
 
 	s->rc = cowmem__scan_own_unlocked(s->start + s->first * cowmem__engine.page_size, s->pages,
-					  note_side_run, s, &s->file_pages);
+					  note_side_run, s, s->count_files ? &s->file_pages : NULL);
 }
 
 static int replace_run(size_t first, size_t end, void *ctx)
@@ -251,14 +252,16 @@ static int fold(struct cowmem__region *head)
 	bool split = head->pages >= SIDE_SCAN_MIN_PAGES &&
 		     (cowmem__engine.features & FEATURE_PAGEMAP_SCAN);
 	size_t lower = split ? head->pages / 2 & ~(size_t)511 : head->pages;
-	struct side_scan side = { staging, lower, head->pages - lower, { NULL, 0, 0 }, 0, 0 };
-	size_t file_pages = 0; /* staging's pages that map the layer */
-	struct run_list folded = { NULL, 0, 0 };
 	bool keep_mappings = cowmem__engine.features & FEATURE_KEEP_MAPPINGS;
+	struct side_scan side = { staging, lower, head->pages - lower, { NULL, 0, 0 }, 0,
+				  keep_mappings, 0 };
+	size_t file_pages = 0; /* staging's pages that map the layer */
+	size_t *count_files = keep_mappings ? &file_pages : NULL;
+	struct run_list folded = { NULL, 0, 0 };
 	struct fold_context c = { layer, staging,
 				  cowmem__copier_begin(side.pages ? run_side_scan : NULL, &side), 0,
 				  keep_mappings ? &folded : NULL, false };
-	if ((rc = cowmem__scan_own_counting(staging, lower, replace_run, &c, &file_pages)) < 0)
+	if ((rc = cowmem__scan_own_counting(staging, lower, replace_run, &c, count_files)) < 0)
 		abort_fold("finding the pages written", rc);
 	if (side.pages) {
 		cowmem__copier_task_done(c.copies);
@@ -266,7 +269,7 @@ static int fold(struct cowmem__region *head)
 			c.offset = lower;
 			side.file_pages = 0;
 			rc = cowmem__scan_own_counting(staging + lower * cowmem__engine.page_size,
-						       side.pages, replace_run, &c, &file_pages);
+						       side.pages, replace_run, &c, count_files);
 			c.offset = 0;
 		}
 		for (size_t i = 0; side.rc == 0 && i < side.found.count && rc == 0; i++)

@@ -140,9 +140,7 @@ static int scan_ioctl(char *start_addr, size_t pages, bool want_file, cowmem__ru
 
 int cowmem__scan_own(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
 {
-	if (cowmem__engine.features & FEATURE_PAGEMAP_SCAN)
-		return scan_ioctl(start, pages, false, fn, ctx, 0, shared_vec, NULL);
-	return scan_file(start, pages, false, fn, ctx, NULL);
+	return cowmem__scan_own_counting(start, pages, fn, ctx, NULL);
 }
 
 int cowmem__scan_own_counting(char *start, size_t pages, cowmem__run_fn *fn, void *ctx,

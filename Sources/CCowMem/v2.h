@@ -136,7 +136,8 @@ void cowmem__overlay_entry(const struct cowmem__overlay *overlay, size_t i, size
 typedef int cowmem__run_fn(size_t first, size_t end, void *ctx);
 /* The mapping's own (anonymous) pages, the shared zero page excluded. */
 int cowmem__scan_own(char *start, size_t pages, cowmem__run_fn *fn, void *ctx);
-/* The same, adding the pages that map the page cache to *file_pages. */
+/* The same, adding the pages that map the page cache to *file_pages
+ * (NULL: not counted, cowmem__scan_own). */
 int cowmem__scan_own_counting(char *start, size_t pages, cowmem__run_fn *fn, void *ctx,
 			      size_t *file_pages);
 /* That without the engine lock, from any thread; PAGEMAP_SCAN only
