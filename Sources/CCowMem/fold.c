@@ -206,13 +206,22 @@ static void release_head(struct cowmem__region *head, bool fenced)
 	}
 }
 
-static int fold(struct cowmem__region *head)
+/* A fold from the move of the head's page tables on: the head's new pages
+ * are in staging until cowmem__fold_finish() copies them into the layer. */
+struct cowmem__fold {
+	struct cowmem__region *head;
+	char *area, *staging; /* the reservation, and staging in it */
+	size_t length;
+	bool fenced; /* the head waits on the fence, not on the server */
+};
+
+int cowmem__fold_begin(struct cowmem__region *head, struct cowmem__fold **result)
 {
 	struct cowmem__layer *layer = head->layer;
-	char *area, *staging;
-	size_t length;
+	struct cowmem__fold *f;
 	int rc;
 
+	*result = NULL;
 	/* Nothing written since the last capture: the layer is the head's
 	 * content already, and the clone shares the current generation. No
 	 * new generation, so the fresh readers stay fresh (clones that were
@@ -222,17 +231,20 @@ static int fold(struct cowmem__region *head)
 		return rc;
 	if (!wrote)
 		return 0;
+	if (!(f = malloc(sizeof *f)))
+		return -ENOMEM;
+	f->head = head;
 
 	/* Until the layer holds the head's new pages, an access to the head
 	 * must wait: the fence holds it (fence.c), or else MINOR on the
 	 * library's descriptor sends it to the server, which waits for the
 	 * lock. */
-	bool fenced = cowmem__fence_raise(head) == 0;
-	if (fenced)
+	f->fenced = cowmem__fence_raise(head) == 0;
+	if (f->fenced)
 		cowmem__fence_expect_move();
-	if (!fenced && (rc = cowmem__register(head, UFFDIO_REGISTER_MODE_MISSING |
-							UFFDIO_REGISTER_MODE_MINOR)) < 0)
-		return rc;
+	if (!f->fenced && (rc = cowmem__register(head, UFFDIO_REGISTER_MODE_MISSING |
+							   UFFDIO_REGISTER_MODE_MINOR)) < 0)
+		goto err_head;
 	/* Readers that saw the current generation must stop reading the
 	 * layer directly before it changes. */
 	if ((rc = cowmem__fresh_register_all(layer)) < 0)
@@ -240,14 +252,40 @@ static int fold(struct cowmem__region *head)
 	if ((rc = cowmem__layer_capture_begin(layer, 0)) < 0)
 		goto err_head;
 	cowmem__janitor_pause(); /* many page-table changes follow */
-	rc = move_page_tables(head, &area, &length, &staging);
-	if (fenced)
+	rc = move_page_tables(head, &f->area, &f->length, &f->staging);
+	if (f->fenced)
 		cowmem__fence_moved();
 	if (rc < 0) {
 		cowmem__janitor_resume();
 		cowmem__layer_capture_abort(layer);
 		goto err_head;
 	}
+	*result = f;
+	return 0;
+
+err_head:
+	release_head(head, f->fenced);
+	free(f);
+	return rc;
+}
+
+bool cowmem__fold_fenced(const struct cowmem__fold *f)
+{
+	return f->fenced;
+}
+
+struct cowmem__region *cowmem__fold_head(const struct cowmem__fold *f)
+{
+	return f->head;
+}
+
+void cowmem__fold_finish(struct cowmem__fold *f)
+{
+	struct cowmem__region *head = f->head;
+	struct cowmem__layer *layer = head->layer;
+	char *staging = f->staging;
+	int rc;
+
 	/* The split is 2 MiB aligned, where page tables are. */
 	bool split = head->pages >= SIDE_SCAN_MIN_PAGES &&
 		     (cowmem__engine.features & FEATURE_PAGEMAP_SCAN);
@@ -283,19 +321,15 @@ static int fold(struct cowmem__region *head)
 	cowmem__janitor_resume();
 	if (keep_mappings && !c.folded_lost &&
 	    file_pages + side.file_pages > KEEP_MAPPINGS_RATIO * folded.count &&
-	    return_page_tables(head, staging, fenced, &folded) == 0)
-		munmap(area, length); /* what is left of it: the reservation */
+	    return_page_tables(head, staging, f->fenced, &folded) == 0)
+		munmap(f->area, f->length); /* what is left of it: the reservation */
 	else
-		cowmem__janitor_unmap_sparse(area, length); /* what the head touched */
+		cowmem__janitor_unmap_sparse(f->area, f->length); /* what the head touched */
 	free(folded.runs);
 	/* The head reads its layer again: faults are the kernel's. Dropping
 	 * MINOR wakes the threads that waited meanwhile. */
-	release_head(head, fenced);
-	return 0;
-
-err_head:
-	release_head(head, fenced);
-	return rc;
+	release_head(head, f->fenced);
+	free(f);
 }
 
 /* ---- Taking over as head -------------------------------------------------- */
@@ -415,45 +449,40 @@ static int branch(struct cowmem__region *r)
 
 /* ---- clone ---------------------------------------------------------------- */
 
-int cowmem__capture(struct cowmem__region *src, uint64_t *gen, struct cowmem__overlay **overlay)
+int cowmem__capture_begin(struct cowmem__region *src, struct cowmem__fold **fold)
 {
-	int rc = 0;
-
+	*fold = NULL;
 	switch (src->mode) {
 	case COWMEM__EXCLUSIVE:
-		rc = freeze(src);
-		break;
+		return freeze(src);
 	case COWMEM__HEAD:
-		rc = fold(src);
-		break;
+		return cowmem__fold_begin(src, fold);
 	case COWMEM__READER:
 		if (take_over(src))
-			rc = fold(src);
-		else
-			rc = branch(src);
-		break;
+			return cowmem__fold_begin(src, fold);
+		return branch(src);
 	}
-	if (rc < 0)
-		return rc;
-	*gen = src->mode == COWMEM__READER ? src->gen : cowmem__layer_current(src->layer);
-	*overlay = src->mode == COWMEM__READER ? src->overlay : NULL;
-	return 0;
+	return -EINVAL;
 }
 
-struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *error)
+void cowmem__captured_view(const struct cowmem__region *src, uint64_t *gen,
+			   struct cowmem__overlay **overlay)
 {
-	struct cowmem__region *clone = NULL;
-	struct cowmem__overlay *overlay;
-	uint64_t gen;
-	int rc = cowmem__capture(src, &gen, &overlay);
+	*gen = src->mode == COWMEM__READER ? src->gen : cowmem__layer_current(src->layer);
+	*overlay = src->mode == COWMEM__READER ? src->overlay : NULL;
+}
 
-	if (rc == 0)
-		rc = cowmem__reader_new(src->layer, src->size, gen, overlay, &clone);
-	if (rc < 0) {
-		*error = -rc;
-		return NULL;
-	}
-	return clone;
+int cowmem__capture(struct cowmem__region *src, uint64_t *gen, struct cowmem__overlay **overlay)
+{
+	struct cowmem__fold *fold;
+	int rc = cowmem__capture_begin(src, &fold);
+
+	if (rc < 0)
+		return rc;
+	if (fold)
+		cowmem__fold_finish(fold);
+	cowmem__captured_view(src, gen, overlay);
+	return 0;
 }
 
 /* ---- copy ---------------------------------------------------------------- */

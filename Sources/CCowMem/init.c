@@ -50,7 +50,7 @@ static uint64_t find_zero_pfn(void)
 
 static void fork_prepare(void)
 {
-	pthread_mutex_lock(&cowmem__engine.lock);
+	cowmem__lock_settled(); /* no fold left to a thread the child lacks */
 	cowmem__janitor_fork_prepare();
 	cowmem__copier_fork_prepare();
 }
@@ -75,8 +75,10 @@ static void fork_child(void)
 	cowmem__copier_fork_child();
 	cowmem__janitor_fork_child();
 	cowmem__v1_fork_child();
-	if (cowmem__v2)
+	if (cowmem__v2) {
 		cowmem__v2_fork_child();
+		cowmem__folder_fork_child();
+	}
 	if (cowmem__engine.server == SERVER_LIBRARY)
 		cowmem__server_fork_child();
 	cowmem__engine.server = SERVER_NONE;

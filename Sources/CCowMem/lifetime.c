@@ -3,7 +3,9 @@
  * take the engine lock, and they start and stop the library's threads. The
  * fault server starts with the first operation that can make a fault it
  * must serve (a clone, a copy; cowmem_load() in snapshot2.c), and the
- * server, the fence and the copier's helper stop with the last region.
+ * server, the fence, the folder and the copier's helper stop with the
+ * last region. Each takes the lock settled: a fold that a clone left to
+ * the folder is finished first (folder.c).
  * Here, above regions.c and fold.c, so that nothing the server calls into
  * calls the server.
  */
@@ -21,7 +23,7 @@ struct cowmem__region *cowmem__v2_clone(struct cowmem__region *src)
 		errno = EINVAL;
 		return NULL;
 	}
-	pthread_mutex_lock(&cowmem__engine.lock);
+	cowmem__lock_settled();
 	struct cowmem__region *clone = NULL;
 	if (!cowmem__v2_usable(src))
 		error = EINVAL;
@@ -37,13 +39,14 @@ struct cowmem__region *cowmem__v2_clone(struct cowmem__region *src)
 
 int cowmem__v2_destroy(struct cowmem__region *r)
 {
+	struct cowmem__folder *folder = NULL;
 	struct cowmem__fence *fence = NULL;
 	pthread_t server;
 	bool join = false;
 
 	if (!r)
 		return 0;
-	pthread_mutex_lock(&cowmem__engine.lock);
+	cowmem__lock_settled_for_destroy(r);
 	int rc = cowmem__region_drop_locked(r);
 	if (rc < 0) {
 		pthread_mutex_unlock(&cowmem__engine.lock);
@@ -54,6 +57,7 @@ int cowmem__v2_destroy(struct cowmem__region *r)
 	if (cowmem__v2_region_count() == 0) {
 		join = cowmem__server_stop_library_thread(&server);
 		fence = cowmem__fence_close();
+		folder = cowmem__folder_close();
 		cowmem__copier_quit();
 	}
 	pthread_mutex_unlock(&cowmem__engine.lock);
@@ -62,6 +66,7 @@ int cowmem__v2_destroy(struct cowmem__region *r)
 	if (join)
 		cowmem__server_join(server);
 	cowmem__fence_join(fence);
+	cowmem__folder_join(folder);
 	return 0;
 }
 
@@ -71,7 +76,7 @@ int cowmem__v2_copy(struct cowmem__region *dst, struct cowmem__region *src)
 	uint64_t gen;
 	int rc = 0;
 
-	pthread_mutex_lock(&cowmem__engine.lock);
+	cowmem__lock_settled();
 	if (!cowmem__v2_usable(dst) || !cowmem__v2_usable(src) || dst->size != src->size)
 		rc = -EINVAL;
 	else if (dst != src && cowmem__server_ensure_running() < 0)

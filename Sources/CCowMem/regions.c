@@ -236,31 +236,25 @@ static int region_alloc(struct cowmem__layer *layer, size_t size, enum cowmem__m
 	return 0;
 }
 
-/* Makes a reader of `layer` at `gen` with `overlay` (lock held): mapped,
- * registered, its generation held twice (its view and its origin). */
-int cowmem__reader_new(struct cowmem__layer *layer, size_t size, uint64_t gen,
-		       struct cowmem__overlay *overlay, struct cowmem__region **result)
+/* A reader of `layer` with `overlay` that has no generation yet (lock
+ * held): mapped and listed, unregistered, holding nothing. A clone whose
+ * fold finishes after the clone returns is one until then; the caller
+ * keeps every access to it waiting (the fence) until
+ * cowmem__reader_attach() gives it the generation. */
+int cowmem__reader_new_pending(struct cowmem__layer *layer, size_t size,
+			       struct cowmem__overlay *overlay, struct cowmem__region **result)
 {
 	struct cowmem__region *r;
 	int rc = region_alloc(layer, size, COWMEM__READER, &r);
 
 	if (rc < 0)
 		return rc;
-	r->gen = r->origin_gen = gen;
+	if ((rc = registry_add(r)) < 0) {
+		munmap(r->data, r->size);
+		free(r);
+		return rc;
+	}
 	r->origin = COWMEM__ORIGIN_VIEW;
-	bool current = gen == cowmem__layer_current(layer) && !overlay;
-	uint64_t modes = UFFDIO_REGISTER_MODE_MISSING |
-			 (current ? 0 : UFFDIO_REGISTER_MODE_MINOR);
-	if ((rc = cowmem__register(r, modes)) < 0)
-		goto err_unmap;
-	if ((rc = cowmem__layer_hold(layer, gen)) < 0)
-		goto err_unmap;
-	if ((rc = cowmem__layer_hold(layer, gen)) < 0)
-		goto err_drop;
-	if (current && (rc = cowmem__fresh_add(r)) < 0)
-		goto err_drop_both;
-	if ((rc = registry_add(r)) < 0)
-		goto err_fresh;
 	cowmem__layer_ref(layer);
 	cowmem__layer_ref(layer); /* as its origin's */
 	r->origin_layer = layer;
@@ -269,17 +263,65 @@ int cowmem__reader_new(struct cowmem__layer *layer, size_t size, uint64_t gen,
 	r->overlay = r->origin_overlay = overlay;
 	*result = r;
 	return 0;
+}
 
-err_fresh:
-	cowmem__fresh_remove(r);
+/* A pending reader sees its layer at `gen`, which it holds twice (its
+ * view and its origin), and is registered: MISSING only if that is the
+ * layer as it is (a fresh reader). 0, or a negative errno and r pending. */
+int cowmem__reader_attach(struct cowmem__region *r, uint64_t gen)
+{
+	struct cowmem__layer *layer = r->layer;
+	bool current = gen == cowmem__layer_current(layer) && !r->overlay;
+	uint64_t modes = UFFDIO_REGISTER_MODE_MISSING |
+			 (current ? 0 : UFFDIO_REGISTER_MODE_MINOR);
+	int rc;
+
+	if ((rc = cowmem__register(r, modes)) < 0)
+		return rc;
+	if ((rc = cowmem__layer_hold(layer, gen)) < 0)
+		return rc;
+	if ((rc = cowmem__layer_hold(layer, gen)) < 0)
+		goto err_drop;
+	if (current && (rc = cowmem__fresh_add(r)) < 0)
+		goto err_drop_both;
+	r->gen = r->origin_gen = gen;
+	return 0;
+
 err_drop_both:
 	cowmem__layer_drop(layer, gen);
 err_drop:
 	cowmem__layer_drop(layer, gen);
-err_unmap:
+	return rc;
+}
+
+/* Undoes cowmem__reader_new_pending(). */
+void cowmem__reader_free_pending(struct cowmem__region *r)
+{
+	registry_drop(r);
+	cowmem__overlay_unref(r->overlay);
+	cowmem__overlay_unref(r->origin_overlay);
+	cowmem__layer_unref(r->layer);
+	cowmem__layer_unref(r->origin_layer);
 	munmap(r->data, r->size);
 	free(r);
-	return rc;
+}
+
+/* Makes a reader of `layer` at `gen` with `overlay` (lock held): mapped,
+ * registered, its generation held twice (its view and its origin). */
+int cowmem__reader_new(struct cowmem__layer *layer, size_t size, uint64_t gen,
+		       struct cowmem__overlay *overlay, struct cowmem__region **result)
+{
+	struct cowmem__region *r;
+	int rc = cowmem__reader_new_pending(layer, size, overlay, &r);
+
+	if (rc < 0)
+		return rc;
+	if ((rc = cowmem__reader_attach(r, gen)) < 0) {
+		cowmem__reader_free_pending(r);
+		return rc;
+	}
+	*result = r;
+	return 0;
 }
 
 struct cowmem__region *cowmem__v2_create(size_t size)

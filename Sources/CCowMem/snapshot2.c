@@ -20,7 +20,7 @@
 
 int cowmem__v2_save(const struct cowmem__region *r, int fd)
 {
-	pthread_mutex_lock(&cowmem__engine.lock);
+	cowmem__lock_settled();
 	bool valid = cowmem__v2_usable(r);
 	size_t pages = valid ? r->pages : 0, size = valid ? r->size : 0;
 	pthread_mutex_unlock(&cowmem__engine.lock);
@@ -39,7 +39,7 @@ int cowmem__v2_save(const struct cowmem__region *r, int fd)
 	int rc = 0;
 	for (size_t page = 0; page < pages && rc == 0; page += SAVE_CHUNK) {
 		size_t count = pages - page < SAVE_CHUNK ? pages - page : SAVE_CHUNK;
-		pthread_mutex_lock(&cowmem__engine.lock);
+		cowmem__lock_settled();
 		rc = cowmem__v2_usable(r) ? cowmem__read_content(r, page, count, buf) : -EINVAL;
 		pthread_mutex_unlock(&cowmem__engine.lock);
 		if (rc < 0)
@@ -64,7 +64,7 @@ struct cowmem__region *cowmem__v2_load(int fd)
 		return NULL;
 	/* Under the lock from the first descriptor on: fork() must not copy
 	 * a descriptor the child's handler cannot see. */
-	pthread_mutex_lock(&cowmem__engine.lock);
+	cowmem__lock_settled();
 	if (cowmem__server_ensure_running() < 0) {
 		rc = -errno;
 		goto out;

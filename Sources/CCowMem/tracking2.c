@@ -249,7 +249,7 @@ ssize_t cowmem__v2_dirty_pages(const struct cowmem__region *r, size_t *pages, si
 		errno = EINVAL;
 		return -1;
 	}
-	pthread_mutex_lock(&cowmem__engine.lock);
+	cowmem__lock_settled();
 	rc = cowmem__v2_usable(r) ? dirty_collect(r, &list) : -EINVAL;
 	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (rc < 0) {
@@ -371,7 +371,7 @@ static int reset_locked(struct cowmem__region *r)
 
 int cowmem__v2_reset(struct cowmem__region *r)
 {
-	pthread_mutex_lock(&cowmem__engine.lock);
+	cowmem__lock_settled();
 	int rc = cowmem__v2_usable(r) ? reset_locked(r) : -EINVAL;
 	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (rc < 0) {
@@ -415,7 +415,7 @@ int cowmem__v2_stats(const struct cowmem__region *r, struct cowmem_stats *stats)
 	struct cowmem_stats s = { .written = (size_t)written };
 	struct count_context c = { 0, 0, false };
 	int rc = 0;
-	pthread_mutex_lock(&cowmem__engine.lock);
+	cowmem__lock_settled();
 	if (!cowmem__v2_usable(r)) {
 		rc = -EINVAL;
 	} else {

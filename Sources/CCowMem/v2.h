@@ -210,6 +210,10 @@ void cowmem__region_forget_mapped(struct cowmem__region *r);
 int cowmem__fresh_register_all(struct cowmem__layer *layer);
 int cowmem__reader_new(struct cowmem__layer *layer, size_t size, uint64_t gen,
 		       struct cowmem__overlay *overlay, struct cowmem__region **result);
+int cowmem__reader_new_pending(struct cowmem__layer *layer, size_t size,
+			       struct cowmem__overlay *overlay, struct cowmem__region **result);
+int cowmem__reader_attach(struct cowmem__region *r, uint64_t gen);
+void cowmem__reader_free_pending(struct cowmem__region *r);
 void cowmem__region_release(struct cowmem__region *r);
 int cowmem__region_drop_locked(struct cowmem__region *r);
 
@@ -242,12 +246,39 @@ struct cowmem__region *cowmem__v2_load(int fd);
 /* Makes src's content shareable and says where it is: its layer, at *gen,
  * with *overlay (not referenced). 0 or a negative errno. */
 int cowmem__capture(struct cowmem__region *src, uint64_t *gen, struct cowmem__overlay **overlay);
-/* A clone of src (lock held); NULL with *error an errno. */
-struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *error);
+/* The same in two steps. A fold may stop after moving the head's page
+ * tables (*fold set; the head waits on the fence if cowmem__fold_fenced(),
+ * else in the server): nothing may read the layer, the head or the store
+ * until cowmem__fold_finish(), lock held, which frees *fold. Then
+ * cowmem__captured_view() says where src's content is. */
+struct cowmem__fold;
+int cowmem__capture_begin(struct cowmem__region *src, struct cowmem__fold **fold);
+bool cowmem__fold_fenced(const struct cowmem__fold *fold);
+struct cowmem__region *cowmem__fold_head(const struct cowmem__fold *fold);
+void cowmem__fold_finish(struct cowmem__fold *fold);
+void cowmem__captured_view(const struct cowmem__region *src, uint64_t *gen,
+			   struct cowmem__overlay **overlay);
 /* Makes r (which no other thread accesses) a reader of `layer` at `gen`
  * with `overlay`, dropping every page it has. 0 or a negative errno. */
 int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint64_t gen,
 		     struct cowmem__overlay *overlay);
+
+/* folder.c: a clone's fold finishes after the clone returns. */
+/* A clone of src (lock held and settled); NULL with *error an errno. */
+struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *error);
+/* Takes the engine lock with no fold pending: every public operation that
+ * looks at regions takes it so. */
+void cowmem__lock_settled(void);
+/* The same for destroying r: a fold that is not r's (neither its head nor
+ * its clone) may stay pending. */
+void cowmem__lock_settled_for_destroy(const struct cowmem__region *r);
+void cowmem__settle_locked(void);
+bool cowmem__fold_pending(void); /* lock held */
+struct cowmem__folder;
+/* With the last region gone (lock held): the folder to join after unlocking. */
+struct cowmem__folder *cowmem__folder_close(void);
+void cowmem__folder_join(struct cowmem__folder *folder);
+void cowmem__folder_fork_child(void);
 
 /* resolve.c: one userfaultfd message (lock held). */
 void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns);

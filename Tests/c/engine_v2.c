@@ -330,7 +330,10 @@ static void reading_head(test_rng *rng)
 		*slot = modelled_clone(&src, size);
 		/* The first clone freezes (the tables go to the layer); each
 		 * later one folds and, keeping them, drops only the written
-		 * pages from the head. */
+		 * pages from the head. The fold may still be under way on
+		 * the library's thread: a call about the region waits for it. */
+		struct cowmem_stats stats;
+		CHECK(cowmem_stats(src.region, &stats) == 0, "stats: %s", strerror(errno));
 		size_t present = present_pages(cowmem_data(src.region), pages);
 		if (round > 0 && keeps)
 			CHECK(present == pages - distinct, "round %" PRIu64 ": %zu of %zu pages "
@@ -346,6 +349,78 @@ static void reading_head(test_rng *rng)
 	modelled_free(&src);
 	printf("a head that reads everything between clones keeps its pages mapped%s\n",
 	       keeps ? "" : " (not checked: COWMEM_DISABLE=keep-mappings)");
+}
+
+/* ---- A clone's fold finishes in the background ----------------------- */
+
+struct checked_read {
+	const struct modelled *snapshot;
+	size_t size;
+};
+
+static void *check_snapshot(void *arg)
+{
+	const struct checked_read *c = arg;
+	modelled_check(c->snapshot, c->size, "a new clone read while its fold may be pending");
+	return NULL;
+}
+
+static bool fold_pending(void)
+{
+	pthread_mutex_lock(&cowmem__engine.lock);
+	bool pending = cowmem__fold_pending();
+	pthread_mutex_unlock(&cowmem__engine.lock);
+	return pending;
+}
+
+/* A clone returns once the head's page tables moved; the folder finishes
+ * the copies (folder.c). Everything that can happen before it has: the
+ * new clone read on another thread while the head is written, an old
+ * snapshot destroyed, the new clone or the head itself destroyed. Each
+ * must see the bytes the model says. */
+static void background_fold(test_rng *rng)
+{
+	const size_t pages = 2048, size = pages * page_size;
+	struct modelled work = { cowmem_create(size), malloc(size) };
+	struct modelled ring[KEEP] = { { 0 } };
+	unsigned pending = 0, rounds = 200;
+
+	CHECK(work.region && work.model, "create: %s", strerror(errno));
+	test_rng_fill(rng, work.model, size);
+	memcpy(cowmem_data(work.region), work.model, size);
+	for (unsigned i = 0; i < rounds; i++) {
+		change_pages(rng, &work, pages, 1 + test_rng_below(rng, 64));
+		struct modelled snapshot = modelled_clone(&work, size);
+		pending += fold_pending();
+		struct checked_read read = { &snapshot, size };
+		pthread_t reader;
+		CHECK(pthread_create(&reader, NULL, check_snapshot, &read) == 0, "pthread_create");
+		change_pages(rng, &work, pages, 1 + test_rng_below(rng, 8));
+		modelled_free(&ring[i % KEEP]);
+		pthread_join(reader, NULL);
+		ring[i % KEEP] = snapshot;
+	}
+	for (size_t j = 0; j < KEEP; j++)
+		modelled_check(&ring[j], size, "a kept snapshot");
+	modelled_check(&work, size, "the working copy");
+	CHECK(pending > 0, "no clone of %u left its fold to the folder: the path was not tested",
+	      rounds);
+
+	/* The new clone destroyed before its fold is done; then the head. */
+	change_pages(rng, &work, pages, 32);
+	struct modelled gone = modelled_clone(&work, size);
+	modelled_free(&gone);
+	modelled_check(&work, size, "the head after its clone was destroyed at once");
+	change_pages(rng, &work, pages, 32);
+	struct modelled kept = modelled_clone(&work, size);
+	modelled_free(&work);
+	modelled_check(&kept, size, "a clone whose head was destroyed at once");
+	modelled_free(&kept);
+	for (size_t j = 0; j < KEEP; j++)
+		modelled_free(&ring[j]);
+	printf("%u clones, %u of them returned with their fold pending: the new clone "
+	       "read on another thread while the head was written, old snapshots destroyed\n",
+	       rounds, pending);
 }
 
 static uint64_t seed;
@@ -391,6 +466,18 @@ static void reading_head_case(void)
 	reading_head(&rng);
 }
 
+static void background_fold_case(void)
+{
+	const char *disabled = getenv("COWMEM_DISABLE");
+	if (disabled && strstr(disabled, "background-fold")) {
+		test_skip("COWMEM_DISABLE=background-fold: every fold finishes before its clone "
+			  "returns");
+		return;
+	}
+	test_rng rng = case_rng(6);
+	background_fold(&rng);
+}
+
 static const struct test_case cases[] = {
 	TEST_CASE("ring", ring, .features = COWMEM_FEATURE_ENGINE_V2),
 	TEST_CASE("newest", newest, .features = COWMEM_FEATURE_ENGINE_V2),
@@ -399,6 +486,7 @@ static const struct test_case cases[] = {
 	TEST_CASE("threads", threads, .features = COWMEM_FEATURE_ENGINE_V2),
 	TEST_CASE("mapped-notes", mapped_notes, .features = COWMEM_FEATURE_ENGINE_V2),
 	TEST_CASE("reading-head", reading_head_case, .features = COWMEM_FEATURE_ENGINE_V2),
+	TEST_CASE("background-fold", background_fold_case, .features = COWMEM_FEATURE_ENGINE_V2),
 };
 
 int main(int argc, char **argv)

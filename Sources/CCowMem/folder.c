@@ -1,0 +1,192 @@
+/*
+ * The folder: a clone returns once the head's page tables have moved, and
+ * the fold's copies finish on a thread of their own.
+ *
+ * A fold's cost is its copies and the walk of the staging page tables
+ * (2-6 ms for 1% of a GiB), and until they are done the head and the new
+ * clone are not what they must be: the head is an empty mapping of a
+ * layer that lacks its new pages, the clone a mapping of the same. Both
+ * wait on the fence (fence.c), which holds every access to them, so the
+ * clone can return as soon as the move is done (about 0.1 ms for a GiB)
+ * and the folder finishes the fold: as fork() does, the snapshot returns
+ * at once and its cost is paid while the program goes on, here on the
+ * other CPU. A program that touches the head or the clone before the fold
+ * is done waits for it; one that does other work, or touches other
+ * regions, does not.
+ *
+ * At most one fold is pending, under the engine lock. Whoever takes the
+ * lock to look at regions (cowmem__lock_settled(): every public operation
+ * but create, and destroy unless it is the fold's head or clone) finishes
+ * it first, so that nothing but the fault server, the folder and the
+ * destroy of another reader ever sees a fold half done. A destroy there
+ * only releases generations, which the fold's copies, when they come, find
+ * released (an old version is kept only for a generation held then). The
+ * server needs no more than the layer as it was before the fold: the fold
+ * has not changed it yet, and the readers it serves see generations
+ * before it. The folder thread
+ * finishes the pending fold when nobody else does; it starts with the
+ * first background fold and stops with the last region.
+ * COWMEM_DISABLE=background-fold folds on the calling thread, before the
+ * clone returns.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "v2.h"
+
+struct cowmem__folder {
+	pthread_t thread;
+	bool quit;
+};
+
+/* Under engine.lock. */
+static struct cowmem__folder *folder;
+static struct cowmem__fold *pending_fold;
+static struct cowmem__region *pending_clone;
+static pthread_cond_t posted = PTHREAD_COND_INITIALIZER;
+
+static void abort_clone(const char *what, int rc)
+{
+	/* The clone was returned: it cannot fail any more. */
+	fprintf(stderr, "cowmem: cannot finish a clone (%s): %s\n", what, strerror(-rc));
+	abort();
+}
+
+void cowmem__settle_locked(void)
+{
+	struct cowmem__fold *fold = pending_fold;
+	struct cowmem__region *clone = pending_clone;
+
+	if (!fold)
+		return;
+	pending_fold = NULL;
+	pending_clone = NULL;
+	cowmem__fold_finish(fold);
+	/* The layer is the clone's content now: its accesses may go to it. */
+	cowmem__fence_lower(clone);
+	int rc = cowmem__reader_attach(clone, cowmem__layer_current(clone->layer));
+	if (rc < 0)
+		abort_clone("holding its generation", rc);
+}
+
+bool cowmem__fold_pending(void)
+{
+	return pending_fold != NULL;
+}
+
+void cowmem__lock_settled(void)
+{
+	pthread_mutex_lock(&cowmem__engine.lock);
+	cowmem__settle_locked();
+}
+
+void cowmem__lock_settled_for_destroy(const struct cowmem__region *r)
+{
+	pthread_mutex_lock(&cowmem__engine.lock);
+	/* Dropping another reader of the layer only releases generations it
+	 * held, which the fold's copies, when they come, see as released. */
+	if (pending_fold && (r == pending_clone || r == cowmem__fold_head(pending_fold)))
+		cowmem__settle_locked();
+}
+
+static void *finish_folds(void *arg)
+{
+	struct cowmem__folder *self = arg;
+
+	pthread_mutex_lock(&cowmem__engine.lock);
+	for (;;) {
+		while (!pending_fold && !self->quit)
+			pthread_cond_wait(&posted, &cowmem__engine.lock);
+		if (self->quit)
+			break;
+		cowmem__settle_locked();
+	}
+	pthread_mutex_unlock(&cowmem__engine.lock);
+	return NULL;
+}
+
+static bool folder_running(void)
+{
+	if (folder)
+		return true;
+	if (!(cowmem__engine.features & FEATURE_BACKGROUND_FOLD))
+		return false;
+	struct cowmem__folder *f = calloc(1, sizeof *f);
+	if (!f)
+		return false;
+	if (cowmem__engine_start_thread(finish_folds, f, &f->thread) < 0) {
+		free(f);
+		return false;
+	}
+	folder = f;
+	return true;
+}
+
+/* Lock held and settled. */
+struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *error)
+{
+	struct cowmem__region *clone = NULL;
+	struct cowmem__overlay *overlay;
+	struct cowmem__fold *fold;
+	uint64_t gen;
+	int rc = cowmem__capture_begin(src, &fold);
+
+	if (rc < 0) {
+		*error = -rc;
+		return NULL;
+	}
+	/* The clone is made now and waits on the fence with the head; the
+	 * folder finishes the fold. */
+	if (fold && cowmem__fold_fenced(fold) && folder_running() &&
+	    cowmem__reader_new_pending(src->layer, src->size, NULL, &clone) == 0) {
+		if (cowmem__fence_raise(clone) == 0) {
+			pending_fold = fold;
+			pending_clone = clone;
+			pthread_cond_broadcast(&posted); /* a closed folder may wait too */
+			return clone;
+		}
+		cowmem__reader_free_pending(clone);
+		clone = NULL;
+	}
+	if (fold)
+		cowmem__fold_finish(fold);
+	cowmem__captured_view(src, &gen, &overlay);
+	if ((rc = cowmem__reader_new(src->layer, src->size, gen, overlay, &clone)) < 0) {
+		*error = -rc;
+		return NULL;
+	}
+	return clone;
+}
+
+/* With the last region gone (lock held): the folder to join after unlocking. */
+struct cowmem__folder *cowmem__folder_close(void)
+{
+	struct cowmem__folder *f = folder;
+
+	if (f) {
+		f->quit = true;
+		pthread_cond_broadcast(&posted);
+	}
+	folder = NULL;
+	return f;
+}
+
+void cowmem__folder_join(struct cowmem__folder *f)
+{
+	if (!f)
+		return;
+	pthread_join(f->thread, NULL);
+	free(f);
+}
+
+/* fork() settled first (its prepare handler takes the lock settled); the
+ * thread stayed in the parent. Its wait on `posted` did too, and glibc's
+ * broadcast waits for such waiters to leave: the child starts afresh. */
+void cowmem__folder_fork_child(void)
+{
+	free(folder);
+	folder = NULL;
+	pthread_cond_init(&posted, NULL);
+}
