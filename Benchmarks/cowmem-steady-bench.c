@@ -1042,6 +1042,14 @@ static void print_row(const struct result *r, const struct setting *s,
 	       ratio(m.memory, by_fork->memory), note_of(r, s));
 }
 
+static double snapshot_and_writes(const struct result *r, const struct setting *s,
+				  const struct windows *w)
+{
+	struct outcome *o = r->out;
+	return mean_of(snapshot_s(o), o->done, w->late_from, w->late_to) +
+	       mean_of(writes_s(o, s), o->done, w->late_from, w->late_to);
+}
+
 static void print_after_table(const struct setting *s,
 			      const struct result *results, int count)
 {
@@ -1056,6 +1064,33 @@ static void print_after_table(const struct setting *s,
 				       w.late_to, 0.5) * 1e3),
 		       num(quantile_of(snapshot_s(o), o->done, w.late_from,
 				       w.late_to, 1) * 1e3));
+	}
+	/* A clone that leaves its fold to the library's thread returns before
+	 * the copies, and the writes that follow wait for them: only the sum
+	 * compares the work. */
+	const struct result *changed = NULL, *forked = NULL;
+	for (int i = 0; i < count; i++) {
+		if (strcmp(results[i].a->name, "changed") == 0 && !results[i].skipped)
+			changed = &results[i];
+		if (strcmp(results[i].a->name, "fork") == 0 && !results[i].skipped)
+			forked = &results[i];
+	}
+	printf(".\nSnapshot + writes, mean of iterations %u–%u, ms, and ÷ changed, ÷ fork "
+	       "(a clone returns before its fold's copies are done, and the writes after it "
+	       "wait for them; fork()'s children leave theirs to the writes' copy-on-write "
+	       "faults):", w.late_from, w.late_to);
+	for (int i = 0; i < count; i++) {
+		if (results[i].skipped)
+			continue;
+		double total = snapshot_and_writes(&results[i], s, &w);
+		printf("%s %s %s", i ? ";" : "", results[i].a->name, num(total * 1e3));
+		if (changed)
+			printf(" (%s×", num(total / snapshot_and_writes(changed, s, &w)));
+		if (forked)
+			printf("%s%s×", changed ? ", " : " (",
+			       num(total / snapshot_and_writes(forked, s, &w)));
+		if (changed || forked)
+			printf(")");
 	}
 	printf(".\nSnapshot CPU, median of iterations %u–%u, ms (the calling "
 	       "thread / every thread of the process), and the calling thread's "
