@@ -43,7 +43,7 @@ static int move_page_tables(struct cowmem__region *r, char **area, size_t *lengt
 	return 0;
 }
 
-static void abort_fold(const char *what, int rc)
+_Noreturn void cowmem__fold_abort(const char *what, int rc)
 {
 	/* Past the point of no return the head's new pages exist only in the
 	 * staging range: stopping here with the reason beats losing them. */
@@ -142,7 +142,7 @@ static int replace_run(size_t first, size_t end, void *ctx)
 					       c->staging + page * cowmem__engine.page_size,
 					       &job);
 		if (rc < 0)
-			abort_fold("keeping an old page version", rc);
+			cowmem__fold_abort("keeping an old page version", rc);
 		cowmem__copier_add(c->copies, &job);
 	}
 	if (c->folded && cowmem__run_list_add(c->folded, c->offset + first, c->offset + end) < 0)
@@ -300,7 +300,7 @@ void cowmem__fold_finish(struct cowmem__fold *f)
 				  cowmem__copier_begin(side.pages ? run_side_scan : NULL, &side), 0,
 				  keep_mappings ? &folded : NULL, false };
 	if ((rc = cowmem__scan_own_counting(staging, lower, replace_run, &c, count_files)) < 0)
-		abort_fold("finding the pages written", rc);
+		cowmem__fold_abort("finding the pages written", rc);
 	if (side.pages) {
 		cowmem__copier_task_done(c.copies);
 		if (side.rc < 0) { /* out of memory there: scan it here */
@@ -314,16 +314,23 @@ void cowmem__fold_finish(struct cowmem__fold *f)
 			rc = replace_run(side.found.runs[i][0], side.found.runs[i][1], &c);
 		free(side.found.runs);
 		if (rc < 0)
-			abort_fold("finding the pages written", rc);
+			cowmem__fold_abort("finding the pages written", rc);
 	}
 	cowmem__copier_finish(c.copies);
 	cowmem__layer_capture_end(layer);
 	cowmem__janitor_resume();
 	if (keep_mappings && !c.folded_lost &&
 	    file_pages + side.file_pages > KEEP_MAPPINGS_RATIO * folded.count &&
-	    return_page_tables(head, staging, f->fenced, &folded) == 0)
-		munmap(f->area, f->length); /* what is left of it: the reservation */
-	else
+	    return_page_tables(head, staging, f->fenced, &folded) == 0) {
+		/* What is left of the reservation, around staging's hole: the
+		 * hole is free since the move, and another thread may have
+		 * mapped something there already. */
+		char *end = staging + head->size, *area_end = f->area + f->length;
+		if (staging > f->area)
+			munmap(f->area, (size_t)(staging - f->area));
+		if (area_end > end)
+			munmap(end, (size_t)(area_end - end));
+	} else
 		cowmem__janitor_unmap_sparse(f->area, f->length); /* what the head touched */
 	free(folded.runs);
 	/* The head reads its layer again: faults are the kernel's. Dropping
@@ -539,7 +546,7 @@ int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint
 	} else {
 		rc = cowmem__register(r, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR);
 		if (rc < 0)
-			abort_fold("registering a copied region", rc);
+			cowmem__fold_abort("registering a copied region", rc);
 	}
 	return 0;
 }

@@ -20,19 +20,18 @@
  * it first, so that nothing but the fault server, the folder and the
  * destroy of another reader ever sees a fold half done. A destroy there
  * only releases generations, which the fold's copies, when they come, find
- * released (an old version is kept only for a generation held then). The
- * server needs no more than the layer as it was before the fold: the fold
- * has not changed it yet, and the readers it serves see generations
- * before it. The folder thread
+ * released (an old version is kept only for a generation held then). For
+ * a reader's fault the server needs no more than the layer as it was: the
+ * fold has changed nothing yet. A fault of the head or the clone that it
+ * read before they went on the fence only wakes the thread, which then
+ * waits there (resolve.c). The folder thread
  * finishes the pending fold when nobody else does; it starts with the
- * first background fold and stops with the last region.
+ * first clone and stops with the last region.
  * COWMEM_DISABLE=background-fold folds on the calling thread, before the
  * clone returns.
  */
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "v2.h"
 
@@ -47,14 +46,7 @@ static struct cowmem__fold *pending_fold;
 static struct cowmem__region *pending_clone;
 static pthread_cond_t posted = PTHREAD_COND_INITIALIZER;
 
-static void abort_clone(const char *what, int rc)
-{
-	/* The clone was returned: it cannot fail any more. */
-	fprintf(stderr, "cowmem: cannot finish a clone (%s): %s\n", what, strerror(-rc));
-	abort();
-}
-
-void cowmem__settle_locked(void)
+static void settle_locked(void)
 {
 	struct cowmem__fold *fold = pending_fold;
 	struct cowmem__region *clone = pending_clone;
@@ -64,11 +56,14 @@ void cowmem__settle_locked(void)
 	pending_fold = NULL;
 	pending_clone = NULL;
 	cowmem__fold_finish(fold);
-	/* The layer is the clone's content now: its accesses may go to it. */
+	/* The layer is the clone's content now: its accesses may go to it.
+	 * Until it is registered they are the kernel's, with the right bytes
+	 * (a hole read then allocates a page of zeros in the layer). Only the
+	 * registration can fail here: the clone_locked() reserved the rest. */
 	cowmem__fence_lower(clone);
 	int rc = cowmem__reader_attach(clone, cowmem__layer_current(clone->layer));
 	if (rc < 0)
-		abort_clone("holding its generation", rc);
+		cowmem__fold_abort("registering the clone", rc);
 }
 
 bool cowmem__fold_pending(void)
@@ -79,7 +74,7 @@ bool cowmem__fold_pending(void)
 void cowmem__lock_settled(void)
 {
 	pthread_mutex_lock(&cowmem__engine.lock);
-	cowmem__settle_locked();
+	settle_locked();
 }
 
 void cowmem__lock_settled_for_destroy(const struct cowmem__region *r)
@@ -88,7 +83,7 @@ void cowmem__lock_settled_for_destroy(const struct cowmem__region *r)
 	/* Dropping another reader of the layer only releases generations it
 	 * held, which the fold's copies, when they come, see as released. */
 	if (pending_fold && (r == pending_clone || r == cowmem__fold_head(pending_fold)))
-		cowmem__settle_locked();
+		settle_locked();
 }
 
 static void *finish_folds(void *arg)
@@ -101,27 +96,27 @@ static void *finish_folds(void *arg)
 			pthread_cond_wait(&posted, &cowmem__engine.lock);
 		if (self->quit)
 			break;
-		cowmem__settle_locked();
+		settle_locked();
 	}
 	pthread_mutex_unlock(&cowmem__engine.lock);
 	return NULL;
 }
 
-static bool folder_running(void)
+/* Started with the fault server, at the first clone, rather than at the
+ * first fold that needs it: a fold may come when threads cannot be had
+ * (out of memory or mappings), and then folds on the caller's thread. */
+void cowmem__folder_ensure_running(void)
 {
-	if (folder)
-		return true;
-	if (!(cowmem__engine.features & FEATURE_BACKGROUND_FOLD))
-		return false;
+	if (folder || !(cowmem__engine.features & FEATURE_BACKGROUND_FOLD))
+		return;
 	struct cowmem__folder *f = calloc(1, sizeof *f);
 	if (!f)
-		return false;
+		return;
 	if (cowmem__engine_start_thread(finish_folds, f, &f->thread) < 0) {
 		free(f);
-		return false;
+		return;
 	}
 	folder = f;
-	return true;
 }
 
 /* Lock held and settled. */
@@ -139,7 +134,8 @@ struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *err
 	}
 	/* The clone is made now and waits on the fence with the head; the
 	 * folder finishes the fold. */
-	if (fold && cowmem__fold_fenced(fold) && folder_running() &&
+	if (fold && cowmem__fold_fenced(fold) && folder &&
+	    cowmem__layer_reserve_hold(src->layer) == 0 && cowmem__fresh_reserve() == 0 &&
 	    cowmem__reader_new_pending(src->layer, src->size, NULL, &clone) == 0) {
 		if (cowmem__fence_raise(clone) == 0) {
 			pending_fold = fold;

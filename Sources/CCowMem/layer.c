@@ -196,43 +196,16 @@ void cowmem__layer_unref(struct cowmem__layer *layer)
  * the region had mapped are then mapped here: a capture's copies into the
  * layer and its has-data questions (mincore) do not fault or look pages up
  * in the page cache one by one, which made a first re-clone of 1% of a GiB
- * cost 2-3x a later one. The old shared mapping (normally empty) goes to
- * the janitor. */
+ * cost 2-3x a later one. The move replaces the old shared mapping
+ * (normally empty) in one step: moving it aside first would leave a hole
+ * at its address, which another thread's mmap() could take in between. */
 int cowmem__layer_adopt_tables(struct cowmem__layer *layer, char *from)
 {
-	size_t size = layer->pages * page_size(), length;
-	char *area, *aside = cowmem__reserve_aligned(size, &area, &length);
-	int rc;
+	size_t size = layer->pages * page_size();
 
-	if (!aside)
-		return -errno;
-	if (cowmem__sys_mremap(layer->shared, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, aside) ==
-	    MAP_FAILED) {
-		rc = -errno;
-		munmap(area, length);
-		return rc;
-	}
 	if (cowmem__sys_mremap(from, size, size, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP,
-			       layer->shared) == MAP_FAILED) {
-		rc = -errno;
-		/* Put the old one back (or an equal one: same file range). */
-		if (cowmem__sys_mremap(aside, size, size, MREMAP_MAYMOVE | MREMAP_FIXED,
-				       layer->shared) ==
-		    MAP_FAILED) {
-			char *shared = mmap(layer->shared, size, PROT_READ | PROT_WRITE,
-					    MAP_SHARED | MAP_FIXED, cowmem__pagefile_fd(),
-					    layer->offset);
-			if (shared == MAP_FAILED) { /* every later copy would crash */
-				fprintf(stderr, "cowmem: cannot map a layer again: %s\n",
-					strerror(errno));
-				abort();
-			}
-			(void)madvise(shared, size, MADV_DONTFORK);
-		}
-		munmap(area, length);
-		return rc;
-	}
-	cowmem__janitor_unmap(area, length);
+			       layer->shared) == MAP_FAILED)
+		return -errno;
 	return 0;
 }
 
@@ -472,14 +445,8 @@ static size_t held_position(const struct cowmem__layer *layer, uint64_t gen)
 	return lo; /* first entry >= gen */
 }
 
-int cowmem__layer_hold(struct cowmem__layer *layer, uint64_t gen)
+int cowmem__layer_reserve_hold(struct cowmem__layer *layer)
 {
-	size_t pos = held_position(layer, gen);
-
-	if (pos < layer->held_count && layer->held[pos].gen == gen) {
-		layer->held[pos].refs++;
-		return 0;
-	}
 	if (layer->held_count == layer->held_capacity) {
 		size_t capacity = layer->held_capacity ? layer->held_capacity * 2 : 8;
 		struct held_generation *grown = realloc(layer->held, capacity * sizeof *grown);
@@ -488,6 +455,20 @@ int cowmem__layer_hold(struct cowmem__layer *layer, uint64_t gen)
 		layer->held = grown;
 		layer->held_capacity = capacity;
 	}
+	return 0;
+}
+
+int cowmem__layer_hold(struct cowmem__layer *layer, uint64_t gen)
+{
+	size_t pos = held_position(layer, gen);
+	int rc;
+
+	if (pos < layer->held_count && layer->held[pos].gen == gen) {
+		layer->held[pos].refs++;
+		return 0;
+	}
+	if ((rc = cowmem__layer_reserve_hold(layer)) < 0)
+		return rc;
 	memmove(&layer->held[pos + 1], &layer->held[pos],
 		(layer->held_count - pos) * sizeof *layer->held);
 	layer->held[pos] = (struct held_generation){ gen, 1 };

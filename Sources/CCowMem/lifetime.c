@@ -29,8 +29,10 @@ struct cowmem__region *cowmem__v2_clone(struct cowmem__region *src)
 		error = EINVAL;
 	else if (cowmem__server_ensure_running() < 0)
 		error = errno;
-	else
+	else {
+		cowmem__folder_ensure_running();
 		clone = cowmem__clone_locked(src, &error);
+	}
 	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (!clone)
 		errno = error;

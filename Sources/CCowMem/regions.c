@@ -130,7 +130,7 @@ int cowmem__register_exactly(struct cowmem__region *r, uint64_t modes)
  * fresh reader of it gets MINOR (fold.c), and the pages it mapped from the
  * layer are noted, so that replacing them unmaps them first.
  */
-int cowmem__fresh_add(struct cowmem__region *r)
+int cowmem__fresh_reserve(void)
 {
 	if (fresh_count == fresh_capacity) {
 		size_t capacity = fresh_capacity ? fresh_capacity * 2 : 16;
@@ -140,6 +140,15 @@ int cowmem__fresh_add(struct cowmem__region *r)
 		fresh = grown;
 		fresh_capacity = capacity;
 	}
+	return 0;
+}
+
+int cowmem__fresh_add(struct cowmem__region *r)
+{
+	int rc = cowmem__fresh_reserve();
+
+	if (rc < 0)
+		return rc;
 	fresh[fresh_count++] = r;
 	r->fresh = true;
 	return 0;

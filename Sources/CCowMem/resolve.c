@@ -207,6 +207,16 @@ void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns)
 		return;
 	}
 	size_t page = (size_t)(addr - r->data) / cowmem__engine.page_size;
+	if (r->uffd_modes == 0) {
+		/* Read before r left the library's descriptor: the head of a
+		 * fold, or a clone whose fold is pending, both on the fence.
+		 * r's mapping is empty and the layer lacks the pages the fold
+		 * has yet to copy, so filling it would hide what r wrote (the
+		 * kernel fills a range registered with any descriptor). The
+		 * thread retries and waits on the fence. */
+		wake(r, page);
+		return;
+	}
 	if (flags & UFFD_PAGEFAULT_FLAG_WP)
 		wake(r, page); /* v2 never write-protects */
 	else

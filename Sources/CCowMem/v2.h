@@ -86,6 +86,8 @@ void cowmem__layer_drop(struct cowmem__layer *layer, uint64_t gen);
  * for the generations that still see it and records the new one; *job says
  * what to copy, and must run (cowmem__copier_add) before the capture ends. */
 int cowmem__layer_capture_begin(struct cowmem__layer *layer, size_t count);
+/* Room for one more held generation: the next hold cannot fail. */
+int cowmem__layer_reserve_hold(struct cowmem__layer *layer);
 struct cowmem__page_job;
 int cowmem__layer_replace(struct cowmem__layer *layer, size_t page, const char *content,
 			  struct cowmem__page_job *job);
@@ -201,6 +203,7 @@ struct cowmem__region *cowmem__find(const void *addr);
 char *cowmem__page(const struct cowmem__region *r, size_t page);
 /* Readers at the layer's current generation that do not have MINOR yet. */
 int cowmem__fresh_add(struct cowmem__region *r);
+int cowmem__fresh_reserve(void); /* room for one more: the next add cannot fail */
 void cowmem__fresh_remove(struct cowmem__region *r);
 int cowmem__fresh_leave(struct cowmem__region *r);
 /* Notes that r maps pages [page, page + count) of its layer. */
@@ -248,12 +251,16 @@ struct cowmem__region *cowmem__v2_load(int fd);
 int cowmem__capture(struct cowmem__region *src, uint64_t *gen, struct cowmem__overlay **overlay);
 /* The same in two steps. A fold may stop after moving the head's page
  * tables (*fold set; the head waits on the fence if cowmem__fold_fenced(),
- * else in the server): nothing may read the layer, the head or the store
- * until cowmem__fold_finish(), lock held, which frees *fold. Then
+ * else in the server): nothing may change the layer, the head or the store, or
+ * fill the head's mapping, until cowmem__fold_finish(), lock held, which
+ * frees *fold (the server only reads them for readers, and only wakes a
+ * region on the fence: resolve.c). Then
  * cowmem__captured_view() says where src's content is. */
 struct cowmem__fold;
 int cowmem__capture_begin(struct cowmem__region *src, struct cowmem__fold **fold);
 bool cowmem__fold_fenced(const struct cowmem__fold *fold);
+/* Past the point where a clone can fail: says why on stderr and aborts. */
+_Noreturn void cowmem__fold_abort(const char *what, int rc);
 struct cowmem__region *cowmem__fold_head(const struct cowmem__fold *fold);
 void cowmem__fold_finish(struct cowmem__fold *fold);
 void cowmem__captured_view(const struct cowmem__region *src, uint64_t *gen,
@@ -272,9 +279,9 @@ void cowmem__lock_settled(void);
 /* The same for destroying r: a fold that is not r's (neither its head nor
  * its clone) may stay pending. */
 void cowmem__lock_settled_for_destroy(const struct cowmem__region *r);
-void cowmem__settle_locked(void);
-bool cowmem__fold_pending(void); /* lock held */
+bool cowmem__fold_pending(void); /* lock held; for the tests */
 struct cowmem__folder;
+void cowmem__folder_ensure_running(void); /* lock held; without it, folds finish at once */
 /* With the last region gone (lock held): the folder to join after unlocking. */
 struct cowmem__folder *cowmem__folder_close(void);
 void cowmem__folder_join(struct cowmem__folder *folder);

@@ -390,8 +390,13 @@ static void background_fold(test_rng *rng)
 	memcpy(cowmem_data(work.region), work.model, size);
 	for (unsigned i = 0; i < rounds; i++) {
 		change_pages(rng, &work, pages, 1 + test_rng_below(rng, 64));
-		struct modelled snapshot = modelled_clone(&work, size);
+		/* Asked before anything else, while the folder may still be
+		 * waking up. */
+		struct modelled snapshot = { cowmem_clone(work.region), NULL };
 		pending += fold_pending();
+		CHECK(snapshot.region && (snapshot.model = malloc(size)), "clone: %s",
+		      strerror(errno));
+		memcpy(snapshot.model, work.model, size);
 		struct checked_read read = { &snapshot, size };
 		pthread_t reader;
 		CHECK(pthread_create(&reader, NULL, check_snapshot, &read) == 0, "pthread_create");
@@ -403,8 +408,11 @@ static void background_fold(test_rng *rng)
 	for (size_t j = 0; j < KEEP; j++)
 		modelled_check(&ring[j], size, "a kept snapshot");
 	modelled_check(&work, size, "the working copy");
-	CHECK(pending > 0, "no clone of %u left its fold to the folder: the path was not tested",
-	      rounds);
+	/* Whether the folder is still at it when the clone returns is a race;
+	 * it loses about half of them here, and wins every one under
+	 * ThreadSanitizer, which slows this thread down more. */
+	CHECK(pending > 0 || TEST_UNDER_TSAN,
+	      "no clone of %u left its fold to the folder: the path was not tested", rounds);
 
 	/* The new clone destroyed before its fold is done; then the head. */
 	change_pages(rng, &work, pages, 32);
@@ -421,6 +429,63 @@ static void background_fold(test_rng *rng)
 	printf("%u clones, %u of them returned with their fold pending: the new clone "
 	       "read on another thread while the head was written, old snapshots destroyed\n",
 	       rounds, pending);
+}
+
+/* A fault the server read just before a clone took the lock reaches it
+ * once the fold is pending: the head is on the fence then, its mapping
+ * empty, and the layer lacks what the head wrote. The server must only
+ * wake the thread (which retries and waits for the fold); filling the
+ * hole it faulted on, with a window of zero pages, would hide the head's
+ * new pages. The clone is made here under the lock the test holds, so the
+ * fold is pending for certain. */
+static char *stale_target;
+
+static void *touch_hole(void *arg)
+{
+	(void)arg;
+	(void)*(volatile char *)stale_target;
+	return NULL;
+}
+
+static void stale_fault(void)
+{
+	const size_t pages = 2048, size = pages * page_size, written = 100;
+	cowmem_region *head = cowmem_create(size);
+	CHECK(head, "create: %s", strerror(errno));
+	char *data = cowmem_data(head);
+	data[(pages - 1) * page_size] = 1;
+	cowmem_region *first = cowmem_clone(head); /* freezes: head is the head */
+	CHECK(first, "clone: %s", strerror(errno));
+	for (size_t p = 1; p <= written; p++) /* holes of the layer, written by the head */
+		memset(data + p * page_size, 0xab, page_size);
+	stale_target = data; /* page 0: a hole */
+
+	pthread_mutex_lock(&cowmem__engine.lock);
+	pthread_t toucher;
+	CHECK(pthread_create(&toucher, NULL, touch_hole, NULL) == 0, "pthread_create");
+	usleep(100 * 1000); /* the server reads the fault and waits for the lock */
+	int error = 0;
+	struct cowmem__region *clone = cowmem__clone_locked((struct cowmem__region *)head, &error);
+	bool pending = cowmem__fold_pending();
+	pthread_mutex_unlock(&cowmem__engine.lock);
+	CHECK(clone, "clone: %s", strerror(error));
+	CHECK(pending, "the clone's fold was not left to the folder");
+	pthread_join(toucher, NULL);
+
+	unsigned char expected[4096];
+	CHECK(page_size <= sizeof expected, "page size %zu", page_size);
+	memset(expected, 0xab, page_size);
+	const char *clone_data = cowmem_data((cowmem_region *)clone);
+	for (size_t p = 1; p <= written; p++) {
+		CHECK_BYTES(data + p * page_size, expected, page_size, "a page the head wrote");
+		CHECK_BYTES(clone_data + p * page_size, expected, page_size,
+			    "a page of the clone");
+	}
+	CHECK(data[0] == 0 && clone_data[0] == 0, "the hole reads nonzero");
+	CHECK(cowmem_destroy((cowmem_region *)clone) == 0 && cowmem_destroy(first) == 0 &&
+	      cowmem_destroy(head) == 0, "destroy: %s", strerror(errno));
+	printf("a fault on a hole of the head, read before a clone and served with its "
+	       "fold pending: the head's %zu new pages intact\n", written);
 }
 
 static uint64_t seed;
@@ -478,6 +543,14 @@ static void background_fold_case(void)
 	background_fold(&rng);
 }
 
+static void stale_fault_case(void)
+{
+	const char *disabled = getenv("COWMEM_DISABLE");
+	if (disabled && strstr(disabled, "background-fold"))
+		test_skip("COWMEM_DISABLE=background-fold: no fold is ever pending");
+	stale_fault();
+}
+
 static const struct test_case cases[] = {
 	TEST_CASE("ring", ring, .features = COWMEM_FEATURE_ENGINE_V2),
 	TEST_CASE("newest", newest, .features = COWMEM_FEATURE_ENGINE_V2),
@@ -487,6 +560,7 @@ static const struct test_case cases[] = {
 	TEST_CASE("mapped-notes", mapped_notes, .features = COWMEM_FEATURE_ENGINE_V2),
 	TEST_CASE("reading-head", reading_head_case, .features = COWMEM_FEATURE_ENGINE_V2),
 	TEST_CASE("background-fold", background_fold_case, .features = COWMEM_FEATURE_ENGINE_V2),
+	TEST_CASE("stale-fault", stale_fault_case, .features = COWMEM_FEATURE_ENGINE_V2),
 };
 
 int main(int argc, char **argv)
