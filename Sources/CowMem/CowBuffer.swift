@@ -91,20 +91,31 @@ public struct CowBuffer: Sendable {
     @usableFromInline
     nonisolated(unsafe) internal var _base: UnsafeMutableRawPointer?
 
+    /// The number of bytes (``count``).
+    @usableFromInline
+    internal let _count: Int
+
     /// The number of bytes; fixed for the life of the buffer.
-    public let count: Int
+    @inlinable
+    public var count: Int {
+        // Read through a getter marked as an array's count is, so that code which reads the
+        // count does not stop the optimizer from taking the uniqueness check out of a loop
+        // (see `_makeMutableAndUnique()`).
+        @_semantics("array.get_count")
+        get { _count }
+    }
 
     /// An empty buffer. It has no region.
     @inlinable
     public init() {
         _object = CowBufferObject.empty
         _base = nil
-        count = 0
+        _count = 0
     }
 
     /// The storage; `nil` for an empty buffer.
     internal var storage: CowBufferStorage? {
-        count > 0 ? unsafeDowncast(_object, to: CowBufferStorage.self) : nil
+        _count > 0 ? unsafeDowncast(_object, to: CowBufferStorage.self) : nil
     }
 
     /// A zero-filled buffer of `count` bytes; a `count` of zero gives the empty buffer, which
@@ -204,7 +215,7 @@ public struct CowBuffer: Sendable {
     private init(storage: CowBufferStorage, count: Int) {
         _object = storage
         _base = storage.base
-        self.count = count
+        _count = count
     }
 
     /// The former name of ``init(adopting:count:)``.
@@ -226,13 +237,16 @@ public struct CowBuffer: Sendable {
     /// Setting a byte of a buffer that shares its storage with a copy first clones the
     /// storage (see ``makeUnique()``); then the page that holds the byte is copied, once.
     ///
-    /// A loop of subscript reads costs what the same loop over an `Array` costs. So does a loop
-    /// of subscript writes in optimized code, as long as it stores only through subscripts of
-    /// `CowBuffer`s, reads no `Array` and calls nothing the optimizer cannot see into: the
-    /// question whether the storage is shared is then asked once, before the loop, as it is
-    /// for an array. In other loops, for example one that copies bytes from an `Array`, each
-    /// write asks, which costs many times what the array's loop costs. To ask once whatever
-    /// the loop does, write through one ``mutableSpan``:
+    /// A loop of subscript reads costs what the same loop over an `Array` costs, and in
+    /// optimized code so does a loop of subscript writes: each write asks whether the storage
+    /// is shared, and the optimizer asks that once, before the loop, in the loops where it
+    /// does so for an array: for a buffer in a local variable or an `inout` parameter that the
+    /// function uses only through its subscript and `count`, whatever else the loop does; and
+    /// for any loop that does nothing but read and write buffers' bytes. A loop that copies the
+    /// buffer keeps the check. Elsewhere, for example in a loop that writes a buffer kept in a
+    /// class and calls a function the optimizer cannot see into, every write asks, as an
+    /// array's does there, and the loop costs many times what it costs when the question is
+    /// asked once. To ask once whatever the loop does, write through one ``mutableSpan``:
     /// `var bytes = buffer.mutableSpan; for i in bytes.indices { bytes[i] = 0 }`.
     ///
     /// - Parameter position: an index in `0..<count`.
@@ -240,7 +254,7 @@ public struct CowBuffer: Sendable {
     public subscript(position: Int) -> UInt8 {
         get {
             _checkIndex(position)
-            return _base.unsafelyUnwrapped.load(fromByteOffset: position, as: UInt8.self)
+            return _elementAddress(position).pointee
         }
         _modify {
             _checkIndex(position)
@@ -286,16 +300,14 @@ public struct CowBuffer: Sendable {
     /// ``_endMutation()`` that follows it (COWArrayOpts); the `begin_cow_mutation` left in
     /// the loop then follows an `end_cow_mutation` on every path with nothing in between
     /// that could copy the reference, so COWOpts folds its answer to "not shared", and the
-    /// loop stores bytes only, which LLVM vectorises. COWArrayOpts copies the call only if
-    /// every store in the loop is to an element, which it recognises by the
-    /// `array.get_element_address` call that gives the address (``_elementAddress(_:)``);
-    /// and it does not copy it when the loop may copy the buffer and write afterwards, so
-    /// those writes still check.
-    ///
-    /// A loop that does anything else with side effects (stores to other memory, calls the
-    /// optimizer cannot see into, subscripts of an `Array`, which are `array.` calls on
-    /// another type) keeps the check at every write. (An array's check leaves more loops than
-    /// that, since all of its accesses, `count` too, are such calls.)
+    /// loop stores bytes only, which LLVM vectorises. COWArrayOpts copies the call when the
+    /// buffer is an `inout` parameter or a local variable and every use of it in the function
+    /// is one of the calls it knows (`count` is read through `array.get_count`, bytes through
+    /// ``_elementAddress(_:)``, marked `array.get_element_address`), or else when the loop
+    /// does nothing with side effects but those calls and stores to the elements they give.
+    /// It does not copy it when the loop may copy the buffer and write afterwards, so those
+    /// writes still check; nor does COWOpts fold a check that a copy of the reference comes
+    /// before.
     ///
     /// Only the uniqueness answer is folded: anything else this function checked would stay
     /// in the loop, and its branch would keep the loop from being vectorised. So the one other
