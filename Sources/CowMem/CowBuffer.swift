@@ -707,7 +707,13 @@ internal final class CowBufferStorage: CowBufferObject, @unchecked Sendable {
     /// origin: it changes when the storage is written after a clone was made from it while
     /// that clone (or another made at the same generation) still exists, and only then, so
     /// that a loop of writes pays nothing for it (see ``isLent``).
-    var generation: UInt64 = 0
+    ///
+    /// Atomic, though only a buffer that holds the storage alone changes it: a clone made
+    /// through another buffer reads it just before that buffer lets the storage go, and the
+    /// reference count that orders the two is not something a race detector sees.
+    var generation: UInt64 { _generation.load(ordering: .acquiring) }
+
+    private let _generation = Atomic<UInt64>(0)
 
     /// The storage this one's region was cloned from, and that storage's `generation` then:
     /// while the source's generation is still that, its content is this region's origin.
@@ -789,12 +795,13 @@ internal final class CowBufferStorage: CowBufferObject, @unchecked Sendable {
     /// Called by the buffer that owns this storage alone, once it has set its lease aside,
     /// before it writes: the clones made so far no longer have this content as their origin.
     func beginChange() {
-        generation &+= 1
+        _generation.wrappingAdd(1, ordering: .releasing)
         leases.withLock { $0.lent = nil }
     }
 
-    /// Lets the source go if nothing but the lease of this storage's generation of clones
-    /// holds it: no buffer can write it or compare with it any more.
+    /// Lets the source go if nothing but the lease this storage shares with the other clones
+    /// made from it at that generation holds it: no buffer can write it or compare with it
+    /// any more.
     private func releaseOrphanedSource() {
         let lease = leases.withLock { $0.fromSource }
         let orphan = lease?.takeLenderIfOrphaned()
