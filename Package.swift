@@ -37,11 +37,17 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Sources/CowMem",
-            // For `@_lifetime` on the span properties (`CowBuffer.span`, `Region.span(of:)`).
-            // Swift 6.2 and 6.3 offer lifetime annotations only as this experimental feature;
-            // packages that use those properties need no setting of their own. Drop it when
-            // lifetime dependencies become part of the language.
-            swiftSettings: [.enableExperimentalFeature("Lifetimes")]
+            swiftSettings: [
+                // For `@_lifetime` on the span properties (`CowBuffer.span`, `Region.span(of:)`).
+                // Swift 6.2 and 6.3 offer lifetime annotations only as this experimental
+                // feature; packages that use those properties need no setting of their own.
+                // Drop it when lifetime dependencies become part of the language.
+                .enableExperimentalFeature("Lifetimes"),
+                // For `import Builtin` in CowBuffer.swift: the subscript's uniqueness check is
+                // `Builtin.beginCOWMutation`, as `Array`'s is, so that the optimizer can take
+                // it out of a loop of writes. Packages that use CowMem need no setting.
+                .enableExperimentalFeature("BuiltinModule"),
+            ]
         ),
         .executableTarget(
             name: "cowmem-demo",

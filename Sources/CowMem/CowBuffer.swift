@@ -1,3 +1,4 @@
+import Builtin
 import Synchronization
 
 #if canImport(Glibc)
@@ -50,6 +51,15 @@ import Musl
 /// an array that cannot allocate, the write then stops the program. Call ``makeUnique()``
 /// before writing to get that failure as an error instead.
 ///
+/// ### Memory
+///
+/// A buffer's storage goes when the last buffer holding it does, with one exception: after a
+/// copy was written, which cloned the storage, the copy's storage holds the one it was cloned
+/// from for as long as that storage may still be compared with it cheaply (see Equality). So
+/// when every buffer holding the original storage is gone first, the original stays until a
+/// clone is next made from the copy's storage, or that storage goes; what it keeps is the
+/// old versions of the pages written since the clone.
+///
 /// ### Threads
 ///
 /// A buffer is `Sendable`: copies may go to other tasks and threads, and each side reads
@@ -64,18 +74,48 @@ import Musl
 /// byte by byte.
 @frozen
 public struct CowBuffer: Sendable {
-    /// The storage; `nil` for an empty buffer.
+    /// The storage (a ``CowBufferStorage``), or for an empty buffer the object that every
+    /// empty buffer shares, which has no region (``CowBufferObject/empty``). Never `nil`: the
+    /// uniqueness check of a write (`Builtin.beginCOWMutation`) takes a class reference, not
+    /// an optional one.
     @usableFromInline
-    internal var storage: CowBufferStorage?
+    internal var _object: CowBufferObject
+
+    /// The storage's first byte (``CowBufferStorage/base``), `nil` for an empty buffer.
+    ///
+    /// Kept in the value as well as in the storage so that a loop of writes reads it from the
+    /// buffer variable, which no byte written through it can alias, and can load it once before
+    /// the loop; loaded from the storage object, it is loaded again after every byte.
+    /// `nonisolated(unsafe)` only because pointers are not `Sendable`: it changes only with
+    /// `_object`, in the same mutation.
+    @usableFromInline
+    nonisolated(unsafe) internal var _base: UnsafeMutableRawPointer?
+
+    /// The number of bytes (``count``).
+    @usableFromInline
+    internal let _count: Int
 
     /// The number of bytes; fixed for the life of the buffer.
-    public let count: Int
+    @inlinable
+    public var count: Int {
+        // Read through a getter marked as an array's count is, so that code which reads the
+        // count does not stop the optimizer from taking the uniqueness check out of a loop
+        // (see `_makeMutableAndUnique()`).
+        @_semantics("array.get_count")
+        get { _count }
+    }
 
     /// An empty buffer. It has no region.
     @inlinable
     public init() {
-        storage = nil
-        count = 0
+        _object = CowBufferObject.empty
+        _base = nil
+        _count = 0
+    }
+
+    /// The storage; `nil` for an empty buffer.
+    internal var storage: CowBufferStorage? {
+        _count > 0 ? unsafeDowncast(_object, to: CowBufferStorage.self) : nil
     }
 
     /// A zero-filled buffer of `count` bytes; a `count` of zero gives the empty buffer, which
@@ -173,8 +213,9 @@ public struct CowBuffer: Sendable {
     }
 
     private init(storage: CowBufferStorage, count: Int) {
-        self.storage = storage
-        self.count = count
+        _object = storage
+        _base = storage.base
+        _count = count
     }
 
     /// The former name of ``init(adopting:count:)``.
@@ -196,10 +237,16 @@ public struct CowBuffer: Sendable {
     /// Setting a byte of a buffer that shares its storage with a copy first clones the
     /// storage (see ``makeUnique()``); then the page that holds the byte is copied, once.
     ///
-    /// A loop of subscript reads costs what the same loop over an `Array` costs. Each write
-    /// asks the runtime whether the storage is shared, and unlike an array's, that question
-    /// stays in the loop, so a loop of subscript writes is many times slower than on an
-    /// array. To write many bytes, write them through one ``mutableSpan``, which asks once:
+    /// A loop of subscript reads costs what the same loop over an `Array` costs, and in
+    /// optimized code so does a loop of subscript writes: each write asks whether the storage
+    /// is shared, and the optimizer asks that once, before the loop, in the loops where it
+    /// does so for an array: for a buffer in a local variable or an `inout` parameter that the
+    /// function uses only through its subscript and `count`, whatever else the loop does; and
+    /// for any loop that does nothing but read and write buffers' bytes. A loop that copies the
+    /// buffer keeps the check. Elsewhere, for example in a loop that writes a buffer kept in a
+    /// class and calls a function the optimizer cannot see into, every write asks, as an
+    /// array's does there, and the loop costs many times what it costs when the question is
+    /// asked once. To ask once whatever the loop does, write through one ``mutableSpan``:
     /// `var bytes = buffer.mutableSpan; for i in bytes.indices { bytes[i] = 0 }`.
     ///
     /// - Parameter position: an index in `0..<count`.
@@ -207,14 +254,14 @@ public struct CowBuffer: Sendable {
     public subscript(position: Int) -> UInt8 {
         get {
             _checkIndex(position)
-            return storage.unsafelyUnwrapped.base.load(fromByteOffset: position, as: UInt8.self)
+            return _elementAddress(position).pointee
         }
         _modify {
             _checkIndex(position)
-            let base = _writableBase()
-            var byte = base.load(fromByteOffset: position, as: UInt8.self)
-            defer { base.storeBytes(of: byte, toByteOffset: position, as: UInt8.self) }
-            yield &byte
+            _makeMutableAndUnique()
+            let address = _elementAddress(position)
+            defer { _endMutation() }
+            yield &address.pointee
         }
     }
 
@@ -236,54 +283,117 @@ public struct CowBuffer: Sendable {
     ///
     /// The C function is `cowmem_clone`.
     public mutating func makeUnique() throws(CowMemError) {
-        guard storage != nil, !isKnownUniquelyReferenced(&storage) else { return }
-        storage = try storage.unsafelyUnwrapped.cloneForWriting()
+        guard count > 0, !isKnownUniquelyReferenced(&_object), _isShared(changing: false) else { return }
+        let clone = try storage.unsafelyUnwrapped.cloneForWriting()
+        _object = clone
+        _base = clone.base
     }
 
-    /// The address of the storage, made this buffer's own and ready to be written: the one
-    /// check every write makes. Traps if the storage cannot be cloned. The buffer must not be
-    /// empty.
+    /// The check every write makes: makes the storage this buffer's own, ready to be written,
+    /// unless it already is. The buffer must not be empty. Traps if the storage cannot be
+    /// cloned.
     ///
-    /// In a loop of subscript writes this stays in the loop, as a call to
-    /// `swift_isUniquelyReferenced_native` and a load of `lent` before each byte's store
-    /// (the release code of the benchmark shows it), and that per-byte branch also keeps the
-    /// loop from being vectorised. An array's check leaves such loops in two steps: the
-    /// optimizer copies the call marked `array.make_mutable` before the loop, then folds the
-    /// `begin_cow_mutation` left inside it, knowing the buffer is still unique.
-    /// `isKnownUniquelyReferenced` lowers to `is_unique` instead, which no pass folds or
-    /// moves; `begin_cow_mutation` is emitted only through `Builtin`. Marking a check like
-    /// this one `@_semantics("array.make_mutable")` (tried on a model of this type) gets a
-    /// copy of it placed before the loop and leaves the per-byte one where it is. The answer
-    /// cannot live in the buffer value itself, since `var b = a` copies the value bit for bit
-    /// and only the reference count tells the two apart. A copy token (a one-element array
-    /// next to the storage, copied when shared) was tried and rejected: the array copies
-    /// itself and releases the shared buffer before the code after it runs, so the other
-    /// copy can start writing the storage in place while this one is still cloning it. The
-    /// test of two copies written together on two threads (`CowBufferValueTests`) fails on
-    /// such a prototype.
+    /// The optimizer removes this check from a loop of writes as it removes an array's. The
+    /// question "is the storage shared?" is `Builtin.beginCOWMutation`, which is what
+    /// `Array` asks (`isKnownUniquelyReferenced` lowers to `is_unique`, which no pass folds
+    /// or moves). Marked `array.make_mutable`, the call is copied before the loop, with the
+    /// ``_endMutation()`` that follows it (COWArrayOpts); the `begin_cow_mutation` left in
+    /// the loop then follows an `end_cow_mutation` on every path with nothing in between
+    /// that could copy the reference, so COWOpts folds its answer to "not shared", and the
+    /// loop stores bytes only, which LLVM vectorises. COWArrayOpts copies the call when the
+    /// buffer is an `inout` parameter or a local variable and every use of it in the function
+    /// is one of the calls it knows (`count` is read through `array.get_count`, bytes through
+    /// ``_elementAddress(_:)``, marked `array.get_element_address`), or else when the loop
+    /// does nothing with side effects but those calls and stores to the elements they give.
+    /// It does not copy it when the loop may copy the buffer and write afterwards, so those
+    /// writes still check; nor does COWOpts fold a check that a copy of the reference comes
+    /// before.
+    ///
+    /// Only the uniqueness answer is folded: anything else this function checked would stay
+    /// in the loop, and its branch would keep the loop from being vectorised. So the one other
+    /// case that needs the slow path, a storage that is *lent* (a clone was made from it at
+    /// its current generation, and that clone's origin must not change in place without the
+    /// generation moving on; see ``CowBufferStorage/generation``), makes the storage not
+    /// unique: the clones made from it hold an extra reference to it
+    /// (``CowBufferLease``) until the next write through a buffer that owns it otherwise
+    /// alone. The slow path tells the two cases apart (``_isShared(changing:)``). Earlier
+    /// designs checked a `lent` flag next to the uniqueness check, which kept a load and a
+    /// branch in every loop; and a copy token (a one-element array next to the storage, copied
+    /// when shared) was rejected as unsound: the array copies itself and releases the shared
+    /// buffer before the code after it runs, so the other copy can start writing the storage
+    /// in place while this one is still cloning it. The test of two copies written together
+    /// on two threads (`CowBufferValueTests`) fails on such a prototype.
+    @inlinable
+    @_semantics("array.make_mutable")
+    internal mutating func _makeMutableAndUnique() {
+        if _slowPath(!Bool(Builtin.beginCOWMutation(&_object))) {
+            _prepareForWriting()
+        }
+    }
+
+    /// Ends what ``_makeMutableAndUnique()`` began: each `begin_cow_mutation` is followed by
+    /// an `end_cow_mutation`, as in `Array`, which is what lets the optimizer fold the next
+    /// check. The bytes live in the region, not in the object, so writes through the address
+    /// may come after it.
+    @inlinable
+    @_semantics("array.end_mutation")
+    internal mutating func _endMutation() {
+        Builtin.endCOWMutation(&_object)
+    }
+
+    /// The address of the byte at `position`, for the subscript's write; marked so that the
+    /// optimizer knows the store through it writes an element, not the buffer (see
+    /// ``_makeMutableAndUnique()``).
+    @inlinable
+    @_semantics("array.get_element_address")
+    internal func _elementAddress(_ position: Int) -> UnsafeMutablePointer<UInt8> {
+        _base.unsafelyUnwrapped.assumingMemoryBound(to: UInt8.self) + position
+    }
+
+    /// The address of the storage, made this buffer's own and ready to be written, for the
+    /// APIs that hand out the bytes to write. The buffer must not be empty.
     @inlinable
     @inline(__always)
     internal mutating func _writableBase() -> UnsafeMutableRawPointer {
-        if _slowPath(!isKnownUniquelyReferenced(&storage) || storage.unsafelyUnwrapped.isLent) {
-            _prepareForWriting()
-        }
-        return storage.unsafelyUnwrapped.base
+        _makeMutableAndUnique()
+        _endMutation()
+        return _base.unsafelyUnwrapped
     }
 
-    /// The rare part of ``_writableBase()``: clone a shared storage, or note that a storage
-    /// that was cloned from is about to change (see ``CowBufferStorage/generation``).
+    /// The rare part of ``_makeMutableAndUnique()``: clone a storage that copies share, or,
+    /// if only the clones made from it hold it besides this buffer, move it to a new
+    /// generation (``CowBufferStorage/beginChange()``) and write it in place.
     @usableFromInline
     @inline(never)
     internal mutating func _prepareForWriting() {
-        if isKnownUniquelyReferenced(&storage) {
-            storage.unsafelyUnwrapped.beginChange()
-            return
-        }
+        guard _isShared(changing: true) else { return }
         do {
-            storage = try storage.unsafelyUnwrapped.cloneForWriting()
+            let clone = try storage.unsafelyUnwrapped.cloneForWriting()
+            _object = clone
+            _base = clone.base
         } catch {
             fatalError("CowBuffer: cloning the storage for a write failed: \(error)")
         }
+    }
+
+    /// Whether another buffer shares the storage, not counting the reference that the clones
+    /// made from it hold while it is lent. Called when the storage is not uniquely referenced.
+    ///
+    /// That reference is set aside, and uniqueness asked again. If the storage is now unique
+    /// and `changing`, it moves to a new generation and the reference is not put back: the
+    /// clones made so far no longer have this content as their origin. Otherwise the
+    /// reference is put back. Nothing is held while uniqueness is asked: a temporary reference
+    /// would make the answer "shared". While the reference is set aside this buffer still
+    /// holds the storage, so no other buffer can find it unique meanwhile.
+    internal mutating func _isShared(changing: Bool) -> Bool {
+        guard storage.unsafelyUnwrapped.setAsideLease() else { return true }
+        let shared = !isKnownUniquelyReferenced(&_object)
+        if !shared && changing {
+            storage.unsafelyUnwrapped.beginChange()
+        } else {
+            storage.unsafelyUnwrapped.restoreLease()
+        }
+        return shared
     }
 
     /// Calls `body` with the buffer's `count` bytes, for reading. Reading copies nothing.
@@ -330,7 +440,7 @@ public struct CowBuffer: Sendable {
     public func withUnsafeBytes<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result
     ) throws(Failure) -> Result {
-        try body(UnsafeRawBufferPointer(start: storage?.base, count: count))
+        try body(UnsafeRawBufferPointer(start: _base, count: count))
     }
 
     /// Calls `body` with a pointer to the buffer's `count` bytes, for reading and writing:
@@ -362,7 +472,7 @@ extension CowBuffer {
     public func withUnsafeBufferPointer<Result: ~Copyable, Failure: Error>(
         _ body: (UnsafeBufferPointer<UInt8>) throws(Failure) -> Result
     ) throws(Failure) -> Result {
-        try body(UnsafeBufferPointer(start: storage?.base.assumingMemoryBound(to: UInt8.self), count: count))
+        try body(UnsafeBufferPointer(start: _base?.assumingMemoryBound(to: UInt8.self), count: count))
     }
 
     /// Calls `body` with a pointer to the buffer's `count` bytes, for reading and writing:
@@ -400,7 +510,7 @@ extension CowBuffer {
         @_lifetime(borrow self)
         borrowing get {
             // Through a local, as in withMutableBytes.
-            let start = UnsafePointer(storage?.base.assumingMemoryBound(to: UInt8.self))
+            let start = UnsafePointer(_base?.assumingMemoryBound(to: UInt8.self))
             let elements = Span(_unsafeElements: UnsafeBufferPointer(start: start, count: count))
             return unsafe _overrideLifetime(elements, borrowing: self)
         }
@@ -412,7 +522,7 @@ extension CowBuffer {
     public var bytes: RawSpan {
         @_lifetime(borrow self)
         borrowing get {
-            let start = UnsafeRawPointer(storage?.base)
+            let start = UnsafeRawPointer(_base)
             let raw = RawSpan(_unsafeBytes: UnsafeRawBufferPointer(start: start, count: count))
             return unsafe _overrideLifetime(raw, borrowing: self)
         }
@@ -424,8 +534,9 @@ extension CowBuffer {
     /// Getting the span does what a write does, once: if the buffer shares its storage with a
     /// copy, the storage is cloned first (see ``makeUnique()``), and then each page written
     /// through the span is copied, once. Writes through the span check nothing more, so a loop
-    /// of them costs what the same loop costs on an array, where a loop of subscript writes on
-    /// the buffer asks at each byte whether the storage is shared.
+    /// of them costs what the same loop costs on an array whatever else the loop does, where a
+    /// loop of subscript writes asks once only when the optimizer can take that question out
+    /// of it (see ``subscript(_:)``).
     ///
     /// The span holds exclusive access to the buffer while it is in use. If the storage cannot
     /// be cloned, getting the span stops the program, as a subscript write does.
@@ -564,62 +675,137 @@ extension CowBuffer: CustomStringConvertible {
 /// point to a newer storage at the same address.
 private let nextStorageID = Atomic<UInt64>(1)
 
+/// What a ``CowBuffer`` refers to: a ``CowBufferStorage``, or for an empty buffer the one
+/// instance of this class itself, ``empty``, which has no region and is never written.
+@usableFromInline
+internal class CowBufferObject: @unchecked Sendable {
+    @usableFromInline
+    internal init() {}
+
+    /// The object every empty buffer refers to.
+    @usableFromInline
+    internal static let empty = CowBufferObject()
+}
+
 /// The region behind one or more ``CowBuffer`` values, with what equality needs to know
 /// about its history.
 ///
 /// `@unchecked Sendable`, with the reasoning `Array`'s storage relies on: the mutable state
 /// (the region's bytes and `generation`) is only ever changed through a buffer that holds
-/// the *only* reference (`isKnownUniquelyReferenced`), and a storage shared by several
+/// the *only* reference (`isKnownUniquelyReferenced`, once the reference its clones hold
+/// is set aside; see ``CowBuffer/_isShared(changing:)``), and a storage shared by several
 /// buffers, which is the only kind another thread can see, is never mutated: a write through
-/// any of them first clones it. The other stored properties are constants, and the C calls
-/// made on a shared region (clone, dirty pages) are thread-safe.
+/// any of them first clones it. The other stored properties are constants or behind a lock
+/// (`leases`), and the C calls made on a shared region (clone, dirty pages) are thread-safe.
 @usableFromInline
-internal final class CowBufferStorage: @unchecked Sendable {
+internal final class CowBufferStorage: CowBufferObject, @unchecked Sendable {
     let region: Region
-    @usableFromInline
     let base: UnsafeMutableRawPointer
     let id: UInt64
 
     /// Which state of this storage's content the clones made from it may have as their
-    /// origin: it changes when the storage is written after a clone was made from it, and
-    /// only then, so that a loop of writes pays nothing for it (see ``isLent``).
-    var generation: UInt64 = 0
-
-    /// Whether a clone was made from this storage at the current ``generation``: the next
-    /// write must move to a new generation first.
+    /// origin: it changes when the storage is written after a clone was made from it while
+    /// that clone (or another made at the same generation) still exists, and only then, so
+    /// that a loop of writes pays nothing for it (see ``isLent``).
     ///
-    /// Atomic because the clone that sets it is made through a shared reference, perhaps on
-    /// another thread than the one that will write next; every write reads it, and relaxed
-    /// loads cost what plain ones do.
-    @usableFromInline
-    let lent = Atomic<Bool>(false)
+    /// Atomic, though only a buffer that holds the storage alone changes it: a clone made
+    /// through another buffer reads it just before that buffer lets the storage go, and the
+    /// reference count that orders the two is not something a race detector sees.
+    var generation: UInt64 { _generation.load(ordering: .acquiring) }
 
-    @inlinable
-    var isLent: Bool { lent.load(ordering: .relaxed) }
+    private let _generation = Atomic<UInt64>(0)
 
     /// The storage this one's region was cloned from, and that storage's `generation` then:
     /// while the source's generation is still that, its content is this region's origin.
     let source: (id: UInt64, generation: UInt64)?
 
-    init(region: consuming Region, source: (id: UInt64, generation: UInt64)?) {
+    /// The leases this storage takes part in; see ``CowBufferLease``.
+    private let leases: Mutex<Leases>
+
+    private struct Leases {
+        /// The lease of the clones made from this storage at its current generation, while
+        /// one of them exists (they hold it; this does not).
+        weak var lent: CowBufferLease?
+
+        /// The lease of the clones made from ``source`` at that generation, this one among
+        /// them: it keeps the source from changing in place while this storage exists, unless
+        /// the source moves to a new generation first.
+        var fromSource: CowBufferLease?
+    }
+
+    init(region: consuming Region, source: (id: UInt64, generation: UInt64)?, lease: CowBufferLease? = nil) {
         base = region.unsafeBaseAddress
         id = nextStorageID.wrappingAdd(1, ordering: .relaxed).oldValue
         self.source = source
+        leases = Mutex(Leases(lent: nil, fromSource: lease))
         self.region = region
     }
 
-    /// A storage of its own for a buffer about to write: a clone of this one's region.
-    func cloneForWriting() throws(CowMemError) -> CowBufferStorage {
-        let clone = CowBufferStorage(region: try region.clone(), source: (id, generation))
-        lent.store(true, ordering: .relaxed)
-        return clone
+    deinit {
+        // The sources that only this storage kept alive go with it. One after the other, not
+        // by each one's deinit releasing the next: an undo history dropped at once leaves a
+        // chain as long as the history, and recursion that deep could exhaust a thread's stack.
+        var next = leases.withLock { $0.fromSource.take() }
+        while var lease = next {
+            next = nil
+            guard isKnownUniquelyReferenced(&lease), var lender = lease.takeLender(),
+                  isKnownUniquelyReferenced(&lender) else { break }
+            next = lender.leases.withLock { $0.fromSource.take() }
+        }
     }
 
-    /// Called by the buffer that owns this storage alone, before it writes while
-    /// ``isLent``: the clones made so far no longer have this content as their origin.
+    /// Whether a clone was made from this storage at the current ``generation`` and still
+    /// exists: the next write must move to a new generation first. Its clones then hold a
+    /// reference to this storage, so that a buffer holding it otherwise alone still finds it
+    /// not unique, and takes the slow path, where the reference is dropped.
+    var isLent: Bool {
+        leases.withLock { $0.lent?.hasLender ?? false }
+    }
+
+    /// A storage of its own for a buffer about to write: a clone of this one's region, which
+    /// joins the lease of this storage's current generation.
+    func cloneForWriting() throws(CowMemError) -> CowBufferStorage {
+        let region = try region.clone()
+        let lease = leases.withLock { leases in
+            if let lease = leases.lent {
+                lease.restoreLender(self)   // in case a buffer has set it aside meanwhile
+                return lease
+            }
+            let lease = CowBufferLease(lender: self)
+            leases.lent = lease
+            return lease
+        }
+        releaseOrphanedSource()
+        return CowBufferStorage(region: region, source: (id, generation), lease: lease)
+    }
+
+    /// Drops the reference the lent clones hold to this storage, if there is one: see
+    /// ``CowBuffer/_isShared(changing:)``, which then asks whether the storage is unique.
+    func setAsideLease() -> Bool {
+        releaseOrphanedSource()
+        let lender = leases.withLock { $0.lent?.takeLender() }
+        return lender != nil   // the reference goes when `lender` does, before the caller asks
+    }
+
+    /// Puts back what ``setAsideLease()`` dropped, if the lent clones still exist.
+    func restoreLease() {
+        leases.withLock { $0.lent?.restoreLender(self) }
+    }
+
+    /// Called by the buffer that owns this storage alone, once it has set its lease aside,
+    /// before it writes: the clones made so far no longer have this content as their origin.
     func beginChange() {
-        generation &+= 1
-        lent.store(false, ordering: .relaxed)
+        _generation.wrappingAdd(1, ordering: .releasing)
+        leases.withLock { $0.lent = nil }
+    }
+
+    /// Lets the source go if nothing but the lease this storage shares with the other clones
+    /// made from it at that generation holds it: no buffer can write it or compare with it
+    /// any more.
+    private func releaseOrphanedSource() {
+        let lease = leases.withLock { $0.fromSource }
+        let orphan = lease?.takeLenderIfOrphaned()
+        _ = orphan   // released here, outside the locks
     }
 
     /// The pages where `a` and `b` may differ, ascending, when their history says so cheaply;
@@ -659,5 +845,48 @@ internal final class CowBufferStorage: @unchecked Sendable {
             }
         }
         return result
+    }
+}
+
+/// The reference that the clones made from a storage at one generation hold to it: while it
+/// holds, a buffer that owns that storage otherwise alone finds it not unique, and its next
+/// write takes the slow path, which drops the reference and moves the storage to a new
+/// generation (``CowBuffer/_isShared(changing:)``). So a write that needs that step is
+/// caught by the same uniqueness check as a write to a shared storage, the one check the
+/// optimizer folds in a loop.
+///
+/// The clones share one lease; it goes when the last of them does, and the reference with
+/// it. A lender that no buffer holds any more is of no use to its clones, and is let go by
+/// the next clone or write that takes the slow path through one of them
+/// (`releaseOrphanedSource`), or when they go.
+internal final class CowBufferLease: Sendable {
+    private let lender: Mutex<CowBufferStorage?>
+
+    init(lender: CowBufferStorage) {
+        self.lender = Mutex(lender)
+    }
+
+    /// Whether the reference is held.
+    var hasLender: Bool {
+        lender.withLock { $0 != nil }
+    }
+
+    /// Takes the reference out, to be released by the caller.
+    func takeLender() -> CowBufferStorage? {
+        lender.withLock { $0.take() }
+    }
+
+    /// Holds `storage` again, unless the reference is held.
+    func restoreLender(_ storage: CowBufferStorage) {
+        lender.withLock { lender in
+            if lender == nil { lender = storage }
+        }
+    }
+
+    /// Takes the reference out if it is the only one to the lender.
+    func takeLenderIfOrphaned() -> CowBufferStorage? {
+        lender.withLock { lender in
+            isKnownUniquelyReferenced(&lender) ? lender.take() : nil
+        }
     }
 }

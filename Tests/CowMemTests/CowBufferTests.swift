@@ -194,6 +194,59 @@ struct CowBufferTests {
         #expect(Array(b) == model)
     }
 
+    @Test("A lent storage stays not unique while its clone exists, and makeUnique does not clone it for that")
+    func lentStorageIsHeldByItsClone() throws {
+        var a = try CowBuffer(repeating: 3, count: 2 * pageSize)
+        let original = ObjectIdentifier(a.storage!)   // not a reference: that would share it
+        var b = a
+        b[0] = 0                              // b clones: its lease holds a's storage
+        #expect(a.storage!.isLent)
+        try a.makeUnique()                    // only b's lease holds it besides a: no clone
+        #expect(ObjectIdentifier(a.storage!) == original)
+        #expect(a.storage!.isLent && a.storage!.generation == 0)
+        a[1] = 1                              // the write drops the lease's hold, moves on
+        #expect(ObjectIdentifier(a.storage!) == original)
+        #expect(!a.storage!.isLent && a.storage!.generation == 1)
+        var c = a
+        c[2] = 2
+        #expect(a.storage!.isLent)
+        c = CowBuffer()                       // the only clone of this generation goes
+        #expect(!a.storage!.isLent)
+        a[3] = 3                              // nothing to tell: no new generation
+        #expect(ObjectIdentifier(a.storage!) == original && a.storage!.generation == 1)
+        #expect(Array(a.prefix(4)) == [3, 1, 3, 3] && Array(b.prefix(4)) == [0, 3, 3, 3])
+        #expect(c.isEmpty)
+    }
+
+    @Test("Storages that only their clones hold go at the next clone, the whole chain of an undo history")
+    func orphanedSourcesAreLetGo() throws {
+        // An undo history, each state cloned from the one before: every clone holds its
+        // source while that source is lent. Dropped at once, the history is held only by
+        // those leases, and goes at the image's next clone, on the thread that makes it.
+        let failures = Failures()
+        try onThreads(1) { _ in
+            do {
+                var image = try CowBuffer(count: 2 * pageSize)
+                var history: [CowBuffer] = []
+                weak var oldest = image.storage
+                for edit in 0..<200 {
+                    history.append(image)
+                    image[edit % (2 * pageSize)] = UInt8(truncatingIfNeeded: edit)
+                }
+                weak var newest = history.last!.storage
+                history = []
+                if oldest == nil || newest == nil { failures.record("dropped before the next clone") }
+                var next = image
+                next[0] ^= 1
+                if oldest != nil || newest != nil { failures.record("kept after the next clone") }
+                if next == image { failures.record("the clone is equal to the image") }
+            } catch {
+                failures.record("\(error)")
+            }
+        }
+        #expect(failures.all.isEmpty, "\(failures.all)")
+    }
+
     @Test("The count is fixed and exact; the storage is rounded up to whole pages")
     func countAndRounding() throws {
         let count = 3 * pageSize + 5

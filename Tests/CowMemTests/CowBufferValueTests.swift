@@ -81,6 +81,34 @@ private final class Signal: Sendable {
     }
 }
 
+/// Hands `first` and `second`, each with `model`, to two threads, so that each thread's
+/// variable is its buffer's only holder, and runs `body(side, &buffer, &model)` on both once
+/// both have started; returns each side's buffer and model afterwards.
+private func writtenOnTwoThreads(
+    _ first: consuming CowBuffer, _ second: consuming CowBuffer, _ model: [UInt8],
+    _ body: @escaping @Sendable (_ side: Int, _ buffer: inout CowBuffer, _ model: inout [UInt8]) -> Void
+) throws -> [(buffer: CowBuffer, model: [UInt8])] {
+    let sides = [Handoff(consume first, model), Handoff(consume second, model)]
+    let start = StartLine(parties: 2)
+    try onThreads(2) { side in
+        let handoff = sides[side]
+        var mine = handoff.buffer.take()!
+        var model = handoff.model
+        start.wait()
+        body(side, &mine, &model)
+        handoff.buffer = mine
+        handoff.model = model
+    }
+    return sides.map { ($0.buffer!, $0.model) }
+}
+
+/// Records in `failures` the first byte where `buffer` and `model` differ, if any.
+private func recordDifference(_ failures: Failures, _ buffer: CowBuffer, _ model: [UInt8], _ what: String) {
+    if let offset = buffer.withUnsafeBytes({ firstDifference($0, model) }) {
+        failures.record("\(what): byte \(offset) is \(buffer[offset]), expected \(model[offset])")
+    }
+}
+
 @Suite("CowBuffer copies stay values wherever they are kept", .timeLimit(.minutes(2)), .watchdog(seconds: 150))
 struct CowBufferValueTests {
     let count = 5 * pageSize + 321
@@ -221,14 +249,9 @@ struct CowBufferValueTests {
         for trial in 0..<80 {
             let (first, model) = try patterned(count, tag: UInt8(truncatingIfNeeded: trial))
             let second = first
-            let sides = [Handoff(consume first, model), Handoff(consume second, model)]
-            let start = StartLine(parties: 2), firstWrites = Signal(), firstDone = Signal()
+            let firstWrites = Signal(), firstDone = Signal()
             let delay = Duration.microseconds(trial % 10)
-            try onThreads(2) { side in
-                let handoff = sides[side]
-                var mine = handoff.buffer.take()!
-                var model = handoff.model
-                start.wait()
+            let sides = try writtenOnTwoThreads(consume first, consume second, model) { side, mine, model in
                 if side == 0 {
                     firstWrites.raise()
                     writeLoop(&mine, &model, 0..<(count / 2), tag: 0x5A)
@@ -241,17 +264,45 @@ struct CowBufferValueTests {
                         writeLoop(&mine, &model, (count / 2)..<count, tag: 0xA5)
                     } while !firstDone.isRaised
                 }
-                handoff.buffer = mine
-                handoff.model = model
             }
-            for side in sides.indices {
-                let buffer = sides[side].buffer!, model = sides[side].model
-                if let offset = buffer.withUnsafeBytes({ firstDifference($0, model) }) {
-                    failures.record("trial \(trial), side \(side): byte \(offset) is \(buffer[offset]), expected \(model[offset])")
-                }
+            for (side, (buffer, model)) in sides.enumerated() {
+                recordDifference(failures, buffer, model, "trial \(trial), side \(side)")
             }
         }
         #expect(failures.all.isEmpty, "\(failures.all.count) sides wrong in 80 trials: \(failures.all.prefix(4))")
+    }
+
+    @Test("Two copies of a storage a clone was made from, written at the same time on two threads, leave the clone and equality right")
+    func copiesOfALentStorageWrittenTogether() throws {
+        // As above, but a third copy was written first, so the two threads' storage is lent:
+        // the clone holds it, and each write must tell that reference from the other thread's.
+        // One side clones; the other writes in place once it holds the storage alone, and must
+        // move it to a new generation first, or comparing the clone with it would look only at
+        // the pages the clone wrote.
+        let count = 16 * pageSize
+        let failures = Failures()
+        for trial in 0..<40 {
+            let (first, model) = try patterned(count, tag: UInt8(truncatingIfNeeded: trial))
+            var kept = first, keptModel = model
+            kept[0] = value(0, 0x5A)
+            keptModel[0] = value(0, 0x5A)
+            let second = first
+            let sides = try writtenOnTwoThreads(consume first, consume second, model) { side, mine, model in
+                // Both make their first page what the clone's is, and change pages it did not:
+                // a comparison that looked only at the clone's page would find them equal.
+                writeLoop(&mine, &model, 0..<1, tag: 0x5A)
+                let half = side == 0 ? pageSize..<(count / 2) : (count / 2)..<count
+                writeLoop(&mine, &model, half, tag: side == 0 ? 0x5A : 0xA5)
+            }
+            for (side, (buffer, model)) in sides.enumerated() {
+                recordDifference(failures, buffer, model, "trial \(trial), side \(side)")
+                if (buffer == kept) != (model == keptModel) {
+                    failures.record("trial \(trial), side \(side): compared with the clone, \(buffer == kept)")
+                }
+            }
+            recordDifference(failures, kept, keptModel, "trial \(trial), the clone")
+        }
+        #expect(failures.all.isEmpty, "\(failures.all.count) failures in 40 trials: \(failures.all.prefix(4))")
     }
 
     @Test("A copy read over and over on one thread does not change while another thread writes the original")
