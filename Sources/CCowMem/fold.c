@@ -472,9 +472,11 @@ int cowmem__capture_begin(struct cowmem__region *src, struct cowmem__fold **fold
 	return -EINVAL;
 }
 
-void cowmem__captured_view(const struct cowmem__region *src, uint64_t *gen,
-			   struct cowmem__overlay **overlay)
+void cowmem__capture_finish(const struct cowmem__region *src, struct cowmem__fold *fold,
+			    uint64_t *gen, struct cowmem__overlay **overlay)
 {
+	if (fold)
+		cowmem__fold_finish(fold);
 	*gen = src->mode == COWMEM__READER ? src->gen : cowmem__layer_current(src->layer);
 	*overlay = src->mode == COWMEM__READER ? src->overlay : NULL;
 }
@@ -484,12 +486,9 @@ int cowmem__capture(struct cowmem__region *src, uint64_t *gen, struct cowmem__ov
 	struct cowmem__fold *fold;
 	int rc = cowmem__capture_begin(src, &fold);
 
-	if (rc < 0)
-		return rc;
-	if (fold)
-		cowmem__fold_finish(fold);
-	cowmem__captured_view(src, gen, overlay);
-	return 0;
+	if (rc == 0)
+		cowmem__capture_finish(src, fold, gen, overlay);
+	return rc;
 }
 
 /* ---- copy ---------------------------------------------------------------- */

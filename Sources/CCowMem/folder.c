@@ -24,9 +24,9 @@
  * a reader's fault the server needs no more than the layer as it was: the
  * fold has changed nothing yet. A fault of the head or the clone that it
  * read before they went on the fence only wakes the thread, which then
- * waits there (resolve.c). The folder thread
- * finishes the pending fold when nobody else does; it starts with the
- * first clone and stops with the last region.
+ * waits there (resolve.c). The folder thread finishes the pending fold
+ * when nobody else does; it starts with the first clone and stops with
+ * the last region.
  * COWMEM_DISABLE=background-fold folds on the calling thread, before the
  * clone returns.
  */
@@ -146,9 +146,7 @@ struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *err
 		cowmem__reader_free_pending(clone);
 		clone = NULL;
 	}
-	if (fold)
-		cowmem__fold_finish(fold);
-	cowmem__captured_view(src, &gen, &overlay);
+	cowmem__capture_finish(src, fold, &gen, &overlay);
 	if ((rc = cowmem__reader_new(src->layer, src->size, gen, overlay, &clone)) < 0) {
 		*error = -rc;
 		return NULL;

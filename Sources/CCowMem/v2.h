@@ -251,11 +251,11 @@ struct cowmem__region *cowmem__v2_load(int fd);
 int cowmem__capture(struct cowmem__region *src, uint64_t *gen, struct cowmem__overlay **overlay);
 /* The same in two steps. A fold may stop after moving the head's page
  * tables (*fold set; the head waits on the fence if cowmem__fold_fenced(),
- * else in the server): nothing may change the layer, the head or the store, or
- * fill the head's mapping, until cowmem__fold_finish(), lock held, which
- * frees *fold (the server only reads them for readers, and only wakes a
- * region on the fence: resolve.c). Then
- * cowmem__captured_view() says where src's content is. */
+ * else in the server): then nothing may change the layer, the head or the
+ * store, or fill the head's mapping, until cowmem__fold_finish() (the
+ * server only reads them for readers, and only wakes a region on the
+ * fence: resolve.c). cowmem__capture_finish(), lock held, finishes and
+ * frees *fold if there is one and says where src's content is. */
 struct cowmem__fold;
 int cowmem__capture_begin(struct cowmem__region *src, struct cowmem__fold **fold);
 bool cowmem__fold_fenced(const struct cowmem__fold *fold);
@@ -263,8 +263,8 @@ bool cowmem__fold_fenced(const struct cowmem__fold *fold);
 _Noreturn void cowmem__fold_abort(const char *what, int rc);
 struct cowmem__region *cowmem__fold_head(const struct cowmem__fold *fold);
 void cowmem__fold_finish(struct cowmem__fold *fold);
-void cowmem__captured_view(const struct cowmem__region *src, uint64_t *gen,
-			   struct cowmem__overlay **overlay);
+void cowmem__capture_finish(const struct cowmem__region *src, struct cowmem__fold *fold,
+			    uint64_t *gen, struct cowmem__overlay **overlay);
 /* Makes r (which no other thread accesses) a reader of `layer` at `gen`
  * with `overlay`, dropping every page it has. 0 or a negative errno. */
 int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint64_t gen,
