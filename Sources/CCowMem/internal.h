@@ -136,6 +136,7 @@ struct page_map {
 	size_t count;
 };
 void *cowmem__page_map_get(const struct page_map *m, size_t page);
+void cowmem__page_map_prefetch(const struct page_map *m, size_t page); /* a get to come */
 int cowmem__page_map_put(struct page_map *m, size_t page, void *value); /* -1 ENOMEM */
 void *cowmem__page_map_remove(struct page_map *m, size_t page);
 void cowmem__page_map_replace(struct page_map *m, size_t page, void *value); /* an existing key */

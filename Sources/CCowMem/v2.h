@@ -91,6 +91,7 @@ int cowmem__layer_reserve_hold(struct cowmem__layer *layer);
 struct cowmem__page_job;
 int cowmem__layer_replace(struct cowmem__layer *layer, size_t page, const char *content,
 			  struct cowmem__page_job *job);
+void cowmem__layer_prefetch(const struct cowmem__layer *layer, size_t page); /* a replace to come */
 uint64_t cowmem__layer_capture_end(struct cowmem__layer *layer); /* the new generation */
 void cowmem__layer_capture_abort(struct cowmem__layer *layer); /* before any replace */
 struct cowmem__region *cowmem__layer_head(const struct cowmem__layer *layer);
