@@ -518,14 +518,30 @@ static size_t dead_after(const struct cowmem__layer *layer, uint64_t gen)
 /* Frees the versions of one deadlist that no held generation sees any
  * more: those born after `keep_through` (the newest held generation before
  * the one released; versions born at or before it are still seen by it). */
+#define FORGET_AHEAD 8
+
 static void sweep_deadlist(struct cowmem__layer *layer, struct dead_ref *ref, bool keep_any,
 			   uint64_t keep_through)
 {
 	struct deadlist *list = ref->list;
 
 	while (list->count > 0 &&
-	       (!keep_any || list->entries[list->count - 1].birth > keep_through))
+	       (!keep_any || list->entries[list->count - 1].birth > keep_through)) {
+		/* Each version's pool entry, old-version map slot and store
+		 * reference are cache misses at random places (a destroy in
+		 * the steady loop frees 2,621 of them): ask ahead, the pool
+		 * entries further, since the other two are found in them. */
+		size_t n = list->count;
+		if (n > 2 * FORGET_AHEAD)
+			__builtin_prefetch(&layer->pool[list->entries[n - 1 - 2 * FORGET_AHEAD].version]);
+		if (n > FORGET_AHEAD) {
+			const struct old_version *v =
+				&layer->pool[list->entries[n - 1 - FORGET_AHEAD].version];
+			cowmem__page_map_prefetch(&layer->old, v->page);
+			cowmem__store_prefetch(v->slot);
+		}
 		version_forget(layer, list->entries[--list->count].version);
+	}
 	if (list->count > 0)
 		ref->newest_birth = list->entries[list->count - 1].birth;
 	if (list->count == 0) {

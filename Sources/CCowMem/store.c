@@ -116,6 +116,12 @@ void cowmem__store_unref(cowmem__slot slot)
 	used--;
 }
 
+void cowmem__store_prefetch(cowmem__slot slot)
+{
+	if (slot != COWMEM__HOLE)
+		__builtin_prefetch(&refs[slot], 1);
+}
+
 static void release_all(void)
 {
 	for (size_t i = 0; i < chunk_count; i++)

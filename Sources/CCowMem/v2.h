@@ -31,6 +31,7 @@ typedef uint32_t cowmem__slot;
 int cowmem__store_alloc(cowmem__slot *slot);          /* refs = 1 */
 void cowmem__store_ref(cowmem__slot slot);
 void cowmem__store_unref(cowmem__slot slot);
+void cowmem__store_prefetch(cowmem__slot slot); /* an unref to come */
 char *cowmem__store_page(cowmem__slot slot);          /* stable address */
 void cowmem__store_trim(void); /* gives back memory of free slots beyond a slack */
 void cowmem__store_release(void); /* unmaps everything if no slot is used */
