@@ -84,7 +84,11 @@ int cowmem_prefault(cowmem_region *r, size_t offset, size_t length, int for_writ
 {
 	if (cowmem__engine_init() < 0)
 		return -1;
-	pthread_mutex_lock(&cowmem__engine.lock);
+	/* Settled: a clone's fold still under way would take layer pages
+	 * from the family's readers after the touches below, and a system
+	 * call on the userfaultfd-user backend would then meet them unmapped
+	 * (EFAULT, a short transfer). */
+	cowmem__lock_settled();
 	bool live = cowmem__v2 ? cowmem__v2_usable((struct cowmem__region *)r)
 			       : cowmem__v1_region_usable(r);
 	size_t size = live ? cowmem_size(r) : 0;

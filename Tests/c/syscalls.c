@@ -25,7 +25,10 @@
  * (cowmem_prefault(3)): each buffer is prefaulted right before its call,
  * and a first case checks that a call on an unfilled page, not prefaulted,
  * fails instead of moving wrong bytes. With every other backend nothing is
- * prefaulted and every call must be served.
+ * prefaulted and every call must be served. One case forces that backend
+ * (where it can be had): a prefault right after a clone of the buffer's
+ * family lasts until the call, though the clone's copies finish after it
+ * returned.
  */
 #include "harness.h"
 
@@ -493,6 +496,61 @@ static void unprefaulted(void)
 	make_source();
 	check_unprefaulted_calls_fail();
 }
+/* A clone whose fold finishes after it returns (the folder's thread) takes
+ * the pages it changes out of every region of the family that maps them:
+ * here B's mapping of page 3, which C replaces. A prefault of B right after
+ * that clone must wait for the fold, or the fold's punch lands after the
+ * prefault and before the system call, which then meets an unmapped page
+ * (on userfaultfd-user: EFAULT, a short transfer). The pause between the
+ * prefault and the call, which the contract allows, gives the fold every
+ * chance to land there. */
+static void prefault_after_family_clone(void)
+{
+	const size_t changed = 3, rounds = 50;
+	unsigned char *expected = malloc(size), *got = malloc(page);
+	CHECK(expected && got, "malloc");
+	int fds[2];
+	CHECK(pipe(fds) == 0, "pipe: %s", strerror(errno));
+	for (size_t round = 0; round < rounds; round++) {
+		cowmem_region *a = test_create_or_skip(size);
+		memset(cowmem_data(a), (int)(0x40 + round), size);
+		memset(expected, (int)(0x40 + round), size);
+		cowmem_region *b = cowmem_clone(a);
+		CHECK(b != NULL, "cowmem_clone: %s", strerror(errno));
+		cowmem_region *c = cowmem_clone(b); /* b takes over as head */
+		CHECK(c != NULL, "cowmem_clone: %s", strerror(errno));
+		unsigned char *bd = cowmem_data(b), *cd = cowmem_data(c);
+		CHECK(cowmem_prefault(b, 0, size, 0) == 0, "cowmem_prefault: %s",
+		      strerror(errno));
+		(void)*(volatile unsigned char *)&bd[changed * page]; /* b maps the layer's page */
+		cd[changed * page] ^= 0xff;
+		/* c takes over as head and folds its page into the layer. */
+		cowmem_region *d = cowmem_clone(c);
+		CHECK(d != NULL, "cowmem_clone: %s", strerror(errno));
+		CHECK(cowmem_prefault(b, changed * page, page, 0) == 0, "cowmem_prefault: %s",
+		      strerror(errno));
+		struct timespec pause = { 0, 2 * 1000 * 1000 };
+		nanosleep(&pause, NULL);
+		ssize_t n = write(fds[1], bd + changed * page, page);
+		CHECK(n == (ssize_t)page,
+		      "round %zu: write(2) from a page prefaulted after a clone of its family moved "
+		      "%zd bytes of %zu (%s)", round, n, page, n < 0 ? strerror(errno) : "short");
+		CHECK(read(fds[0], got, page) == (ssize_t)page, "read from pipe: %s", strerror(errno));
+		CHECK_BYTES(got, expected + changed * page, page, "the bytes write(2) took from b");
+		CHECK_BYTES(cd + changed * page + 1, expected + changed * page + 1, page - 1,
+			    "the rest of c's changed page");
+		CHECK(cowmem_destroy(d) == 0 && cowmem_destroy(c) == 0 && cowmem_destroy(b) == 0 &&
+			      cowmem_destroy(a) == 0,
+		      "destroy: %s", strerror(errno));
+	}
+	close(fds[0]);
+	close(fds[1]);
+	free(expected);
+	free(got);
+	printf("%zu rounds: a prefault after a clone of the family lasted until the call\n",
+	       rounds);
+}
+
 static void pipe_write(void) { run_calls(case_pipe_write); }
 static void pipe_read(void) { run_calls(case_pipe_read); }
 static void file_pread(void) { run_calls(case_pread); }
@@ -505,6 +563,8 @@ static void process_vm(void) { run_calls(case_process_vm); }
 static const struct test_case cases[] = {
 	/* The documented behaviour that cowmem_prefault() exists for. */
 	TEST_CASE("unprefaulted-calls-fail", unprefaulted, .backends = "userfaultfd-user"),
+	TEST_CASE("prefault-after-a-clone-of-the-family", prefault_after_family_clone,
+		  .environment = { "COWMEM_BACKEND=userfaultfd-user" }),
 	TEST_CASE("write-from-unfilled-into-pipe", pipe_write),
 	TEST_CASE("read-from-pipe-into-unfilled", pipe_read),
 	TEST_CASE("pread-from-file-into-unfilled", file_pread),
