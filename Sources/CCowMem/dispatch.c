@@ -34,13 +34,41 @@ cowmem_region *cowmem_create(size_t size)
 	return cowmem__v1_create(size);
 }
 
+/* The first engine's regions need the fault server from their first clone
+ * on (clones wait for versions in it) until the last region is gone. The
+ * engine itself never starts or stops it: the server calls into the
+ * engine, and calls go one way. A source that is live keeps the region
+ * count above zero, so no destroy stops the server between the start here
+ * and the clone. */
+static cowmem_region *v1_clone(cowmem_region *src)
+{
+	pthread_mutex_lock(&cowmem__engine.lock);
+	int rc = src && cowmem__v1_region_usable(src) ? cowmem__server_ensure_running() : 0;
+	pthread_mutex_unlock(&cowmem__engine.lock);
+	return rc < 0 ? NULL : cowmem__v1_clone(src);
+}
+
+static int v1_destroy(cowmem_region *r)
+{
+	pthread_t server;
+
+	if (cowmem__v1_destroy(r) < 0)
+		return -1;
+	pthread_mutex_lock(&cowmem__engine.lock);
+	bool join = cowmem__engine.region_count == 0 && cowmem__server_stop_library_thread(&server);
+	pthread_mutex_unlock(&cowmem__engine.lock);
+	if (join)
+		cowmem__server_join(server);
+	return 0;
+}
+
 cowmem_region *cowmem_clone(cowmem_region *src)
 {
 	if (cowmem__engine_init() < 0)
 		return NULL;
 	if (cowmem__v2)
 		return (cowmem_region *)cowmem__v2_clone((struct cowmem__region *)src);
-	return cowmem__v1_clone(src);
+	return v1_clone(src);
 }
 
 void *cowmem_data(const cowmem_region *r)
@@ -61,7 +89,7 @@ int cowmem_destroy(cowmem_region *r)
 {
 	if (cowmem__v2)
 		return cowmem__v2_destroy((struct cowmem__region *)r);
-	return cowmem__v1_destroy(r);
+	return v1_destroy(r);
 }
 
 /* Faults the pages of [offset, offset + length) of the region at data in

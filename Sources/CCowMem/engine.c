@@ -1038,10 +1038,6 @@ cowmem_region *cowmem_clone(cowmem_region *src)
 		err = EINVAL;
 		goto err_unlock;
 	}
-	if (cowmem__server_ensure_running() < 0) {
-		err = errno;
-		goto err_unlock;
-	}
 	bool had_delta = src->mode == REGION_PRIVATE;
 	if (src->mode == REGION_EXCLUSIVE && freeze(src) < 0) {
 		err = errno;
@@ -1176,9 +1172,6 @@ void cowmem__v1_region_hand_over_all(struct cowmem_region *r, struct pending **b
 
 int cowmem_destroy(cowmem_region *r)
 {
-	pthread_t server;
-	bool join = false;
-
 	if (!r)
 		return 0;
 	pthread_mutex_lock(&cowmem__engine.lock);
@@ -1209,15 +1202,10 @@ int cowmem_destroy(cowmem_region *r)
 	region_unlink(r, true);
 	if (origin)
 		region_unlink(origin, true);
-	/* The last region is gone: the library's threads have nothing to do. */
-	if (cowmem__engine.region_count == 0)
-		join = cowmem__server_stop_library_thread(&server);
 	pthread_mutex_unlock(&cowmem__engine.lock);
 	cowmem__v1_region_free(r);
 	if (origin)
 		cowmem__v1_region_free(origin);
-	if (join)
-		cowmem__server_join(server);
 	return 0;
 }
 

@@ -94,6 +94,7 @@ int cowmem__sys_pidfd_open(pid_t pid, unsigned int flags);
 ssize_t cowmem__sys_process_madvise(int pidfd, const struct iovec *iov, size_t count, int advice,
 				    unsigned int flags);
 int cowmem__pread_all(int fd, void *buffer, size_t length, off_t offset); /* 0 or -errno */
+int cowmem__pwrite_all(int fd, const void *buffer, size_t length, off_t offset); /* 0 or -errno */
 
 /* A write access to the byte at p that changes nothing: x86's lock cmpxchg
  * writes even when the comparison fails, so a page not mapped writable
@@ -337,13 +338,17 @@ int cowmem__v1_read_pagemap(const struct cowmem_region *r, size_t page, size_t c
  * faulting anything in: own pages through /proc/self/mem, awaited versions
  * from their owner, the rest from the base layer. Needs /proc. */
 int cowmem__v1_region_read(const struct cowmem_region *r, size_t page, size_t count, char *buf);
-/* The base layer's content of [page, page + count) (snapshot.c). */
+/* Loaded layers (loaded_layer.c). The base layer's content of
+ * [page, page + count). */
 int cowmem__v1_layer_read(const struct layer *layer, size_t page, size_t count, char *buf);
 /* Makes the pages of [page, end) that a loaded layer has not read yet part
  * of it: 1 if `page` now has data in the memfd, 0 if it reads as zero. */
 int cowmem__v1_layer_load(struct layer *layer, size_t page, size_t end);
 /* How many pages from `page` on (up to limit) a loaded layer has read. */
 size_t cowmem__v1_layer_loaded_run(const struct layer *layer, size_t page, size_t limit);
+/* Reads every page of the file with data into the layer (no userfaultfd to
+ * load on demand): 0, or -1 + errno. */
+int cowmem__v1_layer_load_all(struct layer *layer, size_t pages);
 
 /* Snapshot files (snapshot.c), shared by both engines: 0, or -1 + errno. */
 int cowmem__snapshot_open(int fd, uint64_t *size, uint64_t *data_offset);

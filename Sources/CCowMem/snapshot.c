@@ -5,9 +5,10 @@
  * A loaded region is an ordinary private region over a layer that starts
  * empty and is filled from the file: the first fault on a page that the
  * layer has not read yet reads it (and its neighbours) into the layer's
- * memfd, and the kernel then maps that page-cache page like any base page.
- * The layer's content never changes, only where it is kept, so clones of a
- * loaded region share its pages exactly as they share any frozen layer.
+ * memfd (loaded_layer.c), and the kernel then maps that page-cache page like
+ * any base page. The layer's content never changes, only where it is kept,
+ * so clones of a loaded region share its pages exactly as they share any
+ * frozen layer.
  *
  * The file format (little-endian):
  *
@@ -42,157 +43,6 @@ struct snapshot_header {
 	uint64_t data_offset; /* where page 0 starts */
 	uint64_t reserved[4]; /* zero */
 };
-
-static bool is_loaded(const struct layer *layer, size_t page)
-{
-	return layer->loaded[page / 8] & (1u << (page % 8));
-}
-
-/* Reads exactly `length` bytes at `offset`. A file that ends early is EIO:
- * cowmem_load() checked the length, so it was truncated behind the
- * library's back, and the page must fail loudly (SIGBUS), as a truncated
- * file mapping does, rather than read as zeros. */
-static int pread_full(int fd, char *buf, size_t length, off_t offset)
-{
-	while (length > 0) {
-		ssize_t n = pread(fd, buf, length, offset);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		if (n == 0) {
-			errno = EIO;
-			return -1;
-		}
-		buf += n;
-		length -= (size_t)n;
-		offset += n;
-	}
-	return 0;
-}
-
-static int pwrite_full(int fd, const char *buf, size_t length, off_t offset)
-{
-	while (length > 0) {
-		ssize_t n = pwrite(fd, buf, length, offset);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		buf += n;
-		length -= (size_t)n;
-		offset += n;
-	}
-	return 0;
-}
-
-int cowmem__v1_layer_read(const struct layer *layer, size_t page, size_t count, char *buf)
-{
-	size_t page_size = cowmem__engine.page_size;
-
-	/* Holes of a memfd read as zeros without allocating anything. */
-	if (pread_full(layer->fd, buf, count * page_size, (off_t)(page * page_size)) < 0)
-		return -1;
-	if (layer->source < 0)
-		return 0;
-	for (size_t k = 0; k < count; k++) {
-		if (is_loaded(layer, page + k))
-			continue;
-		off_t offset = layer->source_offset + (off_t)((page + k) * page_size);
-		if (pread_full(layer->source, buf + k * page_size, page_size, offset) < 0)
-			return -1;
-	}
-	return 0;
-}
-
-/* Reads the pages of [page, end) that the layer has not read yet from the
- * file into its memfd (the non-zero ones: the others stay holes). */
-static int load_window(struct layer *layer, size_t page, size_t end, char *buf)
-{
-	size_t page_size = cowmem__engine.page_size;
-
-	if (pread_full(layer->source, buf, (end - page) * page_size,
-		       layer->source_offset + (off_t)(page * page_size)) < 0)
-		return -1;
-	for (size_t p = page; p < end; p++) {
-		const char *data = buf + (p - page) * page_size;
-		if (is_loaded(layer, p))
-			continue;
-		if (!cowmem__page_is_zero(data) &&
-		    pwrite_full(layer->fd, data, page_size, (off_t)(p * page_size)) < 0)
-			return -1;
-		layer->loaded[p / 8] |= (unsigned char)(1u << (p % 8));
-	}
-	/* The file's cached copy stays: it is clean page cache, which the
-	 * kernel reclaims when memory is needed, and dropping it page by page
-	 * (POSIX_FADV_DONTNEED) made each fault several times slower. */
-	return 0;
-}
-
-/*
- * Reads `page` from the file into the layer, unless it was read already;
- * when the page before it was read already (reading goes in order), also
- * the pages after it that were not, up to REGION_READ_MAX and `end`. A
- * scattered touch reads one page, so it costs one page of memory, while a
- * sequential reader takes one fault per REGION_READ_MAX pages.
- */
-int cowmem__v1_layer_load(struct layer *layer, size_t page, size_t end)
-{
-	static char *buffer; /* REGION_READ_MAX pages; used under the lock */
-	size_t page_size = cowmem__engine.page_size;
-
-	if (!is_loaded(layer, page)) {
-		if (!buffer && !(buffer = aligned_alloc(page_size, REGION_READ_MAX * page_size))) {
-			errno = ENOMEM;
-			return -1;
-		}
-		bool in_order = page > 0 && is_loaded(layer, page - 1);
-		size_t stop = page + 1;
-		while (in_order && stop < end && stop - page < REGION_READ_MAX &&
-		       !is_loaded(layer, stop))
-			stop++;
-		if (load_window(layer, page, stop, buffer) < 0)
-			return -1;
-	}
-	off_t at = (off_t)(page * page_size);
-	return lseek(layer->fd, at, SEEK_DATA) == at;
-}
-
-size_t cowmem__v1_layer_loaded_run(const struct layer *layer, size_t page, size_t limit)
-{
-	size_t n = 0;
-
-	if (layer->source < 0)
-		return limit;
-	while (n < limit && is_loaded(layer, page + n))
-		n++;
-	return n;
-}
-
-/* Without userfaultfd nothing can be loaded on demand: read every page with
- * data now (holes of the file are skipped). */
-static int load_all(struct layer *layer, size_t pages)
-{
-	size_t page_size = cowmem__engine.page_size;
-	off_t limit = layer->source_offset + (off_t)(pages * page_size);
-	off_t at = layer->source_offset;
-
-	while (at < limit) {
-		off_t data = lseek(layer->source, at, SEEK_DATA);
-		if (data < 0 || data >= limit)
-			break; /* ENXIO: no data after `at` */
-		off_t hole = lseek(layer->source, data, SEEK_HOLE);
-		if (hole < 0 || hole > limit)
-			hole = limit;
-		size_t first = (size_t)(data - layer->source_offset) / page_size;
-		size_t end = (size_t)(hole - layer->source_offset + (off_t)page_size - 1) / page_size;
-		for (size_t p = first; p < end; p++)
-			if (!is_loaded(layer, p) && cowmem__v1_layer_load(layer, p, end) < 0)
-				return -1;
-		at = (off_t)(layer->source_offset + (off_t)(end * page_size));
-	}
-	return 0;
-}
 
 /* Reads and checks a snapshot's header: 0, or -1 with errno (EINVAL: not
  * a snapshot of this page size, or cut short). Shared with engine v2. */
@@ -269,7 +119,7 @@ cowmem_region *cowmem_load(int fd)
 	bool lazy = cowmem__engine.uffd >= 0 && cowmem__engine.pagemap >= 0 &&
 		    cowmem__v1_region_register(r, UFFDIO_REGISTER_MODE_MISSING) == 0;
 	if (!lazy) {
-		if (load_all(layer, pages) < 0) {
+		if (cowmem__v1_layer_load_all(layer, pages) < 0) {
 			err = errno;
 			goto out;
 		}
@@ -313,9 +163,12 @@ int cowmem__snapshot_write_pages(int fd, const char *buf, size_t page, size_t co
 		size_t run = 1;
 		while (k + run < count && !cowmem__page_is_zero(buf + (k + run) * page_size))
 			run++;
-		if (pwrite_full(fd, buf + k * page_size, run * page_size,
-				data_offset + (off_t)((page + k) * page_size)) < 0)
+		int rc = cowmem__pwrite_all(fd, buf + k * page_size, run * page_size,
+					    data_offset + (off_t)((page + k) * page_size));
+		if (rc < 0) {
+			errno = -rc;
 			return -1;
+		}
 		k += run;
 	}
 	return 0;
@@ -405,8 +258,12 @@ int cowmem__snapshot_finish(int fd, size_t size, off_t data_offset)
 		.data_offset = htole64((uint64_t)data_offset),
 	};
 	memcpy(header.magic, SNAPSHOT_MAGIC, 8);
-	if (ftruncate(fd, data_offset + (off_t)size) < 0 ||
-	    pwrite_full(fd, (const char *)&header, sizeof header, 0) < 0)
+	if (ftruncate(fd, data_offset + (off_t)size) < 0)
 		return -1;
+	int rc = cowmem__pwrite_all(fd, &header, sizeof header, 0);
+	if (rc < 0) {
+		errno = -rc;
+		return -1;
+	}
 	return 0;
 }

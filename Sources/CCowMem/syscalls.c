@@ -86,6 +86,23 @@ int cowmem__pread_all(int fd, void *buffer, size_t length, off_t offset)
 	return 0;
 }
 
+int cowmem__pwrite_all(int fd, const void *buffer, size_t length, off_t offset)
+{
+	const char *at = buffer;
+
+	while (length > 0) {
+		ssize_t n = pwrite(fd, at, length, offset);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		at += n;
+		length -= (size_t)n;
+		offset += n;
+	}
+	return 0;
+}
+
 int cowmem__uffd_api(int uffd, uint64_t want, uint64_t *granted)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = want };
