@@ -69,7 +69,7 @@ MAN_PAGES := $(sort $(wildcard Documentation/man/man3/*.3))
 CHECK_PREFIX := $(abspath $(BUILD)/install-check/prefix)
 CHECK_BIN := $(BUILD)/install-check/bin
 
-.PHONY: all lib tests examples test check-c check-c-v1 check-symbols check-c-unprivileged install-check check-man \
+.PHONY: all lib tests examples test check-c check-c-v1 check-symbols check-deps check-c-unprivileged install-check check-man \
 	check-swift docs demo install uninstall clean help
 .DEFAULT_GOAL := all
 
@@ -83,10 +83,11 @@ examples: $(EXAMPLE_PROGRAMS)
 
 help:
 	@echo 'make                build build/libcowmem.{a,so}, cowmem.pc, C tests and examples'
-	@echo 'make test           the whole suite: C tests, install-check, symbols, man pages, fuzz corpus, swift test'
+	@echo 'make test           the whole suite: C tests, install-check, symbols, file dependencies, man pages, fuzz corpus, swift test'
 	@echo 'make check-c        build and run the C tests only'
 	@echo 'make check-c-v1     the C tests with the first engine (COWMEM_ENGINE=v1)'
 	@echo 'make check-symbols  every global of the static archive starts with cowmem'
+	@echo 'make check-deps     no library source file calls into one that calls it'
 	@echo 'make check-c-unprivileged  the C tests as user $$(TEST_USER) (run as root)'
 	@echo 'make install-check  install into a scratch prefix and build the examples via pkg-config'
 	@echo 'make check-swift    swift test only'
@@ -183,6 +184,7 @@ test: all
 	$(MAKE) --no-print-directory check-c-v1 || failed="$$failed C-tests-v1"; \
 	$(MAKE) --no-print-directory install-check || failed="$$failed install-check"; \
 	$(MAKE) --no-print-directory check-symbols || failed="$$failed symbols"; \
+	$(MAKE) --no-print-directory check-deps || failed="$$failed file-dependencies"; \
 	$(MAKE) --no-print-directory check-man || failed="$$failed man-pages"; \
 	$(MAKE) --no-print-directory fuzz-replay || failed="$$failed fuzz-replay"; \
 	$(MAKE) --no-print-directory check-swift || failed="$$failed swift-test"; \
@@ -201,6 +203,12 @@ check-symbols: $(LIB_STATIC)
 		awk 'NF == 3 && $$3 !~ /^cowmem/ { print $$3 }' | sort -u); \
 	if [ -n "$$bad" ]; then echo "not namespaced:"; echo "$$bad"; exit 1; fi; \
 	echo "symbols: $$(nm -g --defined-only $(LIB_STATIC) | awk 'NF == 3' | wc -l) globals, all namespaced"
+
+# Calls between the library's files go one way (ARCHITECTURE.md): the
+# globals each object uses and defines, checked for loops.
+check-deps: $(LIB_OBJECTS)
+	@echo '== file dependencies: no source file calls into one that calls it'
+	@Support/check-file-deps $(LIB_OBJECTS)
 
 # The fuzzer (Tests/fuzz): operation sequences against a memcpy model.
 # `make fuzz-replay` (part of `make test`) runs the committed corpus with
