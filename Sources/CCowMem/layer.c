@@ -515,11 +515,12 @@ static size_t dead_after(const struct cowmem__layer *layer, uint64_t gen)
 	return lo;
 }
 
+/* Versions ahead of the one being freed whose books are asked for. */
+#define FORGET_AHEAD 8
+
 /* Frees the versions of one deadlist that no held generation sees any
  * more: those born after `keep_through` (the newest held generation before
  * the one released; versions born at or before it are still seen by it). */
-#define FORGET_AHEAD 8
-
 static void sweep_deadlist(struct cowmem__layer *layer, struct dead_ref *ref, bool keep_any,
 			   uint64_t keep_through)
 {
