@@ -34,20 +34,6 @@ cowmem_region *cowmem_create(size_t size)
 	return cowmem__v1_create(size);
 }
 
-/* The first engine's regions need the fault server from their first clone
- * on (clones wait for versions in it) until the last region is gone. The
- * engine itself never starts or stops it: the server calls into the
- * engine, and calls go one way. A source that is live keeps the region
- * count above zero, so no destroy stops the server between the start here
- * and the clone. */
-static cowmem_region *v1_clone(cowmem_region *src)
-{
-	pthread_mutex_lock(&cowmem__engine.lock);
-	int rc = src && cowmem__v1_region_usable(src) ? cowmem__server_ensure_running() : 0;
-	pthread_mutex_unlock(&cowmem__engine.lock);
-	return rc < 0 ? NULL : cowmem__v1_clone(src);
-}
-
 static int v1_destroy(cowmem_region *r)
 {
 	pthread_t server;
@@ -60,6 +46,33 @@ static int v1_destroy(cowmem_region *r)
 	if (join)
 		cowmem__server_join(server);
 	return 0;
+}
+
+/* The first engine's regions need the fault server from their first clone
+ * (or load, snapshot.c) on, since clones wait for versions in it, until
+ * the last region is gone. engine.c never starts or stops it: the server
+ * calls into the engine, and calls go one way. A source that is live
+ * keeps the region count above zero, so no destroy stops the server
+ * between the start here and the clone; the check after it covers a
+ * program that destroys the source meanwhile. */
+static cowmem_region *v1_clone(cowmem_region *src)
+{
+	pthread_mutex_lock(&cowmem__engine.lock);
+	int rc = src && cowmem__v1_region_usable(src) ? cowmem__server_ensure_running() : 0;
+	pthread_mutex_unlock(&cowmem__engine.lock);
+	cowmem_region *clone = rc < 0 ? NULL : cowmem__v1_clone(src);
+	if (!clone)
+		return NULL;
+	pthread_mutex_lock(&cowmem__engine.lock);
+	rc = cowmem__server_ensure_running();
+	pthread_mutex_unlock(&cowmem__engine.lock);
+	if (rc < 0) {
+		int error = errno;
+		(void)v1_destroy(clone);
+		errno = error;
+		return NULL;
+	}
+	return clone;
 }
 
 cowmem_region *cowmem_clone(cowmem_region *src)

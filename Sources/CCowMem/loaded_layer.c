@@ -1,8 +1,9 @@
 /*
  * The first engine's loaded layers: a layer made by cowmem_load() starts
  * empty, and its pages are read from the snapshot file into its memfd on
- * first use (snapshot.c makes it; engine.c and tracking.c read it). The
- * layer's content never changes, only where it is kept.
+ * first use (snapshot.c makes it and reads it to save a region; engine.c
+ * loads pages into it as faults need them and reads it; tracking.c reads
+ * it). The layer's content never changes, only where it is kept.
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -94,8 +94,8 @@ int cowmem__pwrite_all(int fd, const void *buffer, size_t length, off_t offset)
 		ssize_t n = pwrite(fd, at, length, offset);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0)
-			return -errno;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
 		at += n;
 		length -= (size_t)n;
 		offset += n;

@@ -496,6 +496,7 @@ static void unprefaulted(void)
 	make_source();
 	check_unprefaulted_calls_fail();
 }
+
 /* A clone whose fold finishes after it returns (the folder's thread) takes
  * the pages it changes out of every region of the family that maps them:
  * here B's mapping of page 3, which C replaces. A prefault of B right after
