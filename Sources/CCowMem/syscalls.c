@@ -66,15 +66,14 @@ ssize_t cowmem__sys_process_madvise(int pidfd, const struct iovec *iov, size_t c
 	return syscall(SYS_process_madvise, pidfd, iov, count, advice, flags);
 }
 
-/* Reads exactly `length` bytes at `offset`: 0, or a negative errno (-EIO
- * if the file ends first: a file the library checked was cut short behind
- * its back, and the page must fail loudly rather than read as zeros). */
-int cowmem__pread_all(int fd, void *buffer, size_t length, off_t offset)
+/* Moves exactly `length` bytes at `offset`, reading into buffer or writing
+ * from it: 0, or a negative errno (-EIO if the file ends first or takes
+ * nothing: a file the library checked was cut short behind its back, and
+ * the page must fail loudly rather than read as zeros). */
+static int transfer_all(int fd, char *at, size_t length, off_t offset, bool writing)
 {
-	char *at = buffer;
-
 	while (length > 0) {
-		ssize_t n = pread(fd, at, length, offset);
+		ssize_t n = writing ? pwrite(fd, at, length, offset) : pread(fd, at, length, offset);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -86,21 +85,15 @@ int cowmem__pread_all(int fd, void *buffer, size_t length, off_t offset)
 	return 0;
 }
 
+int cowmem__pread_all(int fd, void *buffer, size_t length, off_t offset)
+{
+	return transfer_all(fd, buffer, length, offset, false);
+}
+
 int cowmem__pwrite_all(int fd, const void *buffer, size_t length, off_t offset)
 {
-	const char *at = buffer;
-
-	while (length > 0) {
-		ssize_t n = pwrite(fd, at, length, offset);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		at += n;
-		length -= (size_t)n;
-		offset += n;
-	}
-	return 0;
+	/* Only read from: pwrite() takes it as const. */
+	return transfer_all(fd, (char *)buffer, length, offset, true);
 }
 
 int cowmem__uffd_api(int uffd, uint64_t want, uint64_t *granted)
