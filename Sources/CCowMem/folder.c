@@ -29,9 +29,15 @@
  * the last region.
  * COWMEM_DISABLE=background-fold folds on the calling thread, before the
  * clone returns.
+ *
+ * With no fold to finish, the thread copies out ahead of time the old
+ * versions the next fold will keep (pre_copier.c), in steps that it
+ * interrupts as soon as a clone posts a fold.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "v2.h"
 
@@ -44,7 +50,25 @@ struct cowmem__folder {
 static struct cowmem__folder *folder;
 static struct cowmem__fold *pending_fold;
 static struct cowmem__region *pending_clone;
+static bool pending_took_over; /* the fold's head was a reader that took over */
 static pthread_cond_t posted = PTHREAD_COND_INITIALIZER;
+/* pending_fold != NULL, readable without the lock: a pre-copier step
+ * looks while it copies. */
+static atomic_bool fold_posted;
+
+/* After a capture of head: the folder's thread copies out the old
+ * versions of what it writes next, and of what the clone writes if head
+ * took over for this capture (the loop where the newest clone becomes the
+ * working copy: the clone will take over in turn). Not otherwise: a clone
+ * that writes and is not cloned would hold copies for nothing. */
+static void follow_head(const struct cowmem__region *head, bool took_over,
+			const struct cowmem__region *clone)
+{
+	if (!folder)
+		return;
+	cowmem__precopier_follow(head, took_over ? clone : NULL);
+	pthread_cond_broadcast(&posted);
+}
 
 static void settle_locked(void)
 {
@@ -53,8 +77,10 @@ static void settle_locked(void)
 
 	if (!fold)
 		return;
+	struct cowmem__region *head = cowmem__fold_head(fold);
 	pending_fold = NULL;
 	pending_clone = NULL;
+	atomic_store_explicit(&fold_posted, false, memory_order_relaxed);
 	cowmem__fold_finish(fold);
 	/* The layer is the clone's content now: its accesses may go to it.
 	 * Until it is registered they are the kernel's, with the right bytes
@@ -64,6 +90,7 @@ static void settle_locked(void)
 	int rc = cowmem__reader_attach(clone, cowmem__layer_current(clone->layer));
 	if (rc < 0)
 		cowmem__fold_abort("registering the clone", rc);
+	follow_head(head, pending_took_over, clone);
 }
 
 bool cowmem__fold_pending(void)
@@ -86,17 +113,37 @@ void cowmem__lock_settled_for_destroy(const struct cowmem__region *r)
 		settle_locked();
 }
 
+static bool interrupted(void)
+{
+	return atomic_load_explicit(&fold_posted, memory_order_relaxed);
+}
+
 static void *finish_folds(void *arg)
 {
 	struct cowmem__folder *self = arg;
 
 	pthread_mutex_lock(&cowmem__engine.lock);
-	for (;;) {
-		while (!pending_fold && !self->quit)
+	while (!self->quit) {
+		if (pending_fold) {
+			settle_locked();
+			continue;
+		}
+		long rest = cowmem__precopier_step(interrupted);
+		if (rest == 0 || pending_fold || self->quit)
+			continue;
+		if (rest < 0) {
 			pthread_cond_wait(&posted, &cowmem__engine.lock);
-		if (self->quit)
-			break;
-		settle_locked();
+			continue;
+		}
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += rest / 1000000000L;
+		until.tv_nsec += rest % 1000000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		(void)pthread_cond_timedwait(&posted, &cowmem__engine.lock, &until);
 	}
 	pthread_mutex_unlock(&cowmem__engine.lock);
 	return NULL;
@@ -126,6 +173,7 @@ struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *err
 	struct cowmem__overlay *overlay;
 	struct cowmem__fold *fold;
 	uint64_t gen;
+	bool freezes = src->mode == COWMEM__EXCLUSIVE, was_reader = src->mode == COWMEM__READER;
 	int rc = cowmem__capture_begin(src, &fold);
 
 	if (rc < 0) {
@@ -140,6 +188,8 @@ struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *err
 		if (cowmem__fence_raise(clone) == 0) {
 			pending_fold = fold;
 			pending_clone = clone;
+			pending_took_over = was_reader;
+			atomic_store_explicit(&fold_posted, true, memory_order_relaxed);
 			pthread_cond_broadcast(&posted); /* a closed folder may wait too */
 			return clone;
 		}
@@ -151,6 +201,8 @@ struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *err
 		*error = -rc;
 		return NULL;
 	}
+	if (fold || freezes) /* else nothing was written since the last capture */
+		follow_head(src, was_reader && src->mode == COWMEM__HEAD, clone);
 	return clone;
 }
 
@@ -164,6 +216,7 @@ struct cowmem__folder *cowmem__folder_close(void)
 		pthread_cond_broadcast(&posted);
 	}
 	folder = NULL;
+	cowmem__precopier_stop();
 	return f;
 }
 
@@ -183,4 +236,6 @@ void cowmem__folder_fork_child(void)
 	free(folder);
 	folder = NULL;
 	pthread_cond_init(&posted, NULL);
+	atomic_store_explicit(&fold_posted, false, memory_order_relaxed);
+	cowmem__precopier_fork_child();
 }

@@ -240,6 +240,7 @@ enum {
 	FEATURE_FUTURE_WRITE_SEAL = 1 << 14, /* F_SEAL_FUTURE_WRITE (5.1+) */
 	FEATURE_KEEP_MAPPINGS = 1 << 15, /* a fold gives the head its page tables back */
 	FEATURE_BACKGROUND_FOLD = 1 << 16, /* a clone returns before its fold's copies */
+	FEATURE_EARLY_COPIES = 1 << 17, /* old versions copied out between clones */
 };
 
 /* Global engine state; every field is guarded by `lock` unless noted. */

@@ -88,6 +88,12 @@ struct cowmem__layer {
 	size_t held_count, held_capacity;
 	unsigned refs;
 	struct deadlist *capture; /* during a capture: its deadlist */
+	/* The last capture: pages replaced, old versions it found copied */
+	size_t last_capture_pages, last_capture_early;
+	uint64_t captures_begun; /* also under early_copy_lock */
+	/* Old versions copied out before the capture that will replace
+	 * them (early_copies.c); NULL until the first. */
+	struct cowmem__early_copies *early;
 	struct cowmem__region *head; /* whose content the layer holds, or NULL */
 	/* A layer made by cowmem_load() reads its first version from the
 	 * snapshot file page by page on first use: `source` (or -1) is the
@@ -99,6 +105,11 @@ struct cowmem__layer {
 };
 
 static size_t layer_count; /* alive */
+
+/* The pre-copier copies layer pages without the engine lock. A capture
+ * changes them only once it has begun, which takes this lock: a copy
+ * either ends before the capture begins or sees it begun and is not made. */
+static pthread_mutex_t early_copy_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static size_t page_size(void)
 {
@@ -167,6 +178,7 @@ void cowmem__layer_unref(struct cowmem__layer *layer)
 	for (size_t i = 0; i < layer->pool_count; i++)
 		if (layer->pool[i].death != 0) /* in use */
 			cowmem__store_unref(layer->pool[i].slot);
+	cowmem__early_free(layer->early);
 	free(layer->pool);
 	free(layer->pool_free);
 	free(layer->data);
@@ -595,6 +607,10 @@ void cowmem__layer_drop(struct cowmem__layer *layer, uint64_t gen)
 		if (layer->dead[i].list && (!keep_any || layer->dead[i].newest_birth > prev))
 			sweep_deadlist(layer, &layer->dead[i], keep_any, prev);
 	dead_compact(layer);
+	/* Early copies of pages born after the newest held generation: no
+	 * snapshot will need them. */
+	if (pos == layer->held_count && layer->early && cowmem__early_count(layer->early) > 0)
+		cowmem__early_forget_born_after(layer->early, keep_any ? prev : 0, !keep_any);
 	cowmem__store_trim();
 }
 
@@ -627,7 +643,12 @@ int cowmem__layer_capture_begin(struct cowmem__layer *layer, size_t count)
 		free(list);
 		return -ENOMEM;
 	}
+	pthread_mutex_lock(&early_copy_lock);
+	layer->captures_begun++;
+	pthread_mutex_unlock(&early_copy_lock);
 	layer->capture = list;
+	layer->last_capture_pages = 0;
+	layer->last_capture_early = 0;
 	return 0;
 }
 
@@ -711,28 +732,40 @@ static int pool_take(struct cowmem__layer *layer, uint32_t *index)
 	return 0;
 }
 
+/* A generation at or after birth is held: it still sees a page born then.
+ * (Every held generation is at most the current one.) */
+static bool seen_by_a_held_generation(const struct cowmem__layer *layer, uint64_t birth)
+{
+	return layer->held_count > 0 && layer->held[layer->held_count - 1].gen >= birth;
+}
+
 /* Keeps the layer's page as an old version for the generations that see
  * it: [birth, the capture's generation); *keep is where its content is to
- * be copied (NULL: nothing to copy). */
-static int keep_old_version(struct cowmem__layer *layer, size_t page, char **keep)
+ * be copied (NULL: nothing to copy). `early` is a slot holding that
+ * content already (COWMEM__HOLE: none), whose reference this takes. */
+static int keep_old_version(struct cowmem__layer *layer, size_t page, cowmem__slot early,
+			    char **keep)
 {
 	uint64_t birth = layer->birth[page];
 	cowmem__slot slot = COWMEM__HOLE;
 	uint32_t index;
 	int rc;
 
-	/* A generation at or after birth is held: it still sees the page.
-	 * (Every held generation is at most the current one.) */
 	*keep = NULL;
-	if (layer->held_count == 0 || layer->held[layer->held_count - 1].gen < birth)
+	if (!seen_by_a_held_generation(layer, birth)) {
+		if (early != COWMEM__HOLE)
+			cowmem__store_unref(early);
 		return 0;
-	if ((rc = cowmem__layer_load(layer, page, page + 1)) < 0)
-		return rc;
-	if ((rc = pool_take(layer, &index)) < 0)
-		return rc;
+	}
+	if ((rc = cowmem__layer_load(layer, page, page + 1)) < 0 || (rc = pool_take(layer, &index)) < 0)
+		goto err_early;
 	if ((rc = deadlist_append(layer->capture, index, birth)) < 0)
 		goto err_index;
-	if (cowmem__layer_has_data(layer, page)) {
+	if (early != COWMEM__HOLE) {
+		slot = early; /* copied while the page was this version */
+		early = COWMEM__HOLE;
+		layer->last_capture_early++;
+	} else if (cowmem__layer_has_data(layer, page)) {
 		if ((rc = cowmem__store_alloc(&slot)) < 0) {
 			layer->capture->count--;
 			goto err_index;
@@ -752,6 +785,9 @@ static int keep_old_version(struct cowmem__layer *layer, size_t page, char **kee
 	return 0;
 err_index:
 	layer->pool_free[layer->pool_free_count++] = index;
+err_early:
+	if (early != COWMEM__HOLE)
+		cowmem__store_unref(early);
 	return rc;
 }
 
@@ -767,15 +803,22 @@ void cowmem__layer_prefetch(const struct cowmem__layer *layer, size_t page)
 		__builtin_prefetch(&layer->data[(layer->pages + 7) / 8 + page / 8], 1);
 	}
 	cowmem__page_map_prefetch(&layer->old, page);
+	if (layer->early)
+		cowmem__early_prefetch(layer->early, page);
 }
 
 int cowmem__layer_replace(struct cowmem__layer *layer, size_t page, const char *content,
 			  struct cowmem__page_job *job)
 {
-	int rc = keep_old_version(layer, page, &job->keep);
+	cowmem__slot early = COWMEM__HOLE;
+
+	if (layer->early && !cowmem__early_take(layer->early, page, &early))
+		early = COWMEM__HOLE;
+	int rc = keep_old_version(layer, page, early, &job->keep);
 
 	if (rc < 0)
 		return rc;
+	layer->last_capture_pages++;
 	/* A reader that maps the current page would see it change: take it
 	 * out of every mapping first. A punch zaps only page cache entries;
 	 * private copies in readers stay. Nobody maps it otherwise, and the
@@ -805,6 +848,10 @@ uint64_t cowmem__layer_capture_end(struct cowmem__layer *layer)
 	uint64_t gen = ++layer->current;
 
 	layer->capture = NULL;
+	/* Copied early for pages the head did not write after all (reset,
+	 * or another mapping at its address when the pre-copier looked). */
+	if (layer->early)
+		cowmem__early_clear(layer->early);
 	if (list->count > 1)
 		sort_by_birth(list->entries, list->count);
 	if (list->count > 0 && layer->dead_count == layer->dead_capacity) {
@@ -825,6 +872,77 @@ uint64_t cowmem__layer_capture_end(struct cowmem__layer *layer)
 		(struct dead_ref){ gen, list->entries[list->count - 1].birth, list };
 	layer->dead_live++;
 	return gen;
+}
+
+/* ---- Early copies (pre_copier.c) ---------------------------------------- */
+
+void cowmem__layer_last_capture(const struct cowmem__layer *layer, size_t *replaced,
+				size_t *copied_early)
+{
+	*replaced = layer->last_capture_pages;
+	*copied_early = layer->last_capture_early;
+}
+
+size_t cowmem__layer_early_count(const struct cowmem__layer *layer)
+{
+	return layer->early ? cowmem__early_count(layer->early) : 0;
+}
+
+uint64_t cowmem__layer_captures_begun(const struct cowmem__layer *layer)
+{
+	return layer->captures_begun;
+}
+
+/* Without the engine lock, the layer referenced: copies the pages of
+ * cowmem__layer_early_want() unless a capture began since `begun`. */
+bool cowmem__layer_early_copy(const struct cowmem__layer *layer, uint64_t begun,
+			      const cowmem__slot *slots, const char *const *from, size_t count)
+{
+	pthread_mutex_lock(&early_copy_lock);
+	bool copy = layer->captures_begun == begun;
+	for (size_t i = 0; copy && i < count; i++)
+		memcpy(cowmem__store_page(slots[i]), from[i], page_size());
+	pthread_mutex_unlock(&early_copy_lock);
+	return copy;
+}
+
+/* Whether the next capture, replacing page, would keep its old version
+ * and copy it: then 1, with a slot for the copy and where to copy it from
+ * (the layer's page, which stays as it is until a capture begins). */
+int cowmem__layer_early_want(struct cowmem__layer *layer, size_t page, cowmem__slot *slot,
+			     const char **from)
+{
+	int rc;
+
+	if (!layer->early && (rc = cowmem__early_new(&layer->early)) < 0)
+		return rc;
+	if (cowmem__early_has(layer->early, page) ||
+	    !seen_by_a_held_generation(layer, layer->birth[page]))
+		return 0;
+	if ((rc = cowmem__layer_load(layer, page, page + 1)) < 0)
+		return rc;
+	if (!cowmem__layer_has_data(layer, page))
+		return 0; /* a hole: its old version needs no copy */
+	if ((rc = cowmem__store_alloc(slot)) < 0)
+		return rc;
+	*from = layer->shared + page * page_size();
+	return 1;
+}
+
+/* Records the copies made for cowmem__layer_early_want() while the layer
+ * was at generation `copied_at` (cowmem__layer_early_copy); if a capture
+ * ended since, the pages they copied may be old versions already, and they
+ * are let go. Takes the slots' references. */
+void cowmem__layer_early_add(struct cowmem__layer *layer, uint64_t copied_at, const size_t *pages,
+			     const cowmem__slot *slots, size_t count)
+{
+	for (size_t i = 0; i < count; i++) {
+		if (layer->current != copied_at || cowmem__early_has(layer->early, pages[i]))
+			cowmem__store_unref(slots[i]);
+		else
+			(void)cowmem__early_add(layer->early, pages[i], slots[i],
+						layer->birth[pages[i]]);
+	}
 }
 
 /* ---- Layers loaded from a snapshot file -------------------------------- */
@@ -909,4 +1027,6 @@ int cowmem__layer_read_first_version(const struct cowmem__layer *layer, size_t p
 void cowmem__layer_fork_child(void)
 {
 	layer_count = 0;
+	/* The pre-copier's thread may have held it: it stayed in the parent. */
+	pthread_mutex_init(&early_copy_lock, NULL);
 }

@@ -118,6 +118,39 @@ size_t cowmem__layer_loaded_run(const struct cowmem__layer *layer, size_t page, 
 int cowmem__layer_read_first_version(const struct cowmem__layer *layer, size_t page,
 				     char *buf);
 
+/* The next capture's old versions, copied before it (pre_copier.c): the
+ * layer says which pages want one, and takes the copies if no capture
+ * ended since `copied_at` (the generation then). */
+int cowmem__layer_early_want(struct cowmem__layer *layer, size_t page, cowmem__slot *slot,
+			     const char **from);
+/* The copies themselves, without the lock: false (nothing copied) if a
+ * capture began since `begun` (cowmem__layer_captures_begun). */
+uint64_t cowmem__layer_captures_begun(const struct cowmem__layer *layer);
+bool cowmem__layer_early_copy(const struct cowmem__layer *layer, uint64_t begun,
+			      const cowmem__slot *slots, const char *const *from, size_t count);
+void cowmem__layer_early_add(struct cowmem__layer *layer, uint64_t copied_at, const size_t *pages,
+			     const cowmem__slot *slots, size_t count);
+size_t cowmem__layer_early_count(const struct cowmem__layer *layer);
+/* The last capture: the pages it replaced, and how many of their old
+ * versions it found copied early. */
+void cowmem__layer_last_capture(const struct cowmem__layer *layer, size_t *replaced,
+				size_t *copied_early);
+
+/* ---- early_copies.c: a layer's old versions copied before their capture - */
+
+struct cowmem__early_copies;
+int cowmem__early_new(struct cowmem__early_copies **result);
+void cowmem__early_free(struct cowmem__early_copies *e);
+size_t cowmem__early_count(const struct cowmem__early_copies *e);
+bool cowmem__early_has(const struct cowmem__early_copies *e, size_t page);
+void cowmem__early_prefetch(const struct cowmem__early_copies *e, size_t page);
+/* Takes the slot's reference, also when it fails (-ENOMEM). */
+int cowmem__early_add(struct cowmem__early_copies *e, size_t page, cowmem__slot slot,
+		      uint64_t birth);
+bool cowmem__early_take(struct cowmem__early_copies *e, size_t page, cowmem__slot *slot);
+void cowmem__early_forget_born_after(struct cowmem__early_copies *e, uint64_t gen, bool all);
+void cowmem__early_clear(struct cowmem__early_copies *e);
+
 /* ---- overlay.c: page versions of a region beyond its layer's ----------- */
 
 /* Immutable once shared; a capture makes a new one. */
@@ -288,6 +321,19 @@ void cowmem__folder_ensure_running(void); /* lock held; without it, folds finish
 struct cowmem__folder *cowmem__folder_close(void);
 void cowmem__folder_join(struct cowmem__folder *folder);
 void cowmem__folder_fork_child(void);
+
+/* pre_copier.c: between clones, the folder's thread copies out the old
+ * versions the next fold of a head keeps (lock held in each). */
+/* After a capture of head that made clone (NULL: none). */
+void cowmem__precopier_follow(const struct cowmem__region *head,
+			      const struct cowmem__region *clone);
+/* One step: 0 to go on at once, > 0 nanoseconds to rest first, < 0
+ * nothing to do until the next follow. Releases the lock meanwhile, and
+ * stops early when interrupted() says so. */
+long cowmem__precopier_step(bool (*interrupted)(void));
+void cowmem__precopier_stop(void);
+bool cowmem__precopier_following(void); /* for the tests */
+void cowmem__precopier_fork_child(void);
 
 /* resolve.c: one userfaultfd message (lock held). */
 void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns);
