@@ -18,6 +18,11 @@
  *   reading-head  a head that reads all of its region between clones keeps
  *               those pages mapped across each fold (pagemap shows them
  *               present), and every snapshot keeps its bytes.
+ *   early-copies  the pre-copier copies old versions out between clones
+ *               (driven to its end by the test), then the working copy
+ *               writes more, snapshots are dropped, the working copy is
+ *               sometimes reset or replaced by its newest clone: the folds
+ *               keep the early copies, and every snapshot keeps its bytes.
  *
  * Each case needs engine v2 (a kernel with userfaultfd MINOR faults on
  * shmem and MREMAP_DONTUNMAP, and not COWMEM_ENGINE=v1); elsewhere it
@@ -491,6 +496,116 @@ static void stale_fault(void)
 static uint64_t seed;
 
 /* Each case its own stream of the one seed. */
+static bool never_interrupted(void)
+{
+	return false;
+}
+
+/* Runs the pre-copier on this thread until it has nothing left to do:
+ * it follows w's family's head, and w if w may take over from it. */
+static size_t drive_precopier(cowmem_region *w)
+{
+	struct cowmem__region *r = (struct cowmem__region *)w;
+
+	cowmem__lock_settled();
+	struct cowmem__region *head = cowmem__layer_head(r->layer);
+	size_t steps = 0;
+	if (head) {
+		cowmem__precopier_follow(head, r != head ? r : NULL);
+		while (cowmem__precopier_step(never_interrupted) >= 0)
+			steps++;
+	}
+	size_t early = cowmem__layer_early_count(r->layer);
+	pthread_mutex_unlock(&cowmem__engine.lock);
+	(void)steps;
+	return early;
+}
+
+static void early_copies(test_rng *rng)
+{
+	const size_t pages = 1024, k = 24, size = pages * page_size;
+	struct modelled work = { cowmem_create(size), malloc(size) };
+	struct modelled ring[KEEP] = { { 0 } };
+	size_t made = 0, kept_early = 0, replaced_total = 0, resets = 0, takeovers = 0;
+	const char *disabled = getenv("COWMEM_DISABLE");
+	bool enabled = !disabled || !strstr(disabled, "early-copies");
+
+	CHECK(work.region && work.model, "create: %s", strerror(errno));
+	test_rng_fill(rng, work.model, size);
+	memcpy(cowmem_data(work.region), work.model, size);
+	for (uint64_t i = 0; i < iterations; i++) {
+		change_pages(rng, &work, pages, k);
+		if (i > 0)
+			made += drive_precopier(work.region);
+		/* Pages copied early written again, and pages written after. */
+		change_pages(rng, &work, pages, k / 2);
+		switch (test_rng_below(rng, 8)) {
+		case 0: /* the newest snapshot goes: some early copies may too */
+			modelled_free(&ring[(i + KEEP - 1) % KEEP]);
+			break;
+		case 1:
+			for (size_t j = 0; j < KEEP; j++)
+				modelled_free(&ring[j]);
+			break;
+		case 2: /* no page of its own left: its early copies unused */
+			if (i % 3 == 0) {
+				CHECK(cowmem_reset(work.region) == 0, "reset: %s", strerror(errno));
+				memcpy(work.model, cowmem_data(work.region), size);
+				CHECK_BYTES(cowmem_data(work.region), work.model, size, "after reset");
+				resets++;
+			}
+			break;
+		}
+		struct modelled snapshot = modelled_clone(&work, size);
+		if (test_rng_below(rng, 4) == 0) { /* the newest clone works on */
+			struct modelled old = work;
+			work = snapshot;
+			snapshot = old;
+			takeovers++;
+		}
+		struct cowmem__region *r = (struct cowmem__region *)work.region;
+		size_t replaced, early;
+		cowmem__lock_settled();
+		cowmem__layer_last_capture(r->layer, &replaced, &early);
+		pthread_mutex_unlock(&cowmem__engine.lock);
+		kept_early += early;
+		replaced_total += replaced;
+		modelled_free(&ring[i % KEEP]);
+		ring[i % KEEP] = snapshot;
+		if (i % 8 == 7) {
+			for (size_t j = 0; j < KEEP; j++)
+				if (ring[j].region)
+					modelled_check(&ring[j], size, "a kept snapshot");
+			modelled_check(&work, size, "the working copy");
+		}
+	}
+	for (size_t j = 0; j < KEEP; j++) {
+		if (ring[j].region)
+			modelled_check(&ring[j], size, "a kept snapshot at the end");
+		modelled_free(&ring[j]);
+	}
+	modelled_check(&work, size, "the working copy at the end");
+	modelled_free(&work);
+	pthread_mutex_lock(&cowmem__engine.lock);
+	size_t left = cowmem__store_used();
+	pthread_mutex_unlock(&cowmem__engine.lock);
+	CHECK(left == 0, "%zu store slots left once every region is gone", left);
+	if (enabled) {
+		CHECK(made > 0, "the pre-copier made no early copy in %" PRIu64 " iterations",
+		      iterations);
+		CHECK(kept_early > 0, "no fold kept an early copy (%zu made)", made);
+		CHECK(kept_early <= replaced_total, "%zu early copies kept for %zu pages replaced",
+		      kept_early, replaced_total);
+	} else {
+		CHECK(made == 0 && kept_early == 0,
+		      "COWMEM_DISABLE=early-copies, yet %zu made and %zu kept", made, kept_early);
+	}
+	printf("%" PRIu64 " iterations: %zu early copies there when the pre-copier stopped, "
+	       "%zu kept by folds that replaced %zu pages; %zu resets, %zu take-overs%s\n",
+	       iterations, made, kept_early, replaced_total, resets, takeovers,
+	       enabled ? "" : " (COWMEM_DISABLE=early-copies)");
+}
+
 static test_rng case_rng(uint64_t stream)
 {
 	return (test_rng){ test_substream(seed, stream) };
@@ -551,6 +666,12 @@ static void stale_fault_case(void)
 	stale_fault();
 }
 
+static void early_copies_case(void)
+{
+	test_rng rng = case_rng(7);
+	early_copies(&rng);
+}
+
 static const struct test_case cases[] = {
 	TEST_CASE("ring", ring, .features = COWMEM_FEATURE_ENGINE_V2),
 	TEST_CASE("newest", newest, .features = COWMEM_FEATURE_ENGINE_V2),
@@ -561,6 +682,7 @@ static const struct test_case cases[] = {
 	TEST_CASE("reading-head", reading_head_case, .features = COWMEM_FEATURE_ENGINE_V2),
 	TEST_CASE("background-fold", background_fold_case, .features = COWMEM_FEATURE_ENGINE_V2),
 	TEST_CASE("stale-fault", stale_fault_case, .features = COWMEM_FEATURE_ENGINE_V2),
+	TEST_CASE("early-copies", early_copies_case, .features = COWMEM_FEATURE_ENGINE_V2),
 };
 
 int main(int argc, char **argv)
