@@ -343,7 +343,22 @@ static void replace_part(struct fold_context *c, struct scan_part *part, size_t 
 	*file_pages += part->file_pages;
 }
 
-void cowmem__fold_finish(struct cowmem__fold *f)
+/* The clone whose fold this is (pending: it waits on the fence too) may
+ * go on once the layer holds the head's pages: it holds exactly the layer.
+ * Only the registration can fail here: cowmem__clone_locked() reserved
+ * the rest. */
+static void release_clone(struct cowmem__region *clone)
+{
+	/* Until it is registered its accesses are the kernel's, with the
+	 * right bytes (a hole read then allocates a page of zeros in the
+	 * layer). */
+	cowmem__fence_lower(clone);
+	int rc = cowmem__reader_attach(clone, cowmem__layer_current(clone->layer));
+	if (rc < 0)
+		cowmem__fold_abort("registering the clone", rc);
+}
+
+void cowmem__fold_finish(struct cowmem__fold *f, struct cowmem__region *pending_clone)
 {
 	struct cowmem__region *head = f->head;
 	struct cowmem__layer *layer = head->layer;
@@ -370,6 +385,12 @@ void cowmem__fold_finish(struct cowmem__fold *f)
 	}
 	cowmem__copier_finish(c.copies);
 	cowmem__layer_capture_end(layer);
+	/* The clone first: in the loop where the newest clone becomes the
+	 * working copy, it is the one written next, and what follows (the
+	 * head's tables, then the janitor and the pre-copier) keeps both CPUs
+	 * busy. */
+	if (pending_clone)
+		release_clone(pending_clone);
 	cowmem__janitor_resume();
 	bool returned = keep_mappings && !c.folded_lost &&
 			file_pages > KEEP_MAPPINGS_RATIO * folded.count &&
@@ -530,7 +551,7 @@ void cowmem__capture_finish(const struct cowmem__region *src, struct cowmem__fol
 			    uint64_t *gen, struct cowmem__overlay **overlay)
 {
 	if (fold)
-		cowmem__fold_finish(fold);
+		cowmem__fold_finish(fold, NULL);
 	*gen = src->mode == COWMEM__READER ? src->gen : cowmem__layer_current(src->layer);
 	*overlay = src->mode == COWMEM__READER ? src->overlay : NULL;
 }

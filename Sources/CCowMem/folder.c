@@ -81,15 +81,7 @@ static void settle_locked(void)
 	pending_fold = NULL;
 	pending_clone = NULL;
 	atomic_store_explicit(&fold_posted, false, memory_order_relaxed);
-	cowmem__fold_finish(fold);
-	/* The layer is the clone's content now: its accesses may go to it.
-	 * Until it is registered they are the kernel's, with the right bytes
-	 * (a hole read then allocates a page of zeros in the layer). Only the
-	 * registration can fail here: the clone_locked() reserved the rest. */
-	cowmem__fence_lower(clone);
-	int rc = cowmem__reader_attach(clone, cowmem__layer_current(clone->layer));
-	if (rc < 0)
-		cowmem__fold_abort("registering the clone", rc);
+	cowmem__fold_finish(fold, clone); /* which lets the clone go on too */
 	follow_head(head, pending_took_over, clone);
 }
 

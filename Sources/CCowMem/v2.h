@@ -297,7 +297,9 @@ bool cowmem__fold_fenced(const struct cowmem__fold *fold);
 /* Past the point where a clone can fail: says why on stderr and aborts. */
 _Noreturn void cowmem__fold_abort(const char *what, int rc);
 struct cowmem__region *cowmem__fold_head(const struct cowmem__fold *fold);
-void cowmem__fold_finish(struct cowmem__fold *fold);
+/* pending_clone (or NULL): the clone left waiting on the fence with the
+ * head, released with it. */
+void cowmem__fold_finish(struct cowmem__fold *fold, struct cowmem__region *pending_clone);
 void cowmem__capture_finish(const struct cowmem__region *src, struct cowmem__fold *fold,
 			    uint64_t *gen, struct cowmem__overlay **overlay);
 /* Makes r (which no other thread accesses) a reader of `layer` at `gen`
