@@ -38,7 +38,7 @@
 
 #include "v2.h"
 
-#define WALK_PAGES 16384 /* 64 MiB of 4 KiB pages per unlocked walk */
+#define WALK_PAGES 4096 /* 16 MiB of 4 KiB pages per unlocked walk */
 #define COPY_BATCH 64    /* pages copied per release of the lock */
 #define MIN_BUDGET 4096  /* early copies allowed after a small fold */
 #define GOOD_PASS 64
