@@ -382,6 +382,7 @@ void cowmem__janitor_unmap_sparse(void *addr, size_t len); /* few pages mapped: 
  * janitor sleeps meanwhile, so their TLB flushes interrupt no other CPU. */
 void cowmem__janitor_pause(void);
 void cowmem__janitor_resume(void);
+bool cowmem__janitor_busy(void); /* ranges left to tear down */
 void cowmem__janitor_fork_prepare(void);
 void cowmem__janitor_fork_parent(void);
 void cowmem__janitor_fork_child(void); /* forgets work: retired ranges are not inherited */

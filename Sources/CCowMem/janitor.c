@@ -90,6 +90,16 @@ static void *janitor(void *unused)
 	return NULL;
 }
 
+/* Whether retired ranges are still being torn down (for the tests that
+ * measure memory). */
+bool cowmem__janitor_busy(void)
+{
+	pthread_mutex_lock(&janitor_lock);
+	bool busy = running;
+	pthread_mutex_unlock(&janitor_lock);
+	return busy;
+}
+
 static void retire(void *addr, size_t len, size_t step);
 
 void cowmem__janitor_unmap(void *addr, size_t len)
