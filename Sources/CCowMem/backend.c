@@ -369,12 +369,12 @@ int cowmem__backend_reopen(void)
 	return -1;
 }
 
-void cowmem__backend_note_engine_v2(void)
+void cowmem__backend_note_engine_v2(bool folds)
 {
 	size_t used = strlen(features_text);
-	snprintf(features_text + used, sizeof features_text - used, "%sengine-v2",
-		 used ? "," : "");
-	features_mask |= COWMEM_FEATURE_ENGINE_V2;
+	snprintf(features_text + used, sizeof features_text - used, "%sengine-v2%s",
+		 used ? "," : "", folds ? ",folds" : "");
+	features_mask |= COWMEM_FEATURE_ENGINE_V2 | (folds ? COWMEM_FEATURE_FOLDS : 0);
 }
 
 const char *cowmem__backend_name(void)

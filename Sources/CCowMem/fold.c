@@ -65,6 +65,13 @@ static int freeze(struct cowmem__region *r)
 {
 	char *area = NULL, *moved = NULL;
 	size_t length = 0;
+	/* Without folds the layer never changes: the region reads it as it
+	 * is from now on, a reader like its clones. */
+	uint64_t gen = cowmem__layer_current(r->layer);
+	int rc = cowmem__v2_folds ? 0 : cowmem__layer_hold(r->layer, gen);
+
+	if (rc < 0)
+		return rc;
 
 	/* The populated page tables move in microseconds, to the layer's
 	 * shared mapping where the next capture's copies find them, or else
@@ -85,15 +92,24 @@ static int freeze(struct cowmem__region *r)
 			  cowmem__layer_offset(r->layer));
 	if (area)
 		cowmem__janitor_unmap(area, length);
-	if (data == MAP_FAILED)
-		return -errno;
+	if (data == MAP_FAILED) {
+		rc = -errno;
+		if (!cowmem__v2_folds)
+			cowmem__layer_drop(r->layer, gen);
+		return rc;
+	}
 	(void)madvise(data, r->size, MADV_DONTFORK);
-	r->mode = COWMEM__HEAD;
 	r->uffd_modes = 0;
 	/* Holes read as the zero page through the server; unregistered they
 	 * would allocate in the layer, still with the right bytes. */
 	(void)cowmem__register(r, UFFDIO_REGISTER_MODE_MISSING);
-	cowmem__layer_set_head(r->layer, r);
+	if (cowmem__v2_folds) {
+		r->mode = COWMEM__HEAD;
+		cowmem__layer_set_head(r->layer, r);
+	} else {
+		r->mode = COWMEM__READER;
+		r->gen = gen;
+	}
 	return 0;
 }
 
@@ -492,9 +508,14 @@ static int copy_own_run(size_t first, size_t end, void *ctx)
 		 * A thread writing it meanwhile races as memcpy would. */
 		char *copy = cowmem__store_page(slot);
 		memcpy(copy, cowmem__page(c->r, page), cowmem__engine.page_size);
-		/* A page the server filled with the version the region sees,
-		 * and not written since, is no change of its own. */
-		if (cowmem__page_map_get(&c->r->filled, page)) {
+		/* A page filled with the version the region sees, and not
+		 * written since, is no change of its own; nor is a page written
+		 * back to its overlay's version (without folds, one the previous
+		 * branch kept already). Without /proc every page is compared. */
+		cowmem__slot ignored;
+		if (cowmem__page_map_get(&c->r->filled, page) ||
+		    cowmem__overlay_find(c->r->overlay, page, &ignored) ||
+		    !cowmem__sees_page_tables()) {
 			rc = cowmem__read_view(c->r->layer, c->r->gen, c->r->overlay, page,
 					       c->view_page);
 			if (rc < 0 || memcmp(copy, c->view_page, cowmem__engine.page_size) == 0) {
@@ -548,7 +569,7 @@ int cowmem__capture_begin(struct cowmem__region *src, struct cowmem__fold **fold
 	case COWMEM__HEAD:
 		return cowmem__fold_begin(src, fold);
 	case COWMEM__READER:
-		if (take_over(src))
+		if (cowmem__v2_folds && take_over(src))
 			return cowmem__fold_begin(src, fold);
 		return branch(src);
 	}
@@ -596,6 +617,8 @@ int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint
 		}
 		(void)madvise(data, r->size, MADV_DONTFORK);
 		r->uffd_modes = 0; /* a new mapping is not registered */
+		if (!cowmem__v2_folds)
+			(void)cowmem__register(r, UFFDIO_REGISTER_MODE_MISSING);
 	} else if ((rc = cowmem__fresh_leave(r)) < 0 ||
 		   (madvise(r->data, r->size, MADV_DONTNEED) < 0 && (rc = -errno))) {
 		cowmem__layer_drop(layer, gen);
@@ -622,7 +645,11 @@ int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint
 	cowmem__page_map_free(&r->filled);
 	/* A fresh reader again if it sees the current generation as it is;
 	 * registration failing only leaves it slower (MINOR, or none). */
-	if (gen == cowmem__layer_current(layer) && !overlay) {
+	if (!cowmem__v2_folds) {
+		/* Registered MISSING already, or not at all (regions.c). */
+		if ((rc = cowmem__install_overlay(r)) < 0)
+			cowmem__fold_abort("writing a copied region's pages", rc);
+	} else if (gen == cowmem__layer_current(layer) && !overlay) {
 		if (cowmem__register_exactly(r, UFFDIO_REGISTER_MODE_MISSING) == 0)
 			(void)cowmem__fresh_add(r);
 	} else {

@@ -193,7 +193,8 @@ struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *err
 		*error = -rc;
 		return NULL;
 	}
-	if (fold || freezes) /* else nothing was written since the last capture */
+	/* Else nothing was written since the last capture, or nothing folds. */
+	if ((fold || freezes) && cowmem__v2_folds)
 		follow_head(src, was_reader && src->mode == COWMEM__HEAD, clone);
 	return clone;
 }

@@ -97,9 +97,9 @@ static void fork_child(void)
 
 /* ---- The engine --------------------------------------------------------- */
 
-/* Which engine serves, chosen once after the backend: v2 wherever the
- * kernel has what it needs, the first engine elsewhere and when
- * COWMEM_ENGINE=v1 asks for it. 0, or -1 with errno EINVAL for an unknown
+/* Which engine serves, chosen once after the backend: v2, whose clones
+ * fold wherever the kernel has what that needs, unless COWMEM_ENGINE=v1
+ * asks for the first engine. 0, or -1 with errno EINVAL for an unknown
  * COWMEM_ENGINE value. */
 static int select_engine(void)
 {
@@ -114,9 +114,11 @@ static int select_engine(void)
 	}
 	if (wanted && strcmp(wanted, "v1") == 0)
 		return 0;
-	/* v2 is not refused where it cannot run: the first engine serves. */
-	cowmem__v2 = cowmem__engine.uffd >= 0 && cowmem__engine.pagemap >= 0 &&
-		     (cowmem__engine.features & FEATURE_MINOR) && (cowmem__engine.features & FEATURE_DONTUNMAP);
+	cowmem__v2_folds = cowmem__engine.uffd >= 0 && cowmem__engine.pagemap >= 0 &&
+			   cowmem__engine.self_mem >= 0 &&
+			   (cowmem__engine.features & FEATURE_MINOR) &&
+			   (cowmem__engine.features & FEATURE_DONTUNMAP);
+	cowmem__v2 = true;
 	return 0;
 }
 
@@ -181,7 +183,7 @@ static int init(void)
 		return -1;
 	}
 	if (cowmem__v2)
-		cowmem__backend_note_engine_v2();
+		cowmem__backend_note_engine_v2(cowmem__v2_folds);
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 	/* Lending a page version lazily needs MINOR faults (to stop the kernel
 	 * mapping a stale base page), write-protection of the lender, a way to

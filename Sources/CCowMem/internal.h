@@ -285,7 +285,7 @@ int cowmem__engine_init(void); /* once; 0 or -1 + errno */
  * calls; v2.h). */
 extern bool cowmem__v2;
 void cowmem__v2_fork_child(void);
-void cowmem__backend_note_engine_v2(void); /* cowmem_features() says "engine-v2" */
+void cowmem__backend_note_engine_v2(bool folds); /* cowmem_features() says "engine-v2" (and "folds") */
 const char *cowmem__backend_name(void);  /* what cowmem_backend() returns */
 const char *cowmem__features_text(void); /* what cowmem_features() returns */
 uint64_t cowmem__features_mask(void);    /* COWMEM_FEATURE_* in effect */

@@ -30,7 +30,8 @@ struct cowmem__region *cowmem__v2_clone(struct cowmem__region *src)
 	else if (cowmem__server_ensure_running() < 0)
 		error = errno;
 	else {
-		cowmem__folder_ensure_running();
+		if (cowmem__v2_folds)
+			cowmem__folder_ensure_running();
 		clone = cowmem__clone_locked(src, &error);
 	}
 	pthread_mutex_unlock(&cowmem__engine.lock);

@@ -46,6 +46,11 @@ int cowmem__read_view(const struct cowmem__layer *layer, uint64_t gen,
  * makes the read fail instead of faulting into the server. */
 int cowmem__read_own(const struct cowmem__region *r, size_t page, char *buf)
 {
+	if (!cowmem__sees_page_tables()) {
+		/* Unregistered then: a page not there faults in the kernel. */
+		memcpy(buf, cowmem__page(r, page), cowmem__engine.page_size);
+		return 0;
+	}
 	return cowmem__pread_all(cowmem__engine.self_mem, buf, cowmem__engine.page_size,
 				 (off_t)(uintptr_t)cowmem__page(r, page));
 }
@@ -61,6 +66,10 @@ int cowmem__read_content(const struct cowmem__region *r, size_t page, size_t cou
 
 	if (r->mode == COWMEM__EXCLUSIVE)
 		return cowmem__read_layer(r->layer, page, count, buf);
+	if (!cowmem__sees_page_tables()) {
+		memcpy(buf, cowmem__page(r, page), count * cowmem__engine.page_size);
+		return 0;
+	}
 	off_t at = (off_t)((uintptr_t)cowmem__page(r, page) / cowmem__engine.page_size *
 			   sizeof(uint64_t));
 	if (pread(cowmem__engine.pagemap, entries, count * sizeof *entries, at) !=

@@ -98,9 +98,12 @@ static void registry_drop(struct cowmem__region *r)
 
 /* ---- userfaultfd registration ------------------------------------------ */
 
+/* Without userfaultfd, or without /proc (scan.c), nothing is registered:
+ * holes then read through the kernel, which allocates them in the layer. */
 int cowmem__register(struct cowmem__region *r, uint64_t modes)
 {
-	if ((r->uffd_modes & modes) == modes)
+	if ((r->uffd_modes & modes) == modes || cowmem__engine.uffd < 0 ||
+	    !cowmem__sees_page_tables())
 		return 0;
 	modes |= r->uffd_modes;
 	if (cowmem__uffd_register(cowmem__engine.uffd, r->data, r->size, modes) < 0)
@@ -197,6 +200,12 @@ static int note_mapped_run(size_t first, size_t end, void *ctx)
  * on nothing maps a layer page there without the server, which notes it. */
 int cowmem__fresh_leave(struct cowmem__region *r)
 {
+	if (!cowmem__v2_folds) {
+		/* Nothing changes a layer then; what the kernel may not map is
+		 * the overlay's, which the callers write in (install below). */
+		cowmem__fresh_remove(r);
+		return 0;
+	}
 	int rc = cowmem__register(r, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR);
 
 	if (rc < 0 || !r->fresh)
@@ -220,6 +229,75 @@ int cowmem__fresh_register_all(struct cowmem__layer *layer)
 			return rc;
 	}
 	return 0;
+}
+
+/* ---- Overlays written in (no folds) --------------------------------------
+ * A reader with an overlay reads those pages from the store, but where
+ * the layer has a page the kernel maps it without asking unless the
+ * reader is registered MINOR, which needs folds' kernel. Then the reader
+ * holds its overlay's versions as its own pages from the start: a copy per
+ * page and clone, as in the first clone of fork() (the cost of a clone
+ * without folds: ARCHITECTURE.md). They count as filled, not written.
+ */
+
+#define INSTALL_BATCH 64 /* pages written with one UFFDIO_COPY */
+
+/* Pages [page, page + count) of r from buf: through the server's ioctl
+ * where r is registered (a write would wait for the server, which needs
+ * the lock held here), else by a write. A page present there (the layer's,
+ * mapped by a read) is dropped first. */
+static int install_run(struct cowmem__region *r, size_t page, size_t count, const char *buf)
+{
+	size_t page_size = cowmem__engine.page_size;
+	char *to = cowmem__page(r, page);
+
+	if (r->uffd_modes == 0) {
+		memcpy(to, buf, count * page_size);
+		return 0;
+	}
+	for (int attempt = 0;; attempt++) {
+		size_t done = 0;
+		if (cowmem__uffd_copy(cowmem__engine.uffd, to, buf, count * page_size, 0, &done) == 0)
+			return 0;
+		if (errno != EEXIST || attempt > 0)
+			return errno ? -errno : -EIO;
+		if (madvise(to, count * page_size, MADV_DONTNEED) < 0)
+			return -errno;
+	}
+}
+
+int cowmem__install_overlay(struct cowmem__region *r)
+{
+	size_t page_size = cowmem__engine.page_size, n = cowmem__overlay_count(r->overlay);
+	size_t first = 0, count = 0;
+	char *buf = n > 0 ? malloc(INSTALL_BATCH * page_size) : NULL;
+	int rc = 0;
+
+	if (n > 0 && !buf)
+		return -ENOMEM;
+	for (size_t i = 0; i <= n && rc == 0; i++) {
+		size_t page = SIZE_MAX;
+		cowmem__slot slot = COWMEM__HOLE;
+		if (i < n)
+			cowmem__overlay_entry(r->overlay, i, &page, &slot);
+		if (count > 0 && (page != first + count || count == INSTALL_BATCH)) {
+			rc = install_run(r, first, count, buf);
+			count = 0;
+		}
+		if (i == n || rc < 0)
+			break;
+		if (count == 0)
+			first = page;
+		char *to = buf + count++ * page_size;
+		if (slot == COWMEM__HOLE)
+			memset(to, 0, page_size);
+		else
+			memcpy(to, cowmem__store_page(slot), page_size);
+		if (cowmem__page_map_put(&r->filled, page, (void *)1) < 0)
+			rc = -ENOMEM;
+	}
+	free(buf);
+	return rc;
 }
 
 /* ---- Create and destroy --------------------------------------------------- */
@@ -282,10 +360,12 @@ int cowmem__reader_attach(struct cowmem__region *r, uint64_t gen)
 	struct cowmem__layer *layer = r->layer;
 	bool current = gen == cowmem__layer_current(layer) && !r->overlay;
 	uint64_t modes = UFFDIO_REGISTER_MODE_MISSING |
-			 (current ? 0 : UFFDIO_REGISTER_MODE_MINOR);
+			 (current || !cowmem__v2_folds ? 0 : UFFDIO_REGISTER_MODE_MINOR);
 	int rc;
 
 	if ((rc = cowmem__register(r, modes)) < 0)
+		return rc;
+	if (!cowmem__v2_folds && (rc = cowmem__install_overlay(r)) < 0)
 		return rc;
 	if ((rc = cowmem__layer_hold(layer, gen)) < 0)
 		return rc;

@@ -138,6 +138,19 @@ static int scan_ioctl(char *start_addr, size_t pages, bool want_file, cowmem__ru
 	return 0;
 }
 
+bool cowmem__sees_page_tables(void)
+{
+	return cowmem__engine.pagemap >= 0 && cowmem__engine.self_mem >= 0;
+}
+
+/* Without /proc nothing tells own pages from the others: every page is a
+ * candidate, and the callers compare it (its content is the region's
+ * memory, which no registration makes wait for the server). */
+static int scan_blind(size_t pages, cowmem__run_fn *fn, void *ctx)
+{
+	return pages > 0 ? fn(0, pages, ctx) : 0;
+}
+
 int cowmem__scan_own(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
 {
 	return cowmem__scan_own_counting(start, pages, fn, ctx, NULL);
@@ -146,6 +159,8 @@ int cowmem__scan_own(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
 int cowmem__scan_own_counting(char *start, size_t pages, cowmem__run_fn *fn, void *ctx,
 			       size_t *file_pages)
 {
+	if (!cowmem__sees_page_tables())
+		return scan_blind(pages, fn, ctx);
 	if (cowmem__engine.features & FEATURE_PAGEMAP_SCAN)
 		return scan_ioctl(start, pages, false, fn, ctx, 0, shared_vec, file_pages);
 	return scan_file(start, pages, false, fn, ctx, file_pages);
@@ -177,7 +192,9 @@ static int stop_at_first(size_t first, size_t end, void *ctx)
  * region that wrote 1% of 1 GiB costs about a millisecond. */
 int cowmem__scan_has_own(char *start, size_t pages, bool *found)
 {
-	*found = false;
+	*found = !cowmem__sees_page_tables() && pages > 0;
+	if (!cowmem__sees_page_tables())
+		return 0;
 	int rc = cowmem__engine.features & FEATURE_PAGEMAP_SCAN
 			 ? scan_ioctl(start, pages, false, stop_at_first, found, 1, shared_vec, NULL)
 			 : scan_file(start, pages, false, stop_at_first, found, NULL);
@@ -186,6 +203,8 @@ int cowmem__scan_has_own(char *start, size_t pages, bool *found)
 
 int cowmem__scan_file_pages(char *start, size_t pages, cowmem__run_fn *fn, void *ctx)
 {
+	if (!cowmem__sees_page_tables())
+		return 0; /* unknown: none reported */
 	if (cowmem__engine.features & FEATURE_PAGEMAP_SCAN)
 		return scan_ioctl(start, pages, true, fn, ctx, 0, shared_vec, NULL);
 	return scan_file(start, pages, true, fn, ctx, NULL);

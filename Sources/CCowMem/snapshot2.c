@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "v2.h"
@@ -79,6 +80,15 @@ struct cowmem__region *cowmem__v2_load(int fd)
 		goto out;
 	source = -1; /* the layer's now */
 	rc = cowmem__reader_new(layer, (size_t)size, 0, NULL, &r);
+	/* Unregistered (no userfaultfd, or no /proc), no fault asks for a
+	 * page: the file is read now. */
+	if (rc == 0 && r->uffd_modes == 0 &&
+	    (rc = cowmem__layer_load(layer, 0, r->pages)) < 0) {
+		cowmem__region_drop_locked(r);
+		munmap(r->data, r->size);
+		free(r);
+		r = NULL;
+	}
 out:
 	if (source >= 0)
 		close(source);

@@ -126,7 +126,7 @@ static int own_run(size_t first, size_t end, void *ctx)
 	int rc;
 
 	for (size_t page = first; page < end; page++) {
-		if (cowmem__page_map_get(&c->r->filled, page)) {
+		if (cowmem__page_map_get(&c->r->filled, page) || !cowmem__sees_page_tables()) {
 			if ((rc = cowmem__read_own(c->r, page, c->mine)) < 0 ||
 			    (rc = origin_read(c->r, page, c->theirs)) < 0)
 				return rc;
@@ -366,7 +366,8 @@ static int reset_locked(struct cowmem__region *r)
 	cowmem__overlay_unref(r->overlay);
 	r->overlay = r->origin_overlay;
 	cowmem__page_map_free(&r->filled);
-	return 0;
+	/* Without folds its own pages held the origin's overlay too. */
+	return cowmem__v2_folds ? 0 : cowmem__install_overlay(r);
 }
 
 int cowmem__v2_reset(struct cowmem__region *r)

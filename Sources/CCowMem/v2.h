@@ -231,6 +231,20 @@ struct cowmem__region {
 };
 
 extern bool cowmem__v2; /* COWMEM_ENGINE=v2 chose this engine */
+/* Clones fold (the kernel has userfaultfd with MINOR faults on shmem,
+ * MREMAP_DONTUNMAP and /proc). Without, nothing can keep a reader from
+ * mapping a layer page the kernel finds: a layer never changes once frozen,
+ * no region is its head, and a clone gets its source's overlay written into
+ * its pages at once (ARCHITECTURE.md, "Without folds"). */
+extern bool cowmem__v2_folds;
+/* The page tables can be read (/proc/self/pagemap and /proc/self/mem).
+ * Without, every page counts as a region's own and is compared, and no
+ * region is registered, so that reading region memory never waits for the
+ * server. */
+bool cowmem__sees_page_tables(void);
+/* Writes the versions of r's overlay into its pages (no fold): a reader
+ * that cannot be served them on a fault holds them from the start. */
+int cowmem__install_overlay(struct cowmem__region *r);
 
 int cowmem__register(struct cowmem__region *r, uint64_t modes); /* adds modes */
 int cowmem__register_exactly(struct cowmem__region *r, uint64_t modes);

@@ -203,9 +203,10 @@ struct ErrorTests {
     func sizeThatCanNeverBeCloned() async throws {
         let limit = try #require(meminfoBytes("MemTotal")) + (try #require(meminfoBytes("SwapTotal")))
         let size = (limit / pageSize + 1) * pageSize + (1 << 30)
-        // The memfd backend runs the first engine; the child chooses it before its first call.
+        // The child chooses the first engine before its first call.
         let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) { [size = size as Int] in
             setenv("COWMEM_BACKEND", "memfd", 1)
+            setenv("COWMEM_ENGINE", "v1", 1)
             guard let backend = try? Backend.current, backend.kind == .memfd else { exit(2) }
             var region = try Region(size: size)
             region.withMutableBytes { $0.storeBytes(of: 7, toByteOffset: size - 1, as: UInt8.self) }

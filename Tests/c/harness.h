@@ -84,6 +84,7 @@ static const struct {
 	{ COWMEM_FEATURE_PAGEMAP_SCAN, "pagemap-scan" },
 	{ COWMEM_FEATURE_DEVICE, "device" },
 	{ COWMEM_FEATURE_ENGINE_V2, "engine-v2" },
+	{ COWMEM_FEATURE_FOLDS, "folds" },
 };
 
 /* The names of the bits of `mask`, comma-separated, into `text`. */

@@ -20,6 +20,7 @@ static const struct {
 	{ "pagemap-scan", COWMEM_FEATURE_PAGEMAP_SCAN },
 	{ "device", COWMEM_FEATURE_DEVICE },
 	{ "engine-v2", COWMEM_FEATURE_ENGINE_V2 },
+	{ "folds", COWMEM_FEATURE_FOLDS },
 };
 #define NAME_COUNT (sizeof names / sizeof names[0])
 
@@ -80,7 +81,7 @@ static void masked(const char *name)
 			      disable);
 }
 
-/* Every name but device and engine-v2, which are not maskable by name. */
+/* Every name but device, engine-v2 and folds, which are not maskable by name. */
 static void masked_minor(void) { masked("minor"); }
 static void masked_wp(void) { masked("wp"); }
 static void masked_poison(void) { masked("poison"); }

@@ -223,9 +223,10 @@ COWMEM_API const char *cowmem_backend(void);
 
 /**
  * The optional features in effect, comma-separated (for example
- * "minor,wp,poison,dontunmap,zero-pfn,engine-v2"; "engine-v2" says which
- * engine serves the regions); COWMEM_DISABLE=name,... masks
- * them. NULL and errno as for cowmem_backend().
+ * "minor,wp,poison,dontunmap,zero-pfn,engine-v2,folds"; "engine-v2" says
+ * which engine serves the regions, "folds" that a clone costs the pages
+ * written since the previous clone of its source, not since its first);
+ * COWMEM_DISABLE=name,... masks them. NULL and errno as for cowmem_backend().
  * Errors: EINVAL, ENOMEM, ENOSYS, ENOTSUP, EPERM.
  */
 COWMEM_API const char *cowmem_features(void);
@@ -239,6 +240,7 @@ COWMEM_API const char *cowmem_features(void);
 #define COWMEM_FEATURE_PAGEMAP_SCAN (UINT64_C(1) << 5) /* "pagemap-scan" */
 #define COWMEM_FEATURE_DEVICE (UINT64_C(1) << 6)       /* "device" */
 #define COWMEM_FEATURE_ENGINE_V2 (UINT64_C(1) << 7)    /* "engine-v2" */
+#define COWMEM_FEATURE_FOLDS (UINT64_C(1) << 8)        /* "folds" */
 
 /**
  * The features of cowmem_features() as COWMEM_FEATURE_* bits, into *mask,
