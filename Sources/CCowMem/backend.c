@@ -1,7 +1,7 @@
 /*
  * Choosing the fault mechanism at run time, and saying which one is in use.
  *
- *   userfaultfd       kernel-mode faults: lazy lending, zero pages, system
+ *   userfaultfd       kernel-mode faults: folds, zero pages, system
  *                     calls on unfilled pages are served.
  *   userfaultfd-user  UFFD_USER_MODE_ONLY (what an unprivileged process may
  *                     open when vm.unprivileged_userfaultfd=0): a system call
@@ -9,7 +9,8 @@
  *                     the pages were prefaulted (cowmem_prefault). Used only
  *                     when asked for by name.
  *   memfd             no userfaultfd at all (seccomp, old kernels): private
- *                     mappings of frozen layers, clones copy written pages.
+ *                     mappings of the layers; clones do not fold, so each
+ *                     copies in its overlay (ARCHITECTURE.md).
  *
  * COWMEM_BACKEND=auto|userfaultfd|userfaultfd-user|memfd forces one;
  * COWMEM_DISABLE=name,... masks optional features so that every path can be
@@ -19,6 +20,7 @@
  * user-mode (UFFD_USER_MODE_ONLY, what userfaultfd-user needs) is not listed
  * either, since no other backend uses it: masking it makes a forced
  * userfaultfd-user fail as on a kernel before 5.11.
+ * Every function here returns 0 (or a descriptor) or a negative errno.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -56,7 +58,6 @@ static const struct {
 	{ "noexec-seal", FEATURE_NOEXEC_SEAL, 0, false, 0 },
 	{ "process-madvise", FEATURE_PROCESS_MADVISE, 0, false, 0 },
 	{ "dev-userfaultfd", FEATURE_DEV_USERFAULTFD, 0, false, 0 },
-	{ "future-write-seal", FEATURE_FUTURE_WRITE_SEAL, 0, false, 0 },
 	{ "keep-mappings", FEATURE_KEEP_MAPPINGS, 0, false, 0 },
 	{ "background-fold", FEATURE_BACKGROUND_FOLD, 0, false, 0 },
 	{ "early-copies", FEATURE_EARLY_COPIES, 0, false, 0 },
@@ -64,8 +65,7 @@ static const struct {
 /* The fallbacks above: in use unless masked. */
 #define FALLBACK_FEATURES                                                   \
 	(FEATURE_NOEXEC_SEAL | FEATURE_PROCESS_MADVISE | FEATURE_DEV_USERFAULTFD | \
-	 FEATURE_FUTURE_WRITE_SEAL | FEATURE_KEEP_MAPPINGS | FEATURE_BACKGROUND_FOLD | \
-	 FEATURE_EARLY_COPIES)
+	 FEATURE_KEEP_MAPPINGS | FEATURE_BACKGROUND_FOLD | FEATURE_EARLY_COPIES)
 #define FEATURE_COUNT (sizeof feature_table / sizeof feature_table[0])
 
 static const char *const backend_names[] = {
@@ -101,10 +101,9 @@ unknown:
 	fprintf(stderr, "cowmem: COWMEM_DISABLE=%s names an unknown feature (known: "
 		"minor, wp, poison, wp-unpopulated, wp-async, move, dontunmap, zero-pfn, "
 		"pagemap-scan, user-mode, event-remap, noexec-seal, process-madvise, "
-		"dev-userfaultfd, future-write-seal, keep-mappings, background-fold, early-copies)\n",
+		"dev-userfaultfd, keep-mappings, background-fold, early-copies)\n",
 		list);
-	errno = EINVAL;
-	return -1;
+	return -EINVAL;
 }
 
 /* A descriptor with kernel-mode faults: the system call, else the device
@@ -115,19 +114,17 @@ static int open_kernel_mode(unsigned disabled, bool *from_device)
 	int fd = cowmem__sys_userfaultfd(O_CLOEXEC | O_NONBLOCK);
 
 	*from_device = false;
-	if (fd >= 0 || errno != EPERM || (disabled & FEATURE_DEV_USERFAULTFD))
+	if (fd >= 0)
 		return fd;
+	if (errno != EPERM || (disabled & FEATURE_DEV_USERFAULTFD))
+		return -errno;
 	int device = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (device < 0) {
-		errno = EPERM;
-		return -1;
-	}
+	if (device < 0)
+		return -EPERM;
 	fd = ioctl(device, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
 	close(device);
-	if (fd < 0) {
-		errno = EPERM;
-		return -1;
-	}
+	if (fd < 0)
+		return -EPERM;
 	*from_device = true;
 	return fd;
 }
@@ -144,11 +141,10 @@ static int open_user_mode(unsigned disabled)
 
 	if (fd >= 0 && (disabled & FEATURE_USER_MODE)) {
 		close(fd);
-		fd = -1;
-		errno = EINVAL;
+		return -ENOSYS;
 	}
-	if (fd < 0 && errno == EINVAL)
-		errno = ENOSYS;
+	if (fd < 0)
+		return errno == EINVAL ? -ENOSYS : -errno;
 	return fd;
 }
 
@@ -168,28 +164,27 @@ static int open_userfaultfd(enum backend backend, unsigned disabled, bool *from_
 	uint64_t wanted = UFFD_FEATURE_MISSING_SHMEM;
 
 	if (probe < 0)
-		return -1;
+		return probe;
 	int rc = cowmem__uffd_api(probe, 0, &cowmem__engine.offered);
 	close(probe);
 	if (rc < 0)
-		return -1;
-	/* Only what the engine uses: WP_ASYNC, for one, would make the kernel
-	 * resolve write-protect faults itself and break lending. */
+		return rc;
+	/* Only what the engine uses: WP_ASYNC, for one, would change how the
+	 * kernel resolves write-protect faults for everyone on the descriptor. */
 	for (size_t i = 0; i < FEATURE_COUNT; i++)
 		if (feature_table[i].used && !(disabled & feature_table[i].bit))
 			wanted |= feature_table[i].uffd_feature;
 	int uffd = open_mode(backend, disabled, from_device);
 	uint64_t reported;
 	if (uffd < 0)
-		return -1;
+		return uffd;
 	/* On success the kernel reports everything it supports, not what
 	 * was asked for: what is in effect is the request. */
 	cowmem__engine.granted = wanted & cowmem__engine.offered;
 	if (!(cowmem__engine.granted & UFFD_FEATURE_MISSING_SHMEM) ||
 	    cowmem__uffd_api(uffd, cowmem__engine.granted, &reported) < 0) {
 		close(uffd);
-		errno = ENOTSUP;
-		return -1;
+		return -ENOTSUP;
 	}
 	return uffd;
 }
@@ -261,8 +256,9 @@ int cowmem__backend_select(void)
 	bool from_device = false;
 	int forced = -1;
 
-	if (parse_disabled(getenv("COWMEM_DISABLE"), &disabled) < 0)
-		return -1;
+	int rc = parse_disabled(getenv("COWMEM_DISABLE"), &disabled);
+	if (rc < 0)
+		return rc;
 	if (wanted && *wanted && strcmp(wanted, "auto") != 0) {
 		for (int b = 0; b < BACKEND_COUNT; b++)
 			if (strcmp(wanted, backend_names[b]) == 0)
@@ -271,31 +267,31 @@ int cowmem__backend_select(void)
 			fprintf(stderr, "cowmem: COWMEM_BACKEND=%s is not a backend "
 				"(expected auto, userfaultfd, userfaultfd-user or memfd)\n",
 				wanted);
-			errno = EINVAL;
-			return -1;
+			return -EINVAL;
 		}
 	}
 
 	cowmem__engine.uffd = -1;
 	cowmem__engine.backend = BACKEND_MEMFD;
 	if (forced == BACKEND_USERFAULTFD || forced == BACKEND_USERFAULTFD_USER) {
-		cowmem__engine.uffd = open_userfaultfd(forced, disabled, &from_device);
-		if (cowmem__engine.uffd < 0) {
-			int saved = errno;
+		int uffd = open_userfaultfd(forced, disabled, &from_device);
+		if (uffd < 0) {
 			fprintf(stderr, "cowmem: COWMEM_BACKEND=%s is not available here: %s\n",
-				wanted, strerror(saved));
-			errno = saved;
-			return -1;
+				wanted, strerror(-uffd));
+			return uffd;
 		}
+		cowmem__engine.uffd = uffd;
 		cowmem__engine.backend = forced;
 	} else if (forced < 0) {
 		/* Auto never picks user-mode-only faults: ordinary read(2)
 		 * into region memory would fail with EFAULT. */
-		cowmem__engine.uffd = open_userfaultfd(BACKEND_USERFAULTFD, disabled, &from_device);
-		if (cowmem__engine.uffd >= 0)
+		int uffd = open_userfaultfd(BACKEND_USERFAULTFD, disabled, &from_device);
+		if (uffd >= 0) {
+			cowmem__engine.uffd = uffd;
 			cowmem__engine.backend = BACKEND_USERFAULTFD;
-		else if (errno == EMFILE || errno == ENFILE || errno == ENOMEM)
-			return -1; /* may work later: do not settle for memfd */
+		} else if (uffd == -EMFILE || uffd == -ENFILE || uffd == -ENOMEM) {
+			return uffd; /* may work later: do not settle for memfd */
+		}
 	}
 
 	for (size_t i = 0; i < FEATURE_COUNT; i++) {
@@ -309,9 +305,9 @@ int cowmem__backend_select(void)
 	if (!(disabled & FEATURE_DONTUNMAP) && dontunmap_works())
 		cowmem__engine.features |= FEATURE_DONTUNMAP;
 	cowmem__engine.features |= FALLBACK_FEATURES & ~disabled;
-	/* Lending pages lazily also needs /proc/self/mem (to read a lender's
-	 * page without faulting) and pagemap (to find written pages): without
-	 * /proc, MINOR and WP are of no use. */
+	/* Folds also need /proc/self/mem (to read a region's page without
+	 * faulting) and pagemap (to find written pages): without /proc, MINOR
+	 * and WP are of no use. */
 	if (cowmem__engine.self_mem < 0 || cowmem__engine.pagemap < 0)
 		cowmem__engine.features &= ~(unsigned)(FEATURE_MINOR | FEATURE_WP);
 	if (!(disabled & FEATURE_PAGEMAP_SCAN) && pagemap_scan_works())
@@ -329,18 +325,15 @@ int cowmem__backend_open_another(uint64_t features)
 	bool from_device;
 	uint64_t reported;
 
-	if (cowmem__engine.uffd < 0) {
-		errno = ENOTSUP;
-		return -1;
-	}
+	if (cowmem__engine.uffd < 0)
+		return -ENOTSUP;
 	int uffd = open_mode(cowmem__engine.backend, 0, &from_device); /* was available */
 	if (uffd < 0)
-		return -1;
-	if (cowmem__uffd_api(uffd, features, &reported) < 0) {
-		int saved = errno;
+		return uffd;
+	int rc = cowmem__uffd_api(uffd, features, &reported);
+	if (rc < 0) {
 		close(uffd);
-		errno = saved;
-		return -1;
+		return rc;
 	}
 	return uffd;
 }
@@ -356,20 +349,23 @@ int cowmem__backend_reopen(void)
 	if (cowmem__engine.uffd < 0)
 		return 0;
 	close(cowmem__engine.uffd);
-	cowmem__engine.uffd = open_mode(cowmem__engine.backend, 0,
-					&from_device); /* was available */
-	if (cowmem__engine.uffd >= 0 && cowmem__uffd_api(cowmem__engine.uffd,
-							 cowmem__engine.granted, &reported) == 0)
+	int uffd = open_mode(cowmem__engine.backend, 0, &from_device); /* was available */
+	int rc = uffd < 0 ? uffd : cowmem__uffd_api(uffd, cowmem__engine.granted, &reported);
+	if (rc == 0) {
+		cowmem__engine.uffd = uffd;
 		return 0;
-	if (cowmem__engine.uffd >= 0)
-		close(cowmem__engine.uffd);
+	}
+	if (uffd >= 0)
+		close(uffd);
 	cowmem__engine.uffd = -1;
 	cowmem__engine.backend = BACKEND_MEMFD;
 	cowmem__engine.features &= ~(unsigned)(FEATURE_MINOR | FEATURE_WP | FEATURE_POISON);
-	return -1;
+	return rc;
 }
 
-void cowmem__backend_note_engine_v2(bool folds)
+/* "engine-v2" is always listed (the only engine; programs written for
+ * the time it was one of two test it); "folds" where clones fold. */
+void cowmem__backend_note_folds(bool folds)
 {
 	size_t used = strlen(features_text);
 	snprintf(features_text + used, sizeof features_text - used, "%sengine-v2%s",

@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "v2.h"
+#include "engine.h"
 
 #define BLOCK_JOBS 256 /* jobs handed over at once */
 #define CHUNK 16       /* jobs a thread takes from a block at once */

@@ -12,7 +12,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "v2.h"
+#include "engine.h"
 
 #define DISCARD_BATCH 1024 /* UIO_MAXIOV */
 

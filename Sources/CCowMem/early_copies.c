@@ -17,7 +17,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "v2.h"
+#include "engine.h"
 
 struct early_copy {
 	size_t page;

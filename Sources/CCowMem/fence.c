@@ -26,7 +26,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "v2.h"
+#include "engine.h"
 
 struct cowmem__fence {
 	int fd;      /* the fence's userfaultfd */
@@ -88,11 +88,13 @@ static int open_fence(void)
 		return -ENOMEM;
 	f->fd = cowmem__backend_open_another(UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_MISSING_SHMEM |
 					     UFFD_FEATURE_MINOR_SHMEM);
-	f->stop_fd = f->fd < 0 ? -1 : eventfd(0, EFD_CLOEXEC);
+	int rc = f->fd < 0 ? f->fd : 0;
+	f->stop_fd = rc < 0 ? -1 : eventfd(0, EFD_CLOEXEC);
 	f->move_fd = f->stop_fd < 0 ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	atomic_init(&f->moving, false);
-	if (f->move_fd < 0 || cowmem__engine_start_thread(drain, f, &f->drainer) < 0) {
-		int rc = -errno;
+	if (rc == 0)
+		rc = f->move_fd < 0 ? -errno : cowmem__engine_start_thread(drain, f, &f->drainer);
+	if (rc < 0) {
 		free_fence(f);
 		return rc;
 	}
@@ -100,7 +102,7 @@ static int open_fence(void)
 	return 0;
 }
 
-int cowmem__fence_raise(struct cowmem__region *head)
+int cowmem__fence_raise(struct cowmem_region *head)
 {
 	int rc;
 
@@ -108,18 +110,16 @@ int cowmem__fence_raise(struct cowmem__region *head)
 		return rc;
 	/* A mapping has one descriptor: leave the library's first. Until the
 	 * fence is up, accesses are the kernel's, on pages not moved yet. */
-	if (head->uffd_modes && cowmem__uffd_unregister(cowmem__engine.uffd, head->data,
-							head->size) < 0)
-		return -errno;
+	if (head->uffd_modes &&
+	    (rc = cowmem__uffd_unregister(cowmem__engine.uffd, head->data, head->size)) < 0)
+		return rc;
 	head->uffd_modes = 0;
 	/* Refused: the caller registers the head with the library again. */
-	if (cowmem__uffd_register(fence->fd, head->data, head->size,
-				  UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR) < 0)
-		return -errno;
-	return 0;
+	return cowmem__uffd_register(fence->fd, head->data, head->size,
+				     UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR);
 }
 
-void cowmem__fence_lower(struct cowmem__region *head)
+void cowmem__fence_lower(struct cowmem_region *head)
 {
 	/* Unregistering wakes the accesses that waited; they retry against
 	 * the layer. But it wakes them before it write-locks the mapping, and

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "v2.h"
+#include "engine.h"
 
 /* The fence's thread reads without sleeping while the head's page tables
  * move (fence.c) only where they move in 1 GiB entries, a TLB flush each.
@@ -35,16 +35,17 @@
 
 /* Moves r's page tables to a staging range; r keeps its mapping, empty.
  * MREMAP_DONTUNMAP on file mappings is 5.13+. */
-static int move_page_tables(struct cowmem__region *r, char **area, size_t *length, char **moved)
+static int move_page_tables(struct cowmem_region *r, char **area, size_t *length, char **moved)
 {
-	char *staging = cowmem__reserve_aligned(r->size, area, length);
+	char *staging;
+	int rc = cowmem__reserve_aligned(r->size, area, length, &staging);
 
-	if (!staging)
-		return -errno;
+	if (rc < 0)
+		return rc;
 	*moved = cowmem__sys_mremap(r->data, r->size, r->size,
 				    MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, staging);
 	if (*moved == MAP_FAILED) {
-		int rc = -errno;
+		rc = -errno;
 		munmap(*area, *length);
 		return rc;
 	}
@@ -61,14 +62,14 @@ _Noreturn void cowmem__fold_abort(const char *what, int rc)
 
 /* ---- freeze --------------------------------------------------------------- */
 
-static int freeze(struct cowmem__region *r)
+static int freeze(struct cowmem_region *r)
 {
 	char *area = NULL, *moved = NULL;
 	size_t length = 0;
 	/* Without folds the layer never changes: the region reads it as it
 	 * is from now on, a reader like its clones. */
 	uint64_t gen = cowmem__layer_current(r->layer);
-	int rc = cowmem__v2_folds ? 0 : cowmem__layer_hold(r->layer, gen);
+	int rc = cowmem__folds ? 0 : cowmem__layer_hold(r->layer, gen);
 
 	if (rc < 0)
 		return rc;
@@ -94,7 +95,7 @@ static int freeze(struct cowmem__region *r)
 		cowmem__janitor_unmap(area, length);
 	if (data == MAP_FAILED) {
 		rc = -errno;
-		if (!cowmem__v2_folds)
+		if (!cowmem__folds)
 			cowmem__layer_drop(r->layer, gen);
 		return rc;
 	}
@@ -103,7 +104,7 @@ static int freeze(struct cowmem__region *r)
 	/* Holes read as the zero page through the server; unregistered they
 	 * would allocate in the layer, still with the right bytes. */
 	(void)cowmem__register(r, UFFDIO_REGISTER_MODE_MISSING);
-	if (cowmem__v2_folds) {
+	if (cowmem__folds) {
 		r->mode = COWMEM__HEAD;
 		cowmem__layer_set_head(r->layer, r);
 	} else {
@@ -190,7 +191,7 @@ static int replace_run(size_t first, size_t end, void *ctx)
  * at its next access. The pages it had mapped are right as they are: a
  * fold replaces only pages the head wrote, which it mapped as its own,
  * never the layer's. Nonzero: staging is as it was, for the janitor. */
-static int return_page_tables(struct cowmem__region *head, char *staging, bool fenced,
+static int return_page_tables(struct cowmem_region *head, char *staging, bool fenced,
 			      const struct run_list *folded)
 {
 	struct cowmem__discard *d = cowmem__discard_begin(staging);
@@ -217,7 +218,7 @@ static int return_page_tables(struct cowmem__region *head, char *staging, bool f
 	return 0;
 }
 
-static void release_head(struct cowmem__region *head, bool fenced)
+static void release_head(struct cowmem_region *head, bool fenced)
 {
 	if (fenced) {
 		cowmem__fence_moved(); /* if it has not been said yet */
@@ -233,13 +234,13 @@ static void release_head(struct cowmem__region *head, bool fenced)
 /* A fold from the move of the head's page tables on: the head's new pages
  * are in staging until cowmem__fold_finish() copies them into the layer. */
 struct cowmem__fold {
-	struct cowmem__region *head;
+	struct cowmem_region *head;
 	char *area, *staging; /* the reservation, and staging in it */
 	size_t length;
 	bool fenced; /* the head waits on the fence, not on the server */
 };
 
-int cowmem__fold_begin(struct cowmem__region *head, struct cowmem__fold **result)
+int cowmem__fold_begin(struct cowmem_region *head, struct cowmem__fold **result)
 {
 	struct cowmem__layer *layer = head->layer;
 	struct cowmem__fold *f;
@@ -298,7 +299,7 @@ bool cowmem__fold_fenced(const struct cowmem__fold *f)
 	return f->fenced;
 }
 
-struct cowmem__region *cowmem__fold_head(const struct cowmem__fold *f)
+struct cowmem_region *cowmem__fold_head(const struct cowmem__fold *f)
 {
 	return f->head;
 }
@@ -371,7 +372,7 @@ static void replace_part(struct fold_context *c, struct scan_part *part, size_t 
  * go on once the layer holds the head's pages: it holds exactly the layer.
  * Only the registration can fail here: cowmem__clone_locked() reserved
  * the rest. */
-static void release_clone(struct cowmem__region *clone)
+static void release_clone(struct cowmem_region *clone)
 {
 	/* Until it is registered its accesses are the kernel's, with the
 	 * right bytes (a hole read then allocates a page of zeros in the
@@ -382,9 +383,9 @@ static void release_clone(struct cowmem__region *clone)
 		cowmem__fold_abort("registering the clone", rc);
 }
 
-void cowmem__fold_finish(struct cowmem__fold *f, struct cowmem__region *pending_clone)
+void cowmem__fold_finish(struct cowmem__fold *f, struct cowmem_region *pending_clone)
 {
-	struct cowmem__region *head = f->head;
+	struct cowmem_region *head = f->head;
 	struct cowmem__layer *layer = head->layer;
 	char *staging = f->staging;
 	bool keep_mappings = cowmem__engine.features & FEATURE_KEEP_MAPPINGS;
@@ -445,10 +446,10 @@ void cowmem__fold_finish(struct cowmem__fold *f, struct cowmem__region *pending_
  * take over from a head that has written nothing since the last capture:
  * both hold exactly the layer, so they trade roles, and the old head keeps
  * reading it as a fresh reader. */
-static bool take_over(struct cowmem__region *reader)
+static bool take_over(struct cowmem_region *reader)
 {
 	struct cowmem__layer *layer = reader->layer;
-	struct cowmem__region *head = cowmem__layer_head(layer);
+	struct cowmem_region *head = cowmem__layer_head(layer);
 
 	if (!reader->fresh)
 		return false;
@@ -476,7 +477,7 @@ static bool take_over(struct cowmem__region *reader)
 /* ---- branch --------------------------------------------------------------- */
 
 struct branch_context {
-	struct cowmem__region *r;
+	struct cowmem_region *r;
 	char *view_page; /* one page */
 	size_t *pages;
 	cowmem__slot *slots;
@@ -533,7 +534,7 @@ static int copy_own_run(size_t first, size_t end, void *ctx)
 
 /* The reader's own pages go to the store; it and its clone see them as an
  * overlay from now on. */
-static int branch(struct cowmem__region *r)
+static int branch(struct cowmem_region *r)
 {
 	struct branch_context c = { .r = r, .view_page = malloc(cowmem__engine.page_size) };
 	struct cowmem__overlay *overlay = NULL;
@@ -560,7 +561,7 @@ static int branch(struct cowmem__region *r)
 
 /* ---- clone ---------------------------------------------------------------- */
 
-int cowmem__capture_begin(struct cowmem__region *src, struct cowmem__fold **fold)
+int cowmem__capture_begin(struct cowmem_region *src, struct cowmem__fold **fold)
 {
 	*fold = NULL;
 	switch (src->mode) {
@@ -569,14 +570,14 @@ int cowmem__capture_begin(struct cowmem__region *src, struct cowmem__fold **fold
 	case COWMEM__HEAD:
 		return cowmem__fold_begin(src, fold);
 	case COWMEM__READER:
-		if (cowmem__v2_folds && take_over(src))
+		if (cowmem__folds && take_over(src))
 			return cowmem__fold_begin(src, fold);
 		return branch(src);
 	}
 	return -EINVAL;
 }
 
-void cowmem__capture_finish(const struct cowmem__region *src, struct cowmem__fold *fold,
+void cowmem__capture_finish(const struct cowmem_region *src, struct cowmem__fold *fold,
 			    uint64_t *gen, struct cowmem__overlay **overlay)
 {
 	if (fold)
@@ -585,7 +586,7 @@ void cowmem__capture_finish(const struct cowmem__region *src, struct cowmem__fol
 	*overlay = src->mode == COWMEM__READER ? src->overlay : NULL;
 }
 
-int cowmem__capture(struct cowmem__region *src, uint64_t *gen, struct cowmem__overlay **overlay)
+int cowmem__capture(struct cowmem_region *src, uint64_t *gen, struct cowmem__overlay **overlay)
 {
 	struct cowmem__fold *fold;
 	int rc = cowmem__capture_begin(src, &fold);
@@ -597,7 +598,7 @@ int cowmem__capture(struct cowmem__region *src, uint64_t *gen, struct cowmem__ov
 
 /* ---- copy ---------------------------------------------------------------- */
 
-int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint64_t gen,
+int cowmem__set_view(struct cowmem_region *r, struct cowmem__layer *layer, uint64_t gen,
 		     struct cowmem__overlay *overlay)
 {
 	int rc = cowmem__layer_hold(layer, gen);
@@ -617,7 +618,7 @@ int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint
 		}
 		(void)madvise(data, r->size, MADV_DONTFORK);
 		r->uffd_modes = 0; /* a new mapping is not registered */
-		if (!cowmem__v2_folds)
+		if (!cowmem__folds)
 			(void)cowmem__register(r, UFFDIO_REGISTER_MODE_MISSING);
 	} else if ((rc = cowmem__fresh_leave(r)) < 0 ||
 		   (madvise(r->data, r->size, MADV_DONTNEED) < 0 && (rc = -errno))) {
@@ -645,7 +646,7 @@ int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint
 	cowmem__page_map_free(&r->filled);
 	/* A fresh reader again if it sees the current generation as it is;
 	 * registration failing only leaves it slower (MINOR, or none). */
-	if (!cowmem__v2_folds) {
+	if (!cowmem__folds) {
 		/* Registered MISSING already, or not at all (regions.c). */
 		if ((rc = cowmem__install_overlay(r)) < 0)
 			cowmem__fold_abort("writing a copied region's pages", rc);

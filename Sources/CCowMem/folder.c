@@ -39,7 +39,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "v2.h"
+#include "engine.h"
 
 struct cowmem__folder {
 	pthread_t thread;
@@ -49,7 +49,7 @@ struct cowmem__folder {
 /* Under engine.lock. */
 static struct cowmem__folder *folder;
 static struct cowmem__fold *pending_fold;
-static struct cowmem__region *pending_clone;
+static struct cowmem_region *pending_clone;
 static bool pending_took_over; /* the fold's head was a reader that took over */
 static pthread_cond_t posted = PTHREAD_COND_INITIALIZER;
 /* pending_fold != NULL, readable without the lock: a pre-copier step
@@ -61,8 +61,8 @@ static atomic_bool fold_posted;
  * took over for this capture (the loop where the newest clone becomes the
  * working copy: the clone will take over in turn). Not otherwise: a clone
  * that writes and is not cloned would hold copies for nothing. */
-static void follow_head(const struct cowmem__region *head, bool took_over,
-			const struct cowmem__region *clone)
+static void follow_head(const struct cowmem_region *head, bool took_over,
+			const struct cowmem_region *clone)
 {
 	if (!folder)
 		return;
@@ -73,11 +73,11 @@ static void follow_head(const struct cowmem__region *head, bool took_over,
 static void settle_locked(void)
 {
 	struct cowmem__fold *fold = pending_fold;
-	struct cowmem__region *clone = pending_clone;
+	struct cowmem_region *clone = pending_clone;
 
 	if (!fold)
 		return;
-	struct cowmem__region *head = cowmem__fold_head(fold);
+	struct cowmem_region *head = cowmem__fold_head(fold);
 	pending_fold = NULL;
 	pending_clone = NULL;
 	atomic_store_explicit(&fold_posted, false, memory_order_relaxed);
@@ -96,7 +96,7 @@ void cowmem__lock_settled(void)
 	settle_locked();
 }
 
-void cowmem__lock_settled_for_destroy(const struct cowmem__region *r)
+void cowmem__lock_settled_for_destroy(const struct cowmem_region *r)
 {
 	pthread_mutex_lock(&cowmem__engine.lock);
 	/* Dropping another reader of the layer only releases generations it
@@ -159,9 +159,9 @@ void cowmem__folder_ensure_running(void)
 }
 
 /* Lock held and settled. */
-struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *error)
+struct cowmem_region *cowmem__clone_locked(struct cowmem_region *src, int *error)
 {
-	struct cowmem__region *clone = NULL;
+	struct cowmem_region *clone = NULL;
 	struct cowmem__overlay *overlay;
 	struct cowmem__fold *fold;
 	uint64_t gen;
@@ -194,7 +194,7 @@ struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *err
 		return NULL;
 	}
 	/* Else nothing was written since the last capture, or nothing folds. */
-	if ((fold || freezes) && cowmem__v2_folds)
+	if ((fold || freezes) && cowmem__folds)
 		follow_head(src, was_reader && src->mode == COWMEM__HEAD, clone);
 	return clone;
 }

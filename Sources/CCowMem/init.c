@@ -1,8 +1,8 @@
 /*
  * The library's state and its initialisation, once, at the first call that
- * needs it: the page size, the descriptors every engine uses
+ * needs it: the page size, the descriptors the engine uses
  * (/proc/self/pagemap, /proc/self/mem, the userfaultfd the backend opens),
- * the zero page's PFN, the engine, and the fork() handlers.
+ * the zero page's PFN, whether clones fold, and the fork() handlers.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "v2.h"
+#include "engine.h"
 
 /* ---- Initialisation ----------------------------------------------------- */
 
@@ -29,7 +29,7 @@ static uint64_t read_pagemap_entry(const void *addr)
 
 /* The shared zero page's PFN lets a clone tell "never written, reads as
  * zero" from "written". Unprivileged readers of pagemap see PFN 0; then the
- * exclusive-mapping bit is used instead (is_delta() in engine.c). */
+ * exclusive-mapping bit is used instead (entry_is_own() in scan.c). */
 static uint64_t find_zero_pfn(void)
 {
 	volatile char *p = mmap(NULL, cowmem__engine.page_size, PROT_READ,
@@ -74,11 +74,8 @@ static void fork_child(void)
 {
 	cowmem__copier_fork_child();
 	cowmem__janitor_fork_child();
-	cowmem__v1_fork_child();
-	if (cowmem__v2) {
-		cowmem__v2_fork_child();
-		cowmem__folder_fork_child();
-	}
+	cowmem__regions_fork_child();
+	cowmem__folder_fork_child();
 	if (cowmem__engine.server == SERVER_LIBRARY)
 		cowmem__server_fork_child();
 	cowmem__engine.server = SERVER_NONE;
@@ -90,45 +87,29 @@ static void fork_child(void)
 		close(cowmem__engine.self_mem);
 		cowmem__engine.self_mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
 	}
-	if (cowmem__backend_reopen() < 0)
-		cowmem__engine.lazy = false;
+	(void)cowmem__backend_reopen(); /* the memfd backend's ways if that fails */
 	pthread_mutex_unlock(&cowmem__engine.lock);
 }
 
-/* ---- The engine --------------------------------------------------------- */
+/* ---- Folds --------------------------------------------------------------- */
 
-/* Which engine serves, chosen once after the backend: v2, whose clones
- * fold wherever the kernel has what that needs, unless COWMEM_ENGINE=v1
- * asks for the first engine. 0, or -1 with errno EINVAL for an unknown
- * COWMEM_ENGINE value. */
-static int select_engine(void)
+/* A clone folds (ARCHITECTURE.md) only where every reader's faults can be
+ * served: userfaultfd with MINOR faults on shmem, MREMAP_DONTUNMAP, and
+ * /proc to read the page tables. */
+static bool clones_can_fold(void)
 {
-	const char *wanted = getenv("COWMEM_ENGINE");
-
-	if (wanted && *wanted && strcmp(wanted, "v1") != 0 && strcmp(wanted, "v2") != 0 &&
-	    strcmp(wanted, "auto") != 0) {
-		fprintf(stderr, "cowmem: COWMEM_ENGINE=%s is not an engine (expected auto, v1 "
-			"or v2)\n", wanted);
-		errno = EINVAL;
-		return -1;
-	}
-	if (wanted && strcmp(wanted, "v1") == 0)
-		return 0;
-	cowmem__v2_folds = cowmem__engine.uffd >= 0 && cowmem__engine.pagemap >= 0 &&
-			   cowmem__engine.self_mem >= 0 &&
-			   (cowmem__engine.features & FEATURE_MINOR) &&
-			   (cowmem__engine.features & FEATURE_DONTUNMAP);
-	cowmem__v2 = true;
-	return 0;
+	return cowmem__engine.uffd >= 0 && cowmem__sees_page_tables() &&
+	       (cowmem__engine.features & FEATURE_MINOR) &&
+	       (cowmem__engine.features & FEATURE_DONTUNMAP);
 }
 
 /* ---- Initialisation proper ---------------------------------------------- */
 
 /* Out of descriptors or memory: a later call may succeed, so the first one
  * fails and keeps nothing, instead of settling for less for good. */
-static bool transient(int error)
+static bool transient(int rc)
 {
-	return error == EMFILE || error == ENFILE || error == ENOMEM;
+	return rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM;
 }
 
 static void init_undo(void)
@@ -140,65 +121,55 @@ static void init_undo(void)
 	if (cowmem__engine.uffd >= 0)
 		close(cowmem__engine.uffd);
 	cowmem__engine.pagemap = cowmem__engine.self_mem = cowmem__engine.uffd = -1;
-	free(cowmem__engine.bounce);
 	free((void *)cowmem__zero_page);
-	cowmem__engine.bounce = NULL;
 	cowmem__zero_page = NULL;
 	cowmem__engine.features = 0;
 	cowmem__engine.offered = cowmem__engine.granted = 0;
 	cowmem__engine.zero_pfn = 0;
 }
 
-/* 0; or -1 with errno: for good (engine.init_errno set), or transient
+/* 0; or a negative errno: for good (engine.init_errno set), or transient
  * (nothing kept, the next call tries again). */
 static int init(void)
 {
+	int rc;
 	long page_size = sysconf(_SC_PAGESIZE);
 
 	cowmem__engine.page_size = page_size > 0 ? (size_t)page_size : 4096;
-	cowmem__engine.bounce = aligned_alloc(cowmem__engine.page_size, cowmem__engine.page_size);
 	cowmem__zero_page = aligned_alloc(cowmem__engine.page_size, cowmem__engine.page_size);
-	if (!cowmem__engine.bounce || !cowmem__zero_page) {
-		errno = ENOMEM;
+	if (!cowmem__zero_page) {
+		rc = -ENOMEM;
 		goto transient_failure;
 	}
 	memset((void *)cowmem__zero_page, 0, cowmem__engine.page_size);
 	cowmem__engine.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (cowmem__engine.pagemap < 0 && transient(errno))
+	if (cowmem__engine.pagemap < 0 && transient(-errno)) {
+		rc = -errno;
 		goto transient_failure;
+	}
 	cowmem__engine.self_mem = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
-	if (cowmem__engine.self_mem < 0 && transient(errno))
+	if (cowmem__engine.self_mem < 0 && transient(-errno)) {
+		rc = -errno;
 		goto transient_failure;
+	}
 	if (cowmem__engine.pagemap >= 0)
 		cowmem__engine.zero_pfn = find_zero_pfn();
 
-	if (cowmem__backend_select() < 0) {
-		if (transient(errno))
+	rc = cowmem__backend_select();
+	if (rc < 0) {
+		if (transient(rc))
 			goto transient_failure;
-		cowmem__engine.init_errno = errno;
-		return -1;
+		cowmem__engine.init_errno = -rc;
+		return rc;
 	}
-	if (select_engine() < 0) {
-		cowmem__engine.init_errno = errno;
-		return -1;
-	}
-	if (cowmem__v2)
-		cowmem__backend_note_engine_v2(cowmem__v2_folds);
+	cowmem__folds = clones_can_fold();
+	cowmem__backend_note_folds(cowmem__folds);
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
-	/* Lending a page version lazily needs MINOR faults (to stop the kernel
-	 * mapping a stale base page), write-protection of the lender, a way to
-	 * read the lender's page that fails instead of blocking, and pagemap. */
-	cowmem__engine.lazy = cowmem__engine.uffd >= 0 && cowmem__engine.self_mem >= 0 &&
-			      cowmem__engine.pagemap >= 0 &&
-			      (cowmem__engine.features & FEATURE_MINOR) &&
-			      (cowmem__engine.features & FEATURE_WP);
 	return 0;
 
-transient_failure:;
-	int saved = errno;
+transient_failure:
 	init_undo();
-	errno = saved;
-	return -1;
+	return rc;
 }
 
 int cowmem__engine_init(void)
@@ -208,22 +179,15 @@ int cowmem__engine_init(void)
 
 	if (!__atomic_load_n(&done, __ATOMIC_ACQUIRE)) {
 		pthread_mutex_lock(&init_lock);
-		int saved = 0;
+		int rc = 0;
 		if (!done) {
-			if (init() == 0 || cowmem__engine.init_errno)
+			rc = init();
+			if (rc == 0 || cowmem__engine.init_errno)
 				__atomic_store_n(&done, true, __ATOMIC_RELEASE);
-			else
-				saved = errno;
 		}
 		pthread_mutex_unlock(&init_lock);
-		if (saved) {
-			errno = saved;
-			return -1;
-		}
+		if (rc < 0 && !cowmem__engine.init_errno)
+			return rc;
 	}
-	if (cowmem__engine.init_errno) {
-		errno = cowmem__engine.init_errno;
-		return -1;
-	}
-	return 0;
+	return -cowmem__engine.init_errno;
 }

@@ -116,7 +116,7 @@ void cowmem__say_cannot_provide(size_t page, const void *data, int error);
  * cannot stop the message and, with it, the SIGBUS. */
 void cowmem__prepare_to_fail(void);
 
-/* userfaultfd ioctls: 0 on success, -1 + errno. *done (where present) gets
+/* userfaultfd ioctls: 0 on success, or a negative errno. *done (where present) gets
  * the number of bytes the kernel handled before an error. */
 int cowmem__uffd_api(int uffd, uint64_t want, uint64_t *granted);
 int cowmem__uffd_register(int uffd, void *addr, size_t len, uint64_t modes);
@@ -125,7 +125,6 @@ int cowmem__uffd_copy(int uffd, void *dst, const void *src, size_t len, uint64_t
 		      size_t *done);
 int cowmem__uffd_zeropage(int uffd, void *dst, size_t len, size_t *done);
 int cowmem__uffd_continue(int uffd, void *dst, size_t len, size_t *done);
-int cowmem__uffd_writeprotect(int uffd, void *addr, size_t len, bool protect);
 int cowmem__uffd_wake(int uffd, void *addr, size_t len);
 int cowmem__uffd_poison(int uffd, void *addr, size_t len);
 
@@ -138,80 +137,10 @@ struct page_map {
 };
 void *cowmem__page_map_get(const struct page_map *m, size_t page);
 void cowmem__page_map_prefetch(const struct page_map *m, size_t page); /* a get to come */
-int cowmem__page_map_put(struct page_map *m, size_t page, void *value); /* -1 ENOMEM */
+int cowmem__page_map_put(struct page_map *m, size_t page, void *value); /* 0 or -ENOMEM */
 void *cowmem__page_map_remove(struct page_map *m, size_t page);
 void cowmem__page_map_replace(struct page_map *m, size_t page, void *value); /* an existing key */
 void cowmem__page_map_free(struct page_map *m);
-/* Makes dst (freed first) a copy of src: one memcpy, no rehashing.
- * 0, or -1 with errno ENOMEM and dst unchanged. */
-int cowmem__page_map_copy(struct page_map *dst, const struct page_map *src);
-/* Calls fn for every entry; fn must not change the map. */
-void cowmem__page_map_each(const struct page_map *m,
-			   void (*fn)(size_t page, void *value, void *ctx), void *ctx);
-
-/* ---- The engine's objects (engine.c) ----------------------------------- */
-
-/* A memfd holding page data. While one region maps it shared ("exclusive")
- * it changes; once a second region depends on it, it is frozen forever. */
-struct layer {
-	int fd;
-	size_t size;
-	unsigned refs; /* regions mapping it */
-	/* A layer opened by cowmem_load() is filled from its snapshot file
-	 * page by page on first access (snapshot.c): `source` is the file (or
-	 * -1), `source_offset` where page 0 starts in it, and `loaded` a
-	 * bitmap of the pages already read. Loading never changes the layer's
-	 * logical content, so a layer being loaded counts as frozen. */
-	int source;
-	off_t source_offset;
-	unsigned char *loaded;
-};
-
-/* One page version that some regions (waiters) still need and one region
- * (the owner) holds as a private, write-protected page. */
-struct pending {
-	struct cowmem_region *owner;
-	size_t page;
-	size_t count, capacity;
-	struct cowmem_region **waiters;
-};
-
-/* What cowmem_reset() returns a region to. */
-enum origin_kind {
-	ORIGIN_ZERO,   /* cowmem_create(): all zeros */
-	ORIGIN_BASE,   /* exactly its base layer (a clone of a region without
-			  changes of its own, or cowmem_load()) */
-	ORIGIN_REGION, /* base plus page versions that `origin` keeps */
-};
-
-enum region_mode {
-	REGION_EXCLUSIVE, /* shared mapping of its own layer; writes land there */
-	REGION_PRIVATE,   /* private mapping of a frozen layer; writes are COW */
-};
-
-struct cowmem_region {
-	char *data;
-	size_t size, pages;
-	struct layer *base;
-	enum region_mode mode;
-	uint64_t uffd_modes;  /* UFFDIO_REGISTER_MODE_* in effect, 0 if none */
-	struct page_map in;   /* page -> pending: versions this region awaits */
-	struct page_map out;  /* page -> pending: versions it holds for others */
-	bool orphan;          /* inherited through fork(): not mapped here */
-	enum origin_kind origin_kind;
-	/* ORIGIN_REGION: a hidden region made with this one, holding the same
-	 * content and never accessed; it keeps the page versions the region
-	 * started from (by waiting for them or holding them, as any region
-	 * does) so that cowmem_reset() can go back to them. */
-	struct cowmem_region *origin;
-	bool hidden;          /* an `origin`: destroyed with its region */
-	/* Pages the library filled with a version of the origin (a lent page
-	 * read, a hand-over, an eager copy): private pages the application
-	 * has not necessarily written. */
-	struct page_map filled;
-	uint64_t faults;      /* resolved by the server */
-	uint64_t blocked_ns;  /* from reading each fault to resolving it */
-};
 
 enum backend {
 	BACKEND_USERFAULTFD,      /* kernel-mode faults */
@@ -222,8 +151,8 @@ enum backend {
 
 /* Optional features in effect (engine.features); COWMEM_DISABLE masks them. */
 enum {
-	FEATURE_MINOR = 1 << 0,          /* MINOR faults on shmem: lazy lending */
-	FEATURE_WP = 1 << 1,             /* write-protect on shmem VMAs: lazy lending */
+	FEATURE_MINOR = 1 << 0,          /* MINOR faults on shmem: folds */
+	FEATURE_WP = 1 << 1,             /* write-protect on shmem VMAs: probed, reported */
 	FEATURE_POISON = 1 << 2,         /* UFFDIO_POISON: SIGBUS for a lost page */
 	FEATURE_WP_UNPOPULATED = 1 << 3, /* offered by the kernel; not needed */
 	FEATURE_WP_ASYNC = 1 << 4,       /* offered by the kernel; not needed */
@@ -232,15 +161,14 @@ enum {
 	FEATURE_ZERO_PFN = 1 << 7,       /* pagemap PFNs tell the zero page apart */
 	FEATURE_PAGEMAP_SCAN = 1 << 8,   /* PAGEMAP_SCAN: find written pages fast */
 	FEATURE_USER_MODE = 1 << 9,      /* UFFD_USER_MODE_ONLY (5.11+); only masked */
-	FEATURE_EVENT_REMAP = 1 << 10,   /* offered; engine v2's fold fence uses it */
+	FEATURE_EVENT_REMAP = 1 << 10,   /* offered; the fold fence uses it */
 	/* Fallbacks made forceable, never listed: on unless masked. */
 	FEATURE_NOEXEC_SEAL = 1 << 11,     /* MFD_NOEXEC_SEAL (6.3+) */
 	FEATURE_PROCESS_MADVISE = 1 << 12, /* process_madvise(2) batches (5.10+) */
 	FEATURE_DEV_USERFAULTFD = 1 << 13, /* /dev/userfaultfd when the call is refused */
-	FEATURE_FUTURE_WRITE_SEAL = 1 << 14, /* F_SEAL_FUTURE_WRITE (5.1+) */
-	FEATURE_KEEP_MAPPINGS = 1 << 15, /* a fold gives the head its page tables back */
-	FEATURE_BACKGROUND_FOLD = 1 << 16, /* a clone returns before its fold's copies */
-	FEATURE_EARLY_COPIES = 1 << 17, /* old versions copied out between clones */
+	FEATURE_KEEP_MAPPINGS = 1 << 14, /* a fold gives the head its page tables back */
+	FEATURE_BACKGROUND_FOLD = 1 << 15, /* a clone returns before its fold's copies */
+	FEATURE_EARLY_COPIES = 1 << 16, /* old versions copied out between clones */
 };
 
 /* Global engine state; every field is guarded by `lock` unless noted. */
@@ -252,21 +180,16 @@ struct engine {
 	uint64_t offered;      /* UFFD_FEATURE_* the kernel offers */
 	uint64_t granted;      /* UFFD_FEATURE_* UFFDIO_API granted */
 	unsigned features;     /* FEATURE_* in effect */
-	bool lazy;             /* pending pages (needs MINOR_SHMEM + WP on shmem) */
 	int self_mem;          /* /proc/self/mem: reads that fail, never block */
 	int pagemap;           /* /proc/self/pagemap */
 	uint64_t zero_pfn;     /* PFN of the shared zero page, 0 if unknown */
 	enum { SERVER_NONE, SERVER_LIBRARY, SERVER_HOSTED } server;
-	struct cowmem_region **regions; /* sorted by address */
-	size_t region_count, region_capacity;
-	struct page_map live;  /* every handle cowmem_destroy() may accept */
-	char *bounce;          /* one page, used by whoever holds the lock */
 	int init_errno;
 };
 extern struct engine cowmem__engine;
 extern const char *cowmem__zero_page; /* page_size zero bytes */
 
-/* discard.c: dropping runs of pages in batches (both engines) */
+/* discard.c: dropping runs of pages in batches */
 
 struct cowmem__discard;
 /* Runs are page indices from base; NULL: out of memory. */
@@ -280,78 +203,27 @@ static inline bool cowmem__page_is_zero(const void *page)
 	return memcmp(page, cowmem__zero_page, cowmem__engine.page_size) == 0;
 }
 
-int cowmem__engine_init(void); /* once; 0 or -1 + errno */
-/* Engine v2, while it is built beside this one (init.c chooses, dispatch.c
- * calls; v2.h). */
-extern bool cowmem__v2;
-void cowmem__v2_fork_child(void);
-void cowmem__backend_note_engine_v2(bool folds); /* cowmem_features() says "engine-v2" (and "folds") */
+int cowmem__engine_init(void); /* once; 0 or a negative errno */
+void cowmem__backend_note_folds(bool folds); /* cowmem_features() says "engine-v2" (and "folds") */
 const char *cowmem__backend_name(void);  /* what cowmem_backend() returns */
 const char *cowmem__features_text(void); /* what cowmem_features() returns */
 uint64_t cowmem__features_mask(void);    /* COWMEM_FEATURE_* in effect */
 struct uffd_msg;
 void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns);
-int cowmem__backend_select(void); /* backend.c, from cowmem__engine_init(): 0 or -1 + errno */
+int cowmem__backend_select(void); /* backend.c, from cowmem__engine_init(): 0 or -errno */
 int cowmem__backend_reopen(void); /* in a forked child: a userfaultfd of its own */
-/* Another userfaultfd of the backend in use, with these features; -1 and
- * errno if it cannot be had. */
+/* Another userfaultfd of the backend in use, with these features; a
+ * negative errno if it cannot be had. */
 int cowmem__backend_open_another(uint64_t features);
-struct cowmem_region *cowmem__engine_find(const void *addr); /* lock held */
 
-/* ---- Engine pieces shared by tracking.c and snapshot.c (lock held) ----- */
-struct layer *cowmem__v1_layer_create(size_t size);
-void cowmem__v1_layer_release(struct layer *layer);
-struct cowmem_region *cowmem__v1_region_new(struct layer *base, size_t size, enum region_mode mode);
-void cowmem__v1_region_free(struct cowmem_region *r);
-int cowmem__v1_region_register(struct cowmem_region *r, uint64_t modes);
-int cowmem__v1_registry_insert(struct cowmem_region *r);
-void cowmem__v1_fork_child(void); /* init.c's fork handler calls it */
-bool cowmem__v1_region_usable(const struct cowmem_region *r); /* live, not orphan or hidden */
-char *cowmem__v1_page_address(const struct cowmem_region *r, size_t page);
-/* Scans the pagemap: calls fn for each run [first, end) of pages `src`
- * holds privately (its own versions: written, or filled by the library). */
-typedef int run_fn(struct cowmem_region *src, size_t first, size_t end, void *ctx);
-int cowmem__v1_for_each_delta_run(struct cowmem_region *src, run_fn *fn, void *ctx);
 struct run_list {
 	size_t (*runs)[2];
 	size_t count, capacity;
 };
 /* Appends [first, end) (page_map.c): 0 or -ENOMEM. */
 int cowmem__run_list_add(struct run_list *list, size_t first, size_t end);
-int cowmem__v1_collect_run(struct cowmem_region *src, size_t first, size_t end, void *ctx);
-int cowmem__v1_lend_run(struct cowmem_region *src, size_t first, size_t end, void *ctx);
-int cowmem__v1_region_inherit_waits(struct cowmem_region *from, struct cowmem_region *to);
-void cowmem__v1_region_drop_waits(struct cowmem_region *r);
-/* Without pagemap: copies the pages where src differs from its base into
- * clone, which maps the same base (outside the lock). */
-void cowmem__v1_copy_differing_pages(struct cowmem_region *src, struct cowmem_region *clone);
-void cowmem__v1_region_hand_over_all(struct cowmem_region *r, struct pending **buffer,
-				     bool unprotect);
-/* Reads a page r holds (own, present) into engine.bounce, through
- * /proc/self/mem. 0 or -1 with errno. */
-int cowmem__v1_read_lender_page(const struct cowmem_region *owner, size_t page);
-/* Is this pagemap entry of r's page one of r's own (private) pages? */
-bool cowmem__v1_pagemap_entry_is_own(const struct cowmem_region *r, size_t page, uint64_t entry);
-int cowmem__v1_read_pagemap(const struct cowmem_region *r, size_t page, size_t count,
-			    uint64_t *entries);
-#define REGION_READ_MAX 64 /* pages cowmem__v1_region_read() reads at once, at most */
-/* Reads `count` pages of r's content from `page` on into buf without
- * faulting anything in: own pages through /proc/self/mem, awaited versions
- * from their owner, the rest from the base layer. Needs /proc. */
-int cowmem__v1_region_read(const struct cowmem_region *r, size_t page, size_t count, char *buf);
-/* Loaded layers (loaded_layer.c). The base layer's content of
- * [page, page + count). */
-int cowmem__v1_layer_read(const struct layer *layer, size_t page, size_t count, char *buf);
-/* Makes the pages of [page, end) that a loaded layer has not read yet part
- * of it: 1 if `page` now has data in the memfd, 0 if it reads as zero. */
-int cowmem__v1_layer_load(struct layer *layer, size_t page, size_t end);
-/* How many pages from `page` on (up to limit) a loaded layer has read. */
-size_t cowmem__v1_layer_loaded_run(const struct layer *layer, size_t page, size_t limit);
-/* Reads every page of the file with data into the layer (no userfaultfd to
- * load on demand): 0, or -1 + errno. */
-int cowmem__v1_layer_load_all(struct layer *layer, size_t pages);
 
-/* Snapshot files (snapshot.c), shared by both engines: 0, or -1 + errno. */
+/* The snapshot file format (snapshot_file.c): 0 or a negative errno. */
 int cowmem__snapshot_open(int fd, uint64_t *size, uint64_t *data_offset);
 int cowmem__snapshot_begin(int fd);
 int cowmem__snapshot_write_pages(int fd, const char *buf, size_t page, size_t count,
@@ -366,14 +238,10 @@ void cowmem__server_join(pthread_t thread);
 void cowmem__server_fork_child(void); /* closes the inherited stop descriptor */
 /* Starts a pthread with every signal blocked (signals belong to the
  * application's threads): joinable into *joinable, or detached if that is
- * NULL. 0 or -1 + errno. */
+ * NULL. 0 or a negative errno. */
 int cowmem__engine_start_thread(void *(*fn)(void *), void *arg, pthread_t *joinable);
-int cowmem__server_ensure_running(void); /* lock held; 0 or -1 + errno */
+int cowmem__server_ensure_running(void); /* lock held; 0 or a negative errno */
 int cowmem__server_handle_all(void);           /* reads and resolves queued faults */
-
-/* ---- Fault resolution (engine.c), lock held ----------------------------- */
-void cowmem__v1_resolve_fill(struct cowmem_region *r, size_t page, bool minor, bool write);
-void cowmem__v1_resolve_write_protect(struct cowmem_region *r, size_t page);
 
 /* ---- janitor.c: unmaps retired page tables off the caller's path -------- */
 void cowmem__janitor_unmap(void *addr, size_t len);
@@ -386,7 +254,7 @@ bool cowmem__janitor_busy(void); /* ranges left to tear down */
 void cowmem__janitor_fork_prepare(void);
 void cowmem__janitor_fork_parent(void);
 void cowmem__janitor_fork_child(void); /* forgets work: retired ranges are not inherited */
-/* copier.c (engine v2): its helper thread is not inherited either. */
+/* copier.c: its helper thread is not inherited either. */
 void cowmem__copier_fork_prepare(void);
 void cowmem__copier_fork_parent(void);
 void cowmem__copier_fork_child(void);

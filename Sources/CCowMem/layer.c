@@ -28,7 +28,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "v2.h"
+#include "engine.h"
 
 /* An old version of one page, seen by the generations [birth, death).
  * Versions live in one pool per layer; those of a page form a chain, newest
@@ -94,7 +94,7 @@ struct cowmem__layer {
 	/* Old versions copied out before the capture that will replace
 	 * them (early_copies.c); NULL until the first. */
 	struct cowmem__early_copies *early;
-	struct cowmem__region *head; /* whose content the layer holds, or NULL */
+	struct cowmem_region *head; /* whose content the layer holds, or NULL */
 	/* A layer made by cowmem_load() reads its first version from the
 	 * snapshot file page by page on first use: `source` (or -1) is the
 	 * file, `source_offset` where page 0 starts, `loaded` a bitmap of
@@ -236,12 +236,12 @@ uint64_t cowmem__layer_current(const struct cowmem__layer *layer)
 	return layer->current;
 }
 
-struct cowmem__region *cowmem__layer_head(const struct cowmem__layer *layer)
+struct cowmem_region *cowmem__layer_head(const struct cowmem__layer *layer)
 {
 	return layer->head;
 }
 
-void cowmem__layer_set_head(struct cowmem__layer *layer, struct cowmem__region *head)
+void cowmem__layer_set_head(struct cowmem__layer *layer, struct cowmem_region *head)
 {
 	layer->head = head;
 }

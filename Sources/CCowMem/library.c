@@ -9,16 +9,26 @@
 
 #include "internal.h"
 
+/* NULL or -1 for a library that could not start, errno saying why. */
+static bool start_failed(void)
+{
+	int rc = cowmem__engine_init();
+
+	if (rc < 0)
+		errno = -rc;
+	return rc < 0;
+}
+
 const char *cowmem_backend(void)
 {
-	if (cowmem__engine_init() < 0)
+	if (start_failed())
 		return NULL;
 	return cowmem__backend_name();
 }
 
 const char *cowmem_features(void)
 {
-	if (cowmem__engine_init() < 0)
+	if (start_failed())
 		return NULL;
 	return cowmem__features_text();
 }
@@ -27,7 +37,7 @@ int cowmem_feature_mask(uint64_t *mask)
 {
 	if (mask)
 		*mask = 0;
-	if (cowmem__engine_init() < 0)
+	if (start_failed())
 		return -1;
 	if (!mask) {
 		errno = EINVAL;
@@ -44,7 +54,7 @@ unsigned cowmem_version(void)
 
 size_t cowmem_page_size(void)
 {
-	if (cowmem__engine_init() < 0)
+	if (start_failed())
 		return 4096;
 	return cowmem__engine.page_size;
 }
@@ -53,7 +63,7 @@ size_t cowmem_page_size(void)
 
 int cowmem_server_claim(void)
 {
-	if (cowmem__engine_init() < 0)
+	if (start_failed())
 		return -1;
 	pthread_mutex_lock(&cowmem__engine.lock);
 	int result = -1;
@@ -71,7 +81,7 @@ int cowmem_server_claim(void)
 
 int cowmem_server_handle(void)
 {
-	if (cowmem__engine_init() < 0)
+	if (start_failed())
 		return -1;
 	if (cowmem__engine.uffd < 0) {
 		errno = ENOTSUP;

@@ -1,8 +1,8 @@
 /*
- * Engine v2's public operations that clone, copy and destroy regions: they
+ * The operations that clone, copy, destroy and prefault regions: they
  * take the engine lock, and they start and stop the library's threads. The
  * fault server starts with the first operation that can make a fault it
- * must serve (a clone, a copy; cowmem_load() in snapshot2.c), and the
+ * must serve (a clone, a copy; cowmem_load() in snapshot.c), and the
  * server, the fence, the folder and the copier's helper stop with the
  * last region. Each takes the lock settled: a fold that a clone left to
  * the folder is finished first (folder.c).
@@ -13,34 +13,31 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-#include "v2.h"
+#include "engine.h"
 
-struct cowmem__region *cowmem__v2_clone(struct cowmem__region *src)
+int cowmem__clone(struct cowmem_region *src, struct cowmem_region **result)
 {
-	int error = 0;
+	int rc = 0;
 
-	if (!src) {
-		errno = EINVAL;
-		return NULL;
-	}
+	if (!src)
+		return -EINVAL;
 	cowmem__lock_settled();
-	struct cowmem__region *clone = NULL;
-	if (!cowmem__v2_usable(src))
-		error = EINVAL;
-	else if (cowmem__server_ensure_running() < 0)
-		error = errno;
-	else {
-		if (cowmem__v2_folds)
+	struct cowmem_region *clone = NULL;
+	if (!cowmem__region_usable(src))
+		rc = -EINVAL;
+	else if ((rc = cowmem__server_ensure_running()) == 0) {
+		if (cowmem__folds)
 			cowmem__folder_ensure_running();
-		clone = cowmem__clone_locked(src, &error);
+		int error = 0;
+		if (!(clone = cowmem__clone_locked(src, &error)))
+			rc = -error;
 	}
 	pthread_mutex_unlock(&cowmem__engine.lock);
-	if (!clone)
-		errno = error;
-	return clone;
+	*result = clone;
+	return rc;
 }
 
-int cowmem__v2_destroy(struct cowmem__region *r)
+int cowmem__destroy(struct cowmem_region *r)
 {
 	struct cowmem__folder *folder = NULL;
 	struct cowmem__fence *fence = NULL;
@@ -53,11 +50,10 @@ int cowmem__v2_destroy(struct cowmem__region *r)
 	int rc = cowmem__region_drop_locked(r);
 	if (rc < 0) {
 		pthread_mutex_unlock(&cowmem__engine.lock);
-		errno = -rc;
-		return -1;
+		return rc;
 	}
 	/* The last region is gone: the library's threads have nothing to do. */
-	if (cowmem__v2_region_count() == 0) {
+	if (cowmem__region_count() == 0) {
 		join = cowmem__server_stop_library_thread(&server);
 		fence = cowmem__fence_close();
 		folder = cowmem__folder_close();
@@ -73,23 +69,53 @@ int cowmem__v2_destroy(struct cowmem__region *r)
 	return 0;
 }
 
-int cowmem__v2_copy(struct cowmem__region *dst, struct cowmem__region *src)
+int cowmem__copy(struct cowmem_region *dst, struct cowmem_region *src)
 {
 	struct cowmem__overlay *overlay;
 	uint64_t gen;
 	int rc = 0;
 
 	cowmem__lock_settled();
-	if (!cowmem__v2_usable(dst) || !cowmem__v2_usable(src) || dst->size != src->size)
+	if (!cowmem__region_usable(dst) || !cowmem__region_usable(src) || dst->size != src->size)
 		rc = -EINVAL;
-	else if (dst != src && cowmem__server_ensure_running() < 0)
-		rc = -errno;
+	else if (dst != src && (rc = cowmem__server_ensure_running()) < 0)
+		;
 	else if (dst != src && (rc = cowmem__capture(src, &gen, &overlay)) == 0)
 		rc = cowmem__set_view(dst, src->layer, gen, overlay);
 	pthread_mutex_unlock(&cowmem__engine.lock);
-	if (rc < 0) {
-		errno = -rc;
-		return -1;
+	return rc;
+}
+
+/* Faults the pages of [offset, offset + length) of the region at data in
+ * from user mode, for reading or for writing (cowmem__touch_for_write). */
+static void touch_pages(char *data, size_t offset, size_t length, bool for_write)
+{
+	size_t first = offset / cowmem__engine.page_size;
+	size_t end = (offset + length + cowmem__engine.page_size - 1) / cowmem__engine.page_size;
+
+	for (size_t page = first; page < end; page++) {
+		char *p = data + page * cowmem__engine.page_size;
+		if (for_write)
+			cowmem__touch_for_write(p);
+		else
+			(void)*(volatile char *)p;
 	}
+}
+
+int cowmem__prefault(struct cowmem_region *r, size_t offset, size_t length, bool for_write)
+{
+	/* Settled: a clone's fold still under way would take layer pages
+	 * from the family's readers after the touches below, and a system
+	 * call on the userfaultfd-user backend would then meet them unmapped
+	 * (EFAULT, a short transfer). */
+	cowmem__lock_settled();
+	bool live = cowmem__region_usable(r);
+	size_t size = live ? r->size : 0;
+	char *data = live ? r->data : NULL;
+	pthread_mutex_unlock(&cowmem__engine.lock);
+	if (!live || offset > size || length > size - offset)
+		return -EINVAL;
+	if (length > 0)
+		touch_pages(data, offset, length, for_write);
 	return 0;
 }

@@ -15,7 +15,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "v2.h"
+#include "engine.h"
 
 struct cowmem__overlay {
 	unsigned refs;

@@ -1,9 +1,9 @@
 /*
  * A small open-addressing hash map from page index to pointer, with linear
- * probing and backward-shift deletion (no tombstones). Regions keep two of
- * them; they hold only the pages that wait for or lend a version, so they
- * stay small next to the region. Also the lists of page runs that scans
- * collect (struct run_list).
+ * probing and backward-shift deletion (no tombstones), for the sparse sets
+ * the engine keeps by page or by pointer (the live region handles, the
+ * pages the server filled with a version, a layer's early copies...).
+ * Also the lists of page runs that scans collect (struct run_list).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -49,8 +49,7 @@ static int grow(struct page_map *m)
 	if (!keys || !values) {
 		free(keys);
 		free(values);
-		errno = ENOMEM;
-		return -1;
+		return -ENOMEM;
 	}
 	for (size_t i = 0; i < m->capacity; i++) {
 		if (m->keys[i] == 0)
@@ -72,7 +71,7 @@ static int grow(struct page_map *m)
 int cowmem__page_map_put(struct page_map *m, size_t page, void *value)
 {
 	if ((m->count + 1) * 4 > m->capacity * 3 && grow(m) < 0)
-		return -1;
+		return -ENOMEM;
 	size_t i = slot_of(page, m->capacity);
 	while (m->keys[i] != 0 && m->keys[i] != page + 1)
 		i = (i + 1) & (m->capacity - 1);
@@ -124,40 +123,11 @@ void *cowmem__page_map_remove(struct page_map *m, size_t page)
 	return value;
 }
 
-void cowmem__page_map_each(const struct page_map *m,
-			   void (*fn)(size_t page, void *value, void *ctx), void *ctx)
-{
-	for (size_t i = 0; i < m->capacity; i++)
-		if (m->keys[i] != 0)
-			fn(m->keys[i] - 1, m->values[i], ctx);
-}
-
 void cowmem__page_map_free(struct page_map *m)
 {
 	free(m->keys);
 	free(m->values);
 	*m = (struct page_map){ 0 };
-}
-
-int cowmem__page_map_copy(struct page_map *dst, const struct page_map *src)
-{
-	struct page_map copy = { .capacity = src->capacity, .count = src->count };
-
-	if (src->capacity > 0) {
-		copy.keys = malloc(src->capacity * sizeof *copy.keys);
-		copy.values = malloc(src->capacity * sizeof *copy.values);
-		if (!copy.keys || !copy.values) {
-			free(copy.keys);
-			free(copy.values);
-			errno = ENOMEM;
-			return -1;
-		}
-		memcpy(copy.keys, src->keys, src->capacity * sizeof *copy.keys);
-		memcpy(copy.values, src->values, src->capacity * sizeof *copy.values);
-	}
-	cowmem__page_map_free(dst);
-	*dst = copy;
-	return 0;
 }
 
 /* ---- Runs of pages, in the order they are found ------------------------ */

@@ -22,7 +22,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "v2.h"
+#include "engine.h"
 
 #define RANGE_ALIGN ((off_t)2 << 20)
 #define PAGEFILE_LIMIT ((off_t)1 << 62)
@@ -109,23 +109,26 @@ static size_t alignment_for(size_t size)
 	return size >= PUD_ALIGN ? PUD_ALIGN : PMD_ALIGN;
 }
 
-/* A place for `size` bytes at the boundary alignment_for() gives, reserved
- * PROT_NONE inside [*area, *area + *length), which the caller maps over or
- * unmaps; NULL and errno if there is no room. Two places for one size are
- * aligned alike, so page tables move whole between them. */
-char *cowmem__reserve_aligned(size_t size, char **area, size_t *length)
+/* A place for `size` bytes at the boundary alignment_for() gives, *start,
+ * reserved PROT_NONE inside [*area, *area + *length), which the caller
+ * maps over or unmaps; -ENOMEM if there is no room. Two places for one
+ * size are aligned alike, so page tables move whole between them. */
+int cowmem__reserve_aligned(size_t size, char **area, size_t *length, char **start)
 {
 	size_t align = alignment_for(size);
 
 	*length = size + align;
-	if (*length < size) {
-		errno = ENOMEM;
-		return NULL;
-	}
+	if (*length < size)
+		return -ENOMEM;
 	*area = mmap(NULL, *length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (*area == MAP_FAILED)
-		return NULL;
-	return (char *)(((uintptr_t)*area + align - 1) & ~(align - 1));
+	if (*area == MAP_FAILED) {
+		/* The arguments are valid, so EINVAL can only mean no room:
+		 * valgrind, for one, refuses a reservation larger than its
+		 * address-space manager holds with EINVAL. */
+		return errno == EINVAL ? -ENOMEM : -errno;
+	}
+	*start = (char *)(((uintptr_t)*area + align - 1) & ~(align - 1));
+	return 0;
 }
 
 /* Maps `size` bytes of the page file from `offset` at an aligned address
@@ -136,10 +139,11 @@ int cowmem__pagefile_map(off_t offset, size_t size, int share, char **data)
 {
 	int flags = share | (share == MAP_PRIVATE ? MAP_NORESERVE : 0);
 	size_t length;
-	char *area, *start = cowmem__reserve_aligned(size, &area, &length);
+	char *area, *start;
+	int rc = cowmem__reserve_aligned(size, &area, &length, &start);
 
-	if (!start)
-		return -errno;
+	if (rc < 0)
+		return rc;
 	char *mapped = mmap(start, size, PROT_READ | PROT_WRITE, flags | MAP_FIXED, fd, offset);
 	if (mapped == MAP_FAILED) {
 		int rc = -errno;

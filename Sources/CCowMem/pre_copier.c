@@ -36,7 +36,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "v2.h"
+#include "engine.h"
 
 #define WALK_PAGES 4096 /* 16 MiB of 4 KiB pages per unlocked walk */
 #define COPY_BATCH 64    /* pages copied per release of the lock */
@@ -61,8 +61,8 @@ static struct {
 	unsigned quiet_passes;
 } follow;
 
-void cowmem__precopier_follow(const struct cowmem__region *head,
-			      const struct cowmem__region *clone)
+void cowmem__precopier_follow(const struct cowmem_region *head,
+			      const struct cowmem_region *clone)
 {
 	size_t replaced, copied_early;
 
@@ -153,10 +153,10 @@ static long copy_found(struct cowmem__layer *layer, const struct run_list *found
 
 /* The region being walked, if it still is what it was: the head, or a
  * reader that may take over (at the current generation, nothing beyond). */
-static struct cowmem__region *walked_region(void)
+static struct cowmem_region *walked_region(void)
 {
 	char *data = follow.walked[follow.target];
-	struct cowmem__region *r = data ? cowmem__find(data) : NULL;
+	struct cowmem_region *r = data ? cowmem__find(data) : NULL;
 
 	if (!r || r->data != data || r->layer != follow.layer || follow.cursor >= r->pages)
 		return NULL;
@@ -212,7 +212,7 @@ long cowmem__precopier_step(bool (*interrupted)(void))
 	}
 	if (follow.pass_started_ns == 0)
 		follow.pass_started_ns = monotonic_ns();
-	struct cowmem__region *r = walked_region();
+	struct cowmem_region *r = walked_region();
 	if (!r) {
 		follow.walked[follow.target] = NULL; /* gone: the other one only */
 		if (!follow.walked[0] && !follow.walked[1]) {

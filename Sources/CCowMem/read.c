@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "v2.h"
+#include "engine.h"
 
 /* The layer's current pages [page, page + count): holes read as zeros. */
 int cowmem__read_layer(const struct cowmem__layer *layer, size_t page, size_t count, char *buf)
@@ -44,7 +44,7 @@ int cowmem__read_view(const struct cowmem__layer *layer, uint64_t gen,
 
 /* A page r holds itself, through /proc/self/mem: a page that is not there
  * makes the read fail instead of faulting into the server. */
-int cowmem__read_own(const struct cowmem__region *r, size_t page, char *buf)
+int cowmem__read_own(const struct cowmem_region *r, size_t page, char *buf)
 {
 	if (!cowmem__sees_page_tables()) {
 		/* Unregistered then: a page not there faults in the kernel. */
@@ -59,7 +59,7 @@ static const uint64_t PM_PRESENT = 1ull << 63, PM_FILE = 1ull << 61;
 
 /* r's content of [page, page + count) into buf, count at most
  * COWMEM__READ_MAX: its own pages, else what its view has. */
-int cowmem__read_content(const struct cowmem__region *r, size_t page, size_t count, char *buf)
+int cowmem__read_content(const struct cowmem_region *r, size_t page, size_t count, char *buf)
 {
 	uint64_t entries[COWMEM__READ_MAX];
 	int rc;

@@ -12,15 +12,15 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "v2.h"
+#include "engine.h"
 
-static struct cowmem__region **regions; /* sorted by address */
+static struct cowmem_region **regions; /* sorted by address */
 static size_t region_count, region_capacity;
 static struct page_map live;
-static struct cowmem__region **fresh;   /* see cowmem__fresh_add */
+static struct cowmem_region **fresh;   /* see cowmem__fresh_add */
 static size_t fresh_count, fresh_capacity;
 
-char *cowmem__page(const struct cowmem__region *r, size_t page)
+char *cowmem__page(const struct cowmem_region *r, size_t page)
 {
 	return r->data + page * cowmem__engine.page_size;
 }
@@ -45,27 +45,27 @@ static size_t registry_position(const void *addr)
 	return lo; /* first region starting at or below addr */
 }
 
-struct cowmem__region *cowmem__find(const void *addr)
+struct cowmem_region *cowmem__find(const void *addr)
 {
 	size_t pos = registry_position(addr);
 
 	if (pos == region_count)
 		return NULL;
-	struct cowmem__region *r = regions[pos];
+	struct cowmem_region *r = regions[pos];
 	return (const char *)addr < r->data + r->size ? r : NULL;
 }
 
-static bool is_live(const struct cowmem__region *r)
+static bool is_live(const struct cowmem_region *r)
 {
 	return r && cowmem__page_map_get(&live, (size_t)(uintptr_t)r) == r;
 }
 
-static bool usable(const struct cowmem__region *r)
+static bool usable(const struct cowmem_region *r)
 {
 	return is_live(r) && !r->orphan;
 }
 
-static int registry_add(struct cowmem__region *r)
+static int registry_add(struct cowmem_region *r)
 {
 	if (cowmem__page_map_put(&live, (size_t)(uintptr_t)r, r) < 0)
 		return -ENOMEM;
@@ -86,7 +86,7 @@ static int registry_add(struct cowmem__region *r)
 	return 0;
 }
 
-static void registry_drop(struct cowmem__region *r)
+static void registry_drop(struct cowmem_region *r)
 {
 	cowmem__page_map_remove(&live, (size_t)(uintptr_t)r);
 	if (r->orphan)
@@ -100,27 +100,29 @@ static void registry_drop(struct cowmem__region *r)
 
 /* Without userfaultfd, or without /proc (scan.c), nothing is registered:
  * holes then read through the kernel, which allocates them in the layer. */
-int cowmem__register(struct cowmem__region *r, uint64_t modes)
+int cowmem__register(struct cowmem_region *r, uint64_t modes)
 {
 	if ((r->uffd_modes & modes) == modes || cowmem__engine.uffd < 0 ||
 	    !cowmem__sees_page_tables())
 		return 0;
 	modes |= r->uffd_modes;
-	if (cowmem__uffd_register(cowmem__engine.uffd, r->data, r->size, modes) < 0)
-		return -errno;
+	int rc = cowmem__uffd_register(cowmem__engine.uffd, r->data, r->size, modes);
+	if (rc < 0)
+		return rc;
 	r->uffd_modes = modes;
 	return 0;
 }
 
 /* Registering adds modes; dropping one takes an unregister first. Threads
  * blocked in a fault of the range are woken by it and retry. */
-int cowmem__register_exactly(struct cowmem__region *r, uint64_t modes)
+int cowmem__register_exactly(struct cowmem_region *r, uint64_t modes)
 {
 	if (r->uffd_modes == modes)
 		return 0;
 	if ((r->uffd_modes & ~modes) != 0) {
-		if (cowmem__uffd_unregister(cowmem__engine.uffd, r->data, r->size) < 0)
-			return -errno;
+		int rc = cowmem__uffd_unregister(cowmem__engine.uffd, r->data, r->size);
+		if (rc < 0)
+			return rc;
 		r->uffd_modes = 0;
 	}
 	return cowmem__register(r, modes);
@@ -146,7 +148,7 @@ int cowmem__fresh_reserve(void)
 	return 0;
 }
 
-int cowmem__fresh_add(struct cowmem__region *r)
+int cowmem__fresh_add(struct cowmem_region *r)
 {
 	int rc = cowmem__fresh_reserve();
 
@@ -157,7 +159,7 @@ int cowmem__fresh_add(struct cowmem__region *r)
 	return 0;
 }
 
-void cowmem__fresh_remove(struct cowmem__region *r)
+void cowmem__fresh_remove(struct cowmem_region *r)
 {
 	if (!r->fresh)
 		return;
@@ -170,7 +172,7 @@ void cowmem__fresh_remove(struct cowmem__region *r)
 	r->fresh = false;
 }
 
-void cowmem__region_note_mapped(struct cowmem__region *r, size_t page, size_t count)
+void cowmem__region_note_mapped(struct cowmem_region *r, size_t page, size_t count)
 {
 	if (count == 0)
 		return;
@@ -181,7 +183,7 @@ void cowmem__region_note_mapped(struct cowmem__region *r, size_t page, size_t co
 	cowmem__layer_note_mapped(r->layer, page, count);
 }
 
-void cowmem__region_forget_mapped(struct cowmem__region *r)
+void cowmem__region_forget_mapped(struct cowmem_region *r)
 {
 	if (r->maps_layer) {
 		r->maps_layer = false;
@@ -198,9 +200,9 @@ static int note_mapped_run(size_t first, size_t end, void *ctx)
 /* A fresh reader stops being one (and stays a reader): MINOR, then the
  * layer pages it mapped by itself are noted. Registered first: from then
  * on nothing maps a layer page there without the server, which notes it. */
-int cowmem__fresh_leave(struct cowmem__region *r)
+int cowmem__fresh_leave(struct cowmem_region *r)
 {
-	if (!cowmem__v2_folds) {
+	if (!cowmem__folds) {
 		/* Nothing changes a layer then; what the kernel may not map is
 		 * the overlay's, which the callers write in (install below). */
 		cowmem__fresh_remove(r);
@@ -219,7 +221,7 @@ int cowmem__fresh_leave(struct cowmem__region *r)
 int cowmem__fresh_register_all(struct cowmem__layer *layer)
 {
 	for (size_t i = 0; i < fresh_count;) {
-		struct cowmem__region *r = fresh[i];
+		struct cowmem_region *r = fresh[i];
 		if (r->layer != layer) {
 			i++;
 			continue;
@@ -246,7 +248,7 @@ int cowmem__fresh_register_all(struct cowmem__layer *layer)
  * where r is registered (a write would wait for the server, which needs
  * the lock held here), else by a write. A page present there (the layer's,
  * mapped by a read) is dropped first. */
-static int install_run(struct cowmem__region *r, size_t page, size_t count, const char *buf)
+static int install_run(struct cowmem_region *r, size_t page, size_t count, const char *buf)
 {
 	size_t page_size = cowmem__engine.page_size;
 	char *to = cowmem__page(r, page);
@@ -257,16 +259,17 @@ static int install_run(struct cowmem__region *r, size_t page, size_t count, cons
 	}
 	for (int attempt = 0;; attempt++) {
 		size_t done = 0;
-		if (cowmem__uffd_copy(cowmem__engine.uffd, to, buf, count * page_size, 0, &done) == 0)
+		int rc = cowmem__uffd_copy(cowmem__engine.uffd, to, buf, count * page_size, 0, &done);
+		if (rc == 0)
 			return 0;
-		if (errno != EEXIST || attempt > 0)
-			return errno ? -errno : -EIO;
+		if (rc != -EEXIST || attempt > 0)
+			return rc;
 		if (madvise(to, count * page_size, MADV_DONTNEED) < 0)
 			return -errno;
 	}
 }
 
-int cowmem__install_overlay(struct cowmem__region *r)
+int cowmem__install_overlay(struct cowmem_region *r)
 {
 	size_t page_size = cowmem__engine.page_size, n = cowmem__overlay_count(r->overlay);
 	size_t first = 0, count = 0;
@@ -303,9 +306,9 @@ int cowmem__install_overlay(struct cowmem__region *r)
 /* ---- Create and destroy --------------------------------------------------- */
 
 static int region_alloc(struct cowmem__layer *layer, size_t size, enum cowmem__mode mode,
-		      struct cowmem__region **result)
+		      struct cowmem_region **result)
 {
-	struct cowmem__region *r = calloc(1, sizeof *r);
+	struct cowmem_region *r = calloc(1, sizeof *r);
 
 	if (!r)
 		return -ENOMEM;
@@ -329,9 +332,9 @@ static int region_alloc(struct cowmem__layer *layer, size_t size, enum cowmem__m
  * keeps every access to it waiting (the fence) until
  * cowmem__reader_attach() gives it the generation. */
 int cowmem__reader_new_pending(struct cowmem__layer *layer, size_t size,
-			       struct cowmem__overlay *overlay, struct cowmem__region **result)
+			       struct cowmem__overlay *overlay, struct cowmem_region **result)
 {
-	struct cowmem__region *r;
+	struct cowmem_region *r;
 	int rc = region_alloc(layer, size, COWMEM__READER, &r);
 
 	if (rc < 0)
@@ -355,17 +358,17 @@ int cowmem__reader_new_pending(struct cowmem__layer *layer, size_t size,
 /* A pending reader sees its layer at `gen`, which it holds twice (its
  * view and its origin), and is registered: MISSING only if that is the
  * layer as it is (a fresh reader). 0, or a negative errno and r pending. */
-int cowmem__reader_attach(struct cowmem__region *r, uint64_t gen)
+int cowmem__reader_attach(struct cowmem_region *r, uint64_t gen)
 {
 	struct cowmem__layer *layer = r->layer;
 	bool current = gen == cowmem__layer_current(layer) && !r->overlay;
 	uint64_t modes = UFFDIO_REGISTER_MODE_MISSING |
-			 (current || !cowmem__v2_folds ? 0 : UFFDIO_REGISTER_MODE_MINOR);
+			 (current || !cowmem__folds ? 0 : UFFDIO_REGISTER_MODE_MINOR);
 	int rc;
 
 	if ((rc = cowmem__register(r, modes)) < 0)
 		return rc;
-	if (!cowmem__v2_folds && (rc = cowmem__install_overlay(r)) < 0)
+	if (!cowmem__folds && (rc = cowmem__install_overlay(r)) < 0)
 		return rc;
 	if ((rc = cowmem__layer_hold(layer, gen)) < 0)
 		return rc;
@@ -384,7 +387,7 @@ err_drop:
 }
 
 /* Undoes cowmem__reader_new_pending(). */
-void cowmem__reader_free_pending(struct cowmem__region *r)
+void cowmem__reader_free_pending(struct cowmem_region *r)
 {
 	registry_drop(r);
 	cowmem__overlay_unref(r->overlay);
@@ -398,9 +401,9 @@ void cowmem__reader_free_pending(struct cowmem__region *r)
 /* Makes a reader of `layer` at `gen` with `overlay` (lock held): mapped,
  * registered, its generation held twice (its view and its origin). */
 int cowmem__reader_new(struct cowmem__layer *layer, size_t size, uint64_t gen,
-		       struct cowmem__overlay *overlay, struct cowmem__region **result)
+		       struct cowmem__overlay *overlay, struct cowmem_region **result)
 {
-	struct cowmem__region *r;
+	struct cowmem_region *r;
 	int rc = cowmem__reader_new_pending(layer, size, overlay, &r);
 
 	if (rc < 0)
@@ -413,21 +416,17 @@ int cowmem__reader_new(struct cowmem__layer *layer, size_t size, uint64_t gen,
 	return 0;
 }
 
-struct cowmem__region *cowmem__v2_create(size_t size)
+int cowmem__create(size_t size, struct cowmem_region **result)
 {
 	struct cowmem__layer *layer = NULL;
-	struct cowmem__region *r = NULL;
+	struct cowmem_region *r = NULL;
 	size_t page_size = cowmem__engine.page_size;
 	int rc;
 
-	if (size == 0) {
-		errno = EINVAL;
-		return NULL;
-	}
-	if (size > (size_t)PTRDIFF_MAX - page_size) {
-		errno = ENOMEM;
-		return NULL;
-	}
+	if (size == 0)
+		return -EINVAL;
+	if (size > (size_t)PTRDIFF_MAX - page_size)
+		return -ENOMEM;
 	size = (size + page_size - 1) & ~(page_size - 1);
 	/* Under the lock from the first mapping on: fork() (whose prepare
 	 * handler takes it) must not copy a mapping not yet MADV_DONTFORK. */
@@ -440,22 +439,21 @@ struct cowmem__region *cowmem__v2_create(size_t size)
 		goto err_region;
 	r->origin = COWMEM__ORIGIN_ZERO;
 	pthread_mutex_unlock(&cowmem__engine.lock);
-	return r;
+	*result = r;
+	return 0;
 
 err_region:
 	munmap(r->data, r->size);
 	free(r);
-	r = NULL;
 err_layer:
 	cowmem__layer_unref(layer);
 out:
 	pthread_mutex_unlock(&cowmem__engine.lock);
-	errno = rc < 0 ? -rc : ENOMEM;
-	return NULL;
+	return rc;
 }
 
 /* Lets go of everything r holds in its layer (lock held). */
-void cowmem__region_release(struct cowmem__region *r)
+void cowmem__region_release(struct cowmem_region *r)
 {
 	cowmem__fresh_remove(r);
 	cowmem__region_forget_mapped(r);
@@ -477,7 +475,7 @@ void cowmem__region_release(struct cowmem__region *r)
 
 /* Takes r out of the registry and lets go of what it holds (lock held);
  * the caller unmaps and frees it. -EINVAL: not a live region. */
-int cowmem__region_drop_locked(struct cowmem__region *r)
+int cowmem__region_drop_locked(struct cowmem_region *r)
 {
 	if (!is_live(r))
 		return -EINVAL;
@@ -487,12 +485,12 @@ int cowmem__region_drop_locked(struct cowmem__region *r)
 	return 0;
 }
 
-bool cowmem__v2_usable(const struct cowmem__region *r)
+bool cowmem__region_usable(const struct cowmem_region *r)
 {
 	return usable(r);
 }
 
-size_t cowmem__v2_region_count(void)
+size_t cowmem__region_count(void)
 {
 	return region_count;
 }
@@ -503,10 +501,10 @@ size_t cowmem__v2_region_count(void)
  * inaccessible until cowmem_destroy() frees it (an old pointer faults
  * instead of reading a region created later at the same place). Layers,
  * the store and the page file belong to the parent. */
-void cowmem__v2_fork_child(void)
+void cowmem__regions_fork_child(void)
 {
 	for (size_t i = 0; i < region_count; i++) {
-		struct cowmem__region *r = regions[i];
+		struct cowmem_region *r = regions[i];
 		(void)mmap(r->data, r->size, PROT_NONE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
 		r->orphan = true;

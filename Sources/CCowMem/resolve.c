@@ -1,5 +1,5 @@
 /*
- * Resolving faults (engine v2): the fault server calls cowmem__resolve()
+ * Resolving faults: the fault server calls cowmem__resolve()
  * for each userfaultfd message, with engine.lock held. Everything it reads
  * is immutable while the lock is held: the layer's pages (only a capture,
  * under the lock, changes them) and store versions (never change).
@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "v2.h"
+#include "engine.h"
 
 /* Pages mapped per fault, at most: a round trip through the server costs
  * 4-80 us here (most of it waking a thread on the other CPU), mapping a
@@ -40,7 +40,7 @@ static uint64_t now_ns(void)
 /* A page that cannot be provided must fail loudly, never read wrong bytes
  * and never leave its thread waiting: SIGBUS (UFFDIO_POISON, 6.6+) or, if
  * that is refused, the process stops with the reason. */
-void cowmem__fail_page(const struct cowmem__region *r, size_t page, int error)
+void cowmem__fail_page(const struct cowmem_region *r, size_t page, int error)
 {
 	cowmem__say_cannot_provide(page, r->data, error);
 	if ((cowmem__engine.features & FEATURE_POISON) &&
@@ -50,7 +50,7 @@ void cowmem__fail_page(const struct cowmem__region *r, size_t page, int error)
 	abort();
 }
 
-static void wake(const struct cowmem__region *r, size_t page)
+static void wake(const struct cowmem_region *r, size_t page)
 {
 	(void)cowmem__uffd_wake(cowmem__engine.uffd, cowmem__page(r, page),
 				cowmem__engine.page_size);
@@ -62,7 +62,7 @@ struct source {
 	cowmem__slot slot;  /* from_store: COWMEM__HOLE reads as zeros */
 };
 
-static struct source source_of(const struct cowmem__region *r, size_t page)
+static struct source source_of(const struct cowmem_region *r, size_t page)
 {
 	struct source s = { false, COWMEM__HOLE };
 
@@ -79,7 +79,7 @@ static struct source source_of(const struct cowmem__region *r, size_t page)
 
 /* How many pages from `page` on read the layer's current page for r, all
  * with data (want_data) or all holes, up to FILL_WINDOW. */
-static size_t layer_window(const struct cowmem__region *r, size_t page, bool want_data)
+static size_t layer_window(const struct cowmem_region *r, size_t page, bool want_data)
 {
 	size_t limit = cowmem__layer_data_run(r->layer, page, FILL_WINDOW, want_data);
 
@@ -97,18 +97,18 @@ static size_t layer_window(const struct cowmem__region *r, size_t page, bool wan
 }
 
 /* The result of a fill ioctl: resolved, already resolved, or a failure. */
-static void finish(const struct cowmem__region *r, size_t page, int rc, size_t done)
+static void finish(const struct cowmem_region *r, size_t page, int rc, size_t done)
 {
 	if (rc == 0 || done > 0)
 		return;
-	if (errno == EEXIST) { /* another thread's fault resolved it */
+	if (rc == -EEXIST) { /* another thread's fault resolved it */
 		wake(r, page);
 		return;
 	}
-	cowmem__fail_page(r, page, errno);
+	cowmem__fail_page(r, page, -rc);
 }
 
-static void fill_zeros(struct cowmem__region *r, size_t page, bool write)
+static void fill_zeros(struct cowmem_region *r, size_t page, bool write)
 {
 	char *addr = cowmem__page(r, page);
 	size_t done = 0;
@@ -128,7 +128,7 @@ static void fill_zeros(struct cowmem__region *r, size_t page, bool write)
 	finish(r, page, rc, done);
 }
 
-static void fill_copy(struct cowmem__region *r, size_t page, const char *from, bool write)
+static void fill_copy(struct cowmem_region *r, size_t page, const char *from, bool write)
 {
 	size_t done = 0;
 	int rc = cowmem__uffd_copy(cowmem__engine.uffd, cowmem__page(r, page), from,
@@ -141,7 +141,7 @@ static void fill_copy(struct cowmem__region *r, size_t page, const char *from, b
 		(void)cowmem__page_map_put(&r->filled, page, (void *)1);
 }
 
-static void map_layer_pages(struct cowmem__region *r, size_t page)
+static void map_layer_pages(struct cowmem_region *r, size_t page)
 {
 	size_t n = layer_window(r, page, true), done = 0;
 
@@ -157,7 +157,7 @@ static void map_layer_pages(struct cowmem__region *r, size_t page)
 	finish(r, page, rc, done);
 }
 
-static void resolve_page(struct cowmem__region *r, size_t page, bool minor, bool write)
+static void resolve_page(struct cowmem_region *r, size_t page, bool minor, bool write)
 {
 	struct source s = source_of(r, page);
 
@@ -196,7 +196,7 @@ void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns)
 		return; /* no other events are enabled */
 	uint64_t flags = msg->arg.pagefault.flags;
 	char *addr = (char *)(uintptr_t)msg->arg.pagefault.address;
-	struct cowmem__region *r = cowmem__find(addr);
+	struct cowmem_region *r = cowmem__find(addr);
 
 	if (!r) {
 		/* Destroyed while a page of it was being touched: let the
@@ -218,7 +218,7 @@ void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns)
 		return;
 	}
 	if (flags & UFFD_PAGEFAULT_FLAG_WP)
-		wake(r, page); /* v2 never write-protects */
+		wake(r, page); /* the engine never write-protects */
 	else
 		resolve_page(r, page, flags & UFFD_PAGEFAULT_FLAG_MINOR,
 			     flags & UFFD_PAGEFAULT_FLAG_WRITE);

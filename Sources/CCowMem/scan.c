@@ -11,7 +11,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "v2.h"
+#include "engine.h"
 
 #define SCAN_BATCH 4096 /* page_region entries / pagemap entries per call */
 

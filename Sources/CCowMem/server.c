@@ -27,32 +27,6 @@ static uint64_t now_ns(void)
 	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* Resolves one fault; returns its region, for the statistics, or NULL. */
-static struct cowmem_region *dispatch(const struct uffd_msg *msg)
-{
-	if (msg->event != UFFD_EVENT_PAGEFAULT)
-		return NULL; /* no other events are enabled */
-	uint64_t flags = msg->arg.pagefault.flags;
-	char *addr = (char *)(uintptr_t)msg->arg.pagefault.address;
-	struct cowmem_region *r = cowmem__engine_find(addr);
-
-	if (!r) {
-		/* The region was destroyed while one of its pages was being
-		 * touched: let the thread retry and meet the unmapped range. */
-		uintptr_t page = (uintptr_t)addr & ~(uintptr_t)(cowmem__engine.page_size - 1);
-		(void)cowmem__uffd_wake(cowmem__engine.uffd, (void *)page,
-					cowmem__engine.page_size);
-		return NULL;
-	}
-	size_t page = (size_t)(addr - r->data) / cowmem__engine.page_size;
-	if (flags & UFFD_PAGEFAULT_FLAG_WP)
-		cowmem__v1_resolve_write_protect(r, page);
-	else
-		cowmem__v1_resolve_fill(r, page, flags & UFFD_PAGEFAULT_FLAG_MINOR,
-					flags & UFFD_PAGEFAULT_FLAG_WRITE);
-	return r;
-}
-
 int cowmem__server_handle_all(void)
 {
 	struct uffd_msg msgs[MESSAGE_BATCH];
@@ -72,17 +46,8 @@ int cowmem__server_handle_all(void)
 		 * when a fault was raised (QEMU's blocktime starts here too). */
 		uint64_t read_at = now_ns();
 		pthread_mutex_lock(&cowmem__engine.lock);
-		for (size_t i = 0; i < count; i++) {
-			if (cowmem__v2) {
-				cowmem__resolve(&msgs[i], read_at);
-				continue;
-			}
-			struct cowmem_region *r = dispatch(&msgs[i]);
-			if (r) {
-				r->faults++;
-				r->blocked_ns += now_ns() - read_at;
-			}
-		}
+		for (size_t i = 0; i < count; i++)
+			cowmem__resolve(&msgs[i], read_at);
 		pthread_mutex_unlock(&cowmem__engine.lock);
 		handled += (int)count;
 	}
@@ -132,13 +97,12 @@ int cowmem__server_ensure_running(void)
 	int stop_fd = eventfd(0, EFD_CLOEXEC);
 
 	if (stop_fd < 0)
-		return -1;
-	if (cowmem__engine_start_thread(library_server, (void *)(intptr_t)stop_fd,
-					&library_thread) < 0) {
-		int saved = errno;
+		return -errno;
+	int rc = cowmem__engine_start_thread(library_server, (void *)(intptr_t)stop_fd,
+					     &library_thread);
+	if (rc < 0) {
 		close(stop_fd);
-		errno = saved;
-		return -1;
+		return rc;
 	}
 	library_stop_fd = stop_fd;
 	cowmem__engine.server = SERVER_LIBRARY;

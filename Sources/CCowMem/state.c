@@ -13,5 +13,4 @@ struct engine cowmem__engine = {
 
 const char *cowmem__zero_page; /* page_size zero bytes, the source of zero fills */
 
-bool cowmem__v2; /* engine v2 serves this process (init.c chooses) */
-bool cowmem__v2_folds; /* and its clones fold (v2.h) */
+bool cowmem__folds; /* and its clones fold (engine.h) */

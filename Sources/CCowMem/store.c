@@ -17,7 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "v2.h"
+#include "engine.h"
 
 #define CHUNK_SLOTS 512u     /* 2 MiB of 4 KiB pages per chunk */
 #define STORE_SLACK 4096u    /* free warm slots kept beyond the used ones */

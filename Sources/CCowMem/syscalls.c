@@ -1,6 +1,9 @@
 /*
  * One tiny wrapper per raw system call or userfaultfd ioctl, so that every
- * kernel call the engine makes is easy to find, trace and fake.
+ * kernel call the engine makes is easy to find, trace and fake. The
+ * system calls return what the kernel does (a descriptor, or -1 and
+ * errno, as libc's wrappers would); the ioctls return 0 or a negative
+ * errno, as the rest of the library does.
  */
 #include <errno.h>
 #include <sys/ioctl.h>
@@ -101,7 +104,7 @@ int cowmem__uffd_api(int uffd, uint64_t want, uint64_t *granted)
 	struct uffdio_api api = { .api = UFFD_API, .features = want };
 
 	if (ioctl(uffd, UFFDIO_API, &api) < 0)
-		return -1;
+		return -errno;
 	*granted = api.features;
 	return 0;
 }
@@ -112,27 +115,24 @@ int cowmem__uffd_register(int uffd, void *addr, size_t len, uint64_t modes)
 		.range = { .start = (uintptr_t)addr, .len = len },
 		.mode = modes,
 	};
-	return ioctl(uffd, UFFDIO_REGISTER, &reg);
+	return ioctl(uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
 }
 
 int cowmem__uffd_unregister(int uffd, void *addr, size_t len)
 {
 	struct uffdio_range range = { .start = (uintptr_t)addr, .len = len };
-	return ioctl(uffd, UFFDIO_UNREGISTER, &range);
+	return ioctl(uffd, UFFDIO_UNREGISTER, &range) < 0 ? -errno : 0;
 }
 
 /* The fill ioctls report progress in a field of their own; a partial fill
- * ends with an error (EEXIST, EFAULT, ...) and *done tells how far it got. */
+ * ends with an error (-EEXIST, -EFAULT, ...) and *done tells how far it
+ * got. */
 static int filled(int rc, int64_t progress, size_t *done)
 {
 	*done = progress > 0 ? (size_t)progress : 0;
 	if (rc < 0)
-		return -1;
-	if (progress < 0) {
-		errno = (int)-progress;
-		return -1;
-	}
-	return 0;
+		return errno ? -errno : -EIO;
+	return progress < 0 ? (int)progress : 0;
 }
 
 int cowmem__uffd_copy(int uffd, void *dst, const void *src, size_t len, uint64_t mode,
@@ -158,23 +158,14 @@ int cowmem__uffd_continue(int uffd, void *dst, size_t len, size_t *done)
 	return filled(rc, c.mapped, done);
 }
 
-int cowmem__uffd_writeprotect(int uffd, void *addr, size_t len, bool protect)
-{
-	struct uffdio_writeprotect wp = {
-		.range = { (uintptr_t)addr, len },
-		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
-	};
-	return ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
-}
-
 int cowmem__uffd_wake(int uffd, void *addr, size_t len)
 {
 	struct uffdio_range r = { (uintptr_t)addr, len };
-	return ioctl(uffd, UFFDIO_WAKE, &r);
+	return ioctl(uffd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
 }
 
 int cowmem__uffd_poison(int uffd, void *addr, size_t len)
 {
 	struct uffdio_poison p = { .range = { (uintptr_t)addr, len } };
-	return ioctl(uffd, UFFDIO_POISON, &p);
+	return ioctl(uffd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
 }

@@ -37,9 +37,5 @@ int cowmem__engine_start_thread(void *(*fn)(void *), void *arg, pthread_t *joina
 	int rc = pthread_create(joinable ? joinable : &thread, &attr, fn, arg);
 	pthread_attr_destroy(&attr);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0) {
-		errno = rc;
-		return -1;
-	}
-	return 0;
+	return -rc;
 }

@@ -1,13 +1,13 @@
 /*
- * What changed, and going back: cowmem_dirty_pages(), cowmem_reset() and
- * cowmem_stats().
+ * What changed, going back, and statistics:
+ * cowmem_dirty_pages(), cowmem_reset() and cowmem_stats().
  *
- * Nothing here tracks writes as they happen (that would put the fault
- * server on every first write). The page tables already know: a page a
- * private region wrote is an anonymous page in its mapping, which the
- * pagemap finds (PAGEMAP_SCAN walks only populated page tables). The few
- * private pages the library itself filled with an origin version (the
- * `filled` map) are compared with the origin before being listed.
+ * A region's content is its own pages over its view (its layer at a
+ * generation, then an overlay); its origin is a view too (or zeros). So
+ * what differs from the origin is its own pages (written, or filled by
+ * the server with a version, which are compared) plus, for a region whose
+ * view moved away from its origin (a head that captured since, a region
+ * made from zeros), the pages whose versions differ between the two views.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,8 +16,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "v1_names.h"
+#include "engine.h"
+
+#define READ_BATCH COWMEM__READ_MAX /* pages read at once */
 
 struct page_list {
 	size_t *pages;
@@ -28,11 +29,9 @@ static int list_add(struct page_list *list, size_t page)
 {
 	if (list->count == list->capacity) {
 		size_t capacity = list->capacity ? list->capacity * 2 : 256;
-		void *grown = realloc(list->pages, capacity * sizeof *list->pages);
-		if (!grown) {
-			errno = ENOMEM;
-			return -1;
-		}
+		size_t *grown = realloc(list->pages, capacity * sizeof *grown);
+		if (!grown)
+			return -ENOMEM;
 		list->pages = grown;
 		list->capacity = capacity;
 	}
@@ -40,404 +39,387 @@ static int list_add(struct page_list *list, size_t page)
 	return 0;
 }
 
-/* The pages of a layer's memfd that hold non-zero bytes: only its data
- * extents are read (a page read but never written is allocated, and zero). */
-static int layer_nonzero_pages(const struct layer *layer, size_t pages, struct page_list *out)
+static int compare_pages(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void list_sort_unique(struct page_list *list)
+{
+	size_t kept = 0;
+
+	if (list->count == 0)
+		return; /* and list->pages may be NULL, which qsort may not get */
+	qsort(list->pages, list->count, sizeof *list->pages, compare_pages);
+	for (size_t i = 0; i < list->count; i++)
+		if (kept == 0 || list->pages[kept - 1] != list->pages[i])
+			list->pages[kept++] = list->pages[i];
+	list->count = kept;
+}
+
+static int origin_read(const struct cowmem_region *r, size_t page, char *buf)
+{
+	if (r->origin == COWMEM__ORIGIN_ZERO) {
+		memset(buf, 0, cowmem__engine.page_size);
+		return 0;
+	}
+	return cowmem__read_view(r->origin_layer, r->origin_gen, r->origin_overlay, page, buf);
+}
+
+/* After cowmem_copy() from another family the two views share no
+ * generations to compare: every page is compared, 8 bytes of pagemap and
+ * two page reads each. */
+static int compare_all(const struct cowmem_region *r, struct page_list *list)
+{
+	size_t ps = cowmem__engine.page_size;
+	char *mine = malloc(COWMEM__READ_MAX * ps), *theirs = malloc(ps);
+	int rc = mine && theirs ? 0 : -ENOMEM;
+
+	for (size_t page = 0; rc == 0 && page < r->pages; page += COWMEM__READ_MAX) {
+		size_t count = r->pages - page < COWMEM__READ_MAX ? r->pages - page : COWMEM__READ_MAX;
+		if ((rc = cowmem__read_content(r, page, count, mine)) < 0)
+			break;
+		for (size_t k = 0; rc == 0 && k < count; k++)
+			if ((rc = origin_read(r, page + k, theirs)) == 0 &&
+			    memcmp(mine + k * ps, theirs, ps) != 0)
+				rc = list_add(list, page + k);
+	}
+	free(mine);
+	free(theirs);
+	return rc;
+}
+
+/* ---- cowmem_dirty_pages -------------------------------------------------- */
+
+static uint64_t view_gen(const struct cowmem_region *r)
+{
+	return r->mode == COWMEM__READER ? r->gen : cowmem__layer_current(r->layer);
+}
+
+/* Does r's view have another version of `page` than its origin? */
+static bool view_differs(const struct cowmem_region *r, size_t page)
+{
+	cowmem__slot mine, theirs;
+	bool in_mine = cowmem__overlay_find(r->overlay, page, &mine);
+	bool in_theirs = r->origin == COWMEM__ORIGIN_VIEW &&
+			 cowmem__overlay_find(r->origin_overlay, page, &theirs);
+
+	if (in_mine || in_theirs)
+		return !(in_mine && in_theirs && mine == theirs);
+	uint64_t origin_gen = r->origin == COWMEM__ORIGIN_VIEW ? r->origin_gen : 0;
+	return cowmem__layer_birth_at(r->layer, page, view_gen(r)) !=
+	       cowmem__layer_birth_at(r->layer, page, origin_gen);
+}
+
+struct own_context {
+	const struct cowmem_region *r;
+	struct page_list *list;
+	char *mine, *theirs; /* one page each */
+};
+
+/* r's own pages are written, except pages the server filled with a version
+ * and nobody changed since: those are compared with the origin. */
+static int own_run(size_t first, size_t end, void *ctx)
+{
+	struct own_context *c = ctx;
+	int rc;
+
+	for (size_t page = first; page < end; page++) {
+		if (cowmem__page_map_get(&c->r->filled, page) || !cowmem__sees_page_tables()) {
+			if ((rc = cowmem__read_own(c->r, page, c->mine)) < 0 ||
+			    (rc = origin_read(c->r, page, c->theirs)) < 0)
+				return rc;
+			if (memcmp(c->mine, c->theirs, cowmem__engine.page_size) == 0)
+				continue;
+		}
+		if ((rc = list_add(c->list, page)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Pages of the layer's range that hold anything but zeros. */
+static int nonzero_layer_pages(const struct cowmem_region *r, bool only_first_version,
+			       struct page_list *list)
 {
 	size_t page_size = cowmem__engine.page_size;
-	char *buf = aligned_alloc(page_size, REGION_READ_MAX * page_size);
-	off_t limit = (off_t)(pages * page_size), at = 0;
-	int rc = 0;
+	off_t base = cowmem__layer_offset(r->layer), limit = base + (off_t)r->size, at = base;
+	char *buf = malloc(READ_BATCH * page_size);
+	int fd = cowmem__pagefile_fd(), rc = 0;
 
-	if (!buf) {
-		errno = ENOMEM;
-		return -1;
-	}
+	if (!buf)
+		return -ENOMEM;
 	while (rc == 0 && at < limit) {
-		off_t data = lseek(layer->fd, at, SEEK_DATA);
+		off_t data = lseek(fd, at, SEEK_DATA);
 		if (data < 0 || data >= limit)
-			break; /* ENXIO: nothing after `at` */
-		off_t hole = lseek(layer->fd, data, SEEK_HOLE);
+			break; /* ENXIO: nothing more */
+		off_t hole = lseek(fd, data, SEEK_HOLE);
 		if (hole < 0 || hole > limit)
 			hole = limit;
-		size_t first = (size_t)data / page_size, end = (size_t)(hole + (off_t)page_size - 1) / page_size;
-		for (size_t page = first; rc == 0 && page < end; page += REGION_READ_MAX) {
-			size_t count = end - page < REGION_READ_MAX ? end - page : REGION_READ_MAX;
-			if (pread(layer->fd, buf, count * page_size, (off_t)(page * page_size)) !=
-			    (ssize_t)(count * page_size)) {
-				errno = errno ? errno : EIO;
-				rc = -1;
+		size_t first = (size_t)(data - base) / page_size;
+		size_t end = (size_t)(hole - base + (off_t)page_size - 1) / page_size;
+		for (size_t page = first; rc == 0 && page < end; page += READ_BATCH) {
+			size_t count = end - page < READ_BATCH ? end - page : READ_BATCH;
+			if ((rc = cowmem__read_layer(r->layer, page, count, buf)) < 0)
 				break;
+			for (size_t k = 0; k < count && rc == 0; k++) {
+				char *content = buf + k * page_size;
+				if (only_first_version) {
+					if (cowmem__layer_birth_at(r->layer, page + k,
+								   view_gen(r)) != 0)
+						continue;
+					/* Replaced since: the view sees an old version. */
+					if (cowmem__layer_birth_at(r->layer, page + k,
+								   UINT64_MAX) != 0 &&
+					    (rc = cowmem__read_view(r->layer, view_gen(r), NULL,
+								    page + k,
+								    content)) < 0)
+						break;
+				}
+				if (!cowmem__page_is_zero(content))
+					rc = list_add(list, page + k);
 			}
-			for (size_t k = 0; k < count && rc == 0; k++)
-				if (!cowmem__page_is_zero(buf + k * page_size))
-					rc = list_add(out, page + k);
 		}
-		at = (off_t)(end * page_size);
+		at = base + (off_t)(end * page_size);
 	}
 	free(buf);
 	return rc;
 }
 
-/* The origin's content of one page (lock held, /proc needed). */
-static int origin_read(const struct cowmem_region *r, size_t page, char *buf)
+static int dirty_collect(const struct cowmem_region *r, struct page_list *list)
 {
-	switch (r->origin_kind) {
-	case ORIGIN_ZERO:
-		memset(buf, 0, cowmem__engine.page_size);
-		return 0;
-	case ORIGIN_BASE:
-		return cowmem__v1_layer_read(r->base, page, 1, buf);
-	case ORIGIN_REGION:
-		break;
-	}
-	return cowmem__v1_region_read(r->origin, page, 1, buf);
-}
+	if (r->mode == COWMEM__EXCLUSIVE)
+		return nonzero_layer_pages(r, false, list);
+	if (r->origin == COWMEM__ORIGIN_VIEW && r->origin_layer != r->layer)
+		return compare_all(r, list);
 
-struct dirty_context {
-	struct page_list *list;
-	char *theirs; /* one page: the origin's */
-};
-
-/* A run of r's own pages: listed, except filled ones still equal to the
- * origin (read, never written). */
-static int dirty_run(struct cowmem_region *r, size_t first, size_t end, void *ctx)
-{
-	struct dirty_context *c = ctx;
-
-	for (size_t page = first; page < end; page++) {
-		if (cowmem__page_map_get(&r->filled, page)) {
-			/* The origin first: reading it may use the bounce page. */
-			if (origin_read(r, page, c->theirs) < 0 || cowmem__v1_read_lender_page(r,
-											       page) < 0)
-				return -1;
-			if (memcmp(cowmem__engine.bounce, c->theirs, cowmem__engine.page_size) == 0)
-				continue;
-		}
-		if (list_add(c->list, page) < 0)
-			return -1;
-	}
-	return 0;
-}
-
-/* Both lists ascending; the result is their union, ascending. */
-static int merge(struct page_list *a, const struct page_list *b)
-{
-	struct page_list out = { 0 };
-	size_t i = 0, j = 0;
-
-	while (i < a->count || j < b->count) {
-		size_t next;
-		if (j == b->count || (i < a->count && a->pages[i] < b->pages[j]))
-			next = a->pages[i++];
-		else if (i == a->count || b->pages[j] < a->pages[i])
-			next = b->pages[j++];
-		else
-			next = (i++, b->pages[j++]);
-		if (list_add(&out, next) < 0) {
-			free(out.pages);
-			return -1;
-		}
-	}
-	free(a->pages);
-	*a = out;
-	return 0;
-}
-
-/* Lock held; needs pagemap unless r is exclusive. */
-static int dirty_collect(struct cowmem_region *r, struct page_list *list)
-{
-	if (r->mode == REGION_EXCLUSIVE)
-		return layer_nonzero_pages(r->base, r->pages, list);
-
-	struct dirty_context c = { .list = list };
-	int rc = -1;
-	c.theirs = malloc(cowmem__engine.page_size);
-	if (!c.theirs) {
-		errno = ENOMEM;
-		return -1;
-	}
-	if (cowmem__v1_for_each_delta_run(r, dirty_run, &c) < 0)
+	struct own_context c = { r, list, malloc(cowmem__engine.page_size),
+				  malloc(cowmem__engine.page_size) };
+	int rc = -ENOMEM;
+	if (!c.mine || !c.theirs)
 		goto out;
-	if (r->origin_kind == ORIGIN_ZERO) {
-		/* Frozen by a clone: what it wrote before is in its base. */
-		struct page_list base = { 0 };
-		if (layer_nonzero_pages(r->base, r->pages, &base) < 0 || merge(list, &base) < 0) {
-			free(base.pages);
+	if ((rc = cowmem__scan_own(r->data, r->pages, own_run, &c)) < 0)
+		goto out;
+	bool moved = r->mode == COWMEM__HEAD || r->origin == COWMEM__ORIGIN_ZERO ||
+		     r->gen != r->origin_gen || r->overlay != r->origin_overlay;
+	if (moved) {
+		/* Versions newer than the older of the two views, then the
+		 * overlays' pages: those are where the views can differ. */
+		uint64_t origin_gen = r->origin == COWMEM__ORIGIN_VIEW ? r->origin_gen : 0;
+		uint64_t low = view_gen(r) < origin_gen ? view_gen(r) : origin_gen;
+		size_t n = cowmem__layer_changed_since(r->layer, low, NULL, 0);
+		size_t *changed = malloc((n ? n : 1) * sizeof *changed);
+		if (!changed) {
+			rc = -ENOMEM;
 			goto out;
 		}
-		free(base.pages);
+		cowmem__layer_changed_since(r->layer, low, changed, n);
+		for (size_t i = 0; i < n && rc == 0; i++)
+			if (view_differs(r, changed[i]))
+				rc = list_add(list, changed[i]);
+		free(changed);
+		const struct cowmem__overlay *overlays[2] = { r->overlay, r->origin_overlay };
+		for (size_t o = 0; o < 2 && rc == 0; o++) {
+			for (size_t i = 0; i < cowmem__overlay_count(overlays[o]) && rc == 0; i++) {
+				size_t page;
+				cowmem__slot slot;
+				cowmem__overlay_entry(overlays[o], i, &page, &slot);
+				if (view_differs(r, page))
+					rc = list_add(list, page);
+			}
+		}
+		/* What a created region wrote before its first clone is in
+		 * the layer's first version. */
+		if (rc == 0 && r->origin == COWMEM__ORIGIN_ZERO)
+			rc = nonzero_layer_pages(r, true, list);
 	}
-	rc = 0;
 out:
+	free(c.mine);
 	free(c.theirs);
 	return rc;
 }
 
-/* Without /proc: compare every page with the origin, outside the lock
- * (reading the region may fault into the server). */
-static int dirty_compare_all(const struct cowmem_region *r, struct page_list *list)
-{
-	char *buf = malloc(cowmem__engine.page_size);
-
-	if (!buf) {
-		errno = ENOMEM;
-		return -1;
-	}
-	for (size_t page = 0; page < r->pages; page++) {
-		const char *mine = cowmem__v1_page_address(r, page), *theirs = buf;
-		if (r->origin_kind == ORIGIN_REGION) {
-			theirs = cowmem__v1_page_address(r->origin, page);
-		} else if (r->origin_kind == ORIGIN_ZERO) {
-			theirs = cowmem__zero_page;
-		} else if (cowmem__v1_layer_read(r->base, page, 1, buf) < 0) {
-			free(buf);
-			return -1;
-		}
-		if (memcmp(mine, theirs, cowmem__engine.page_size) != 0 && list_add(list,
-										    page) < 0) {
-			free(buf);
-			return -1;
-		}
-	}
-	free(buf);
-	return 0;
-}
-
-ssize_t cowmem_dirty_pages(const cowmem_region *r, size_t *pages, size_t cap)
+int cowmem__dirty_pages(const struct cowmem_region *r, size_t *pages, size_t cap, size_t *count)
 {
 	struct page_list list = { 0 };
-	int entry_errno = errno, rc;
+	int rc;
 
-	if (!pages && cap > 0) {
-		errno = EINVAL;
-		return -1;
-	}
-	pthread_mutex_lock(&cowmem__engine.lock);
-	if (!cowmem__v1_region_usable(r)) {
-		pthread_mutex_unlock(&cowmem__engine.lock);
-		errno = EINVAL;
-		return -1;
-	}
-	/* The library only reads the region: the cast drops const for the
-	 * shared scanning code. */
-	struct cowmem_region *region = (struct cowmem_region *)r;
-	/* Reading filled pages back needs /proc/self/mem as well. */
-	bool compare_all = region->mode == REGION_PRIVATE &&
-			   (cowmem__engine.pagemap < 0 || cowmem__engine.self_mem < 0);
-	rc = compare_all ? 0 : dirty_collect(region, &list);
+	if (!pages && cap > 0)
+		return -EINVAL;
+	cowmem__lock_settled();
+	rc = cowmem__region_usable(r) ? dirty_collect(r, &list) : -EINVAL;
 	pthread_mutex_unlock(&cowmem__engine.lock);
-	if (compare_all)
-		rc = dirty_compare_all(region, &list);
 	if (rc < 0) {
-		int saved = errno;
 		free(list.pages);
-		errno = saved;
-		return -1;
+		return rc;
 	}
+	list_sort_unique(&list);
 	size_t stored = list.count < cap ? list.count : cap;
 	if (stored > 0)
 		memcpy(pages, list.pages, stored * sizeof *pages);
 	free(list.pages);
-	errno = entry_errno; /* lseek(SEEK_DATA) ends with ENXIO */
-	return (ssize_t)list.count;
-}
-
-/* ---- cowmem_reset ----------------------------------------------------- */
-
-/* Dropping the runs of private pages, in batches (discard.c). */
-static int discard_run(struct cowmem_region *r, size_t first, size_t end, void *ctx)
-{
-	(void)r; /* the discard knows r's base */
-	int rc = cowmem__discard_run(first, end, ctx);
-	if (rc < 0) {
-		errno = -rc;
-		return -1;
-	}
+	*count = list.count;
 	return 0;
 }
 
-/* Drops them all and frees d. */
-static int discard_private_pages(struct cowmem_region *r, struct cowmem__discard *d)
+/* ---- cowmem_reset ---------------------------------------------------------- */
+
+/* Drops the region's own pages: it reads its layer there again. */
+static int discard_own_pages(struct cowmem_region *r)
 {
-	int rc = cowmem__v1_for_each_delta_run(r, discard_run, d) < 0 ? -errno : 0;
+	struct cowmem__discard *d = cowmem__discard_begin(r->data);
+
+	if (!d)
+		return -ENOMEM;
+	int rc = cowmem__scan_own(r->data, r->pages, cowmem__discard_run, d);
 	int flushed = cowmem__discard_end(d);
-	if (rc < 0 || flushed < 0) {
-		errno = rc < 0 ? -rc : -flushed;
-		return -1;
-	}
-	return 0;
+	return rc < 0 ? rc : flushed;
 }
 
-/* A region made by cowmem_create() and frozen by a clone since: it becomes
- * what cowmem_create() returns again, a shared mapping of an empty memfd. */
-static int reset_to_zero(struct cowmem_region *r, struct layer *layer)
+/* Made from zeros: a new empty layer, mapped shared at the same address,
+ * makes it what cowmem_create() returns again (its next clone is free). */
+static int reset_to_zero(struct cowmem_region *r)
 {
+	struct cowmem__layer *layer;
+	int rc = cowmem__layer_new(r->pages, &layer);
+
+	if (rc < 0)
+		return rc;
 	char *data = mmap(r->data, r->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-			  layer->fd, 0);
-	if (data == MAP_FAILED)
-		return -1;
+			  cowmem__pagefile_fd(), cowmem__layer_offset(layer));
+	if (data == MAP_FAILED) {
+		rc = -errno;
+		cowmem__layer_unref(layer);
+		return rc;
+	}
 	(void)madvise(data, r->size, MADV_DONTFORK);
-	cowmem__v1_layer_release(r->base);
-	r->base = layer;
-	r->mode = REGION_EXCLUSIVE;
+	cowmem__region_release(r);
+	r->layer = layer;
+	r->mode = COWMEM__EXCLUSIVE;
+	r->origin = COWMEM__ORIGIN_ZERO;
 	r->uffd_modes = 0; /* a new mapping is not registered */
 	return 0;
 }
 
-int cowmem_reset(cowmem_region *r)
+static int reset_locked(struct cowmem_region *r)
 {
-	struct run_list eager = { 0 };
-	struct pending **lent = NULL;
-	struct cowmem__discard *discard = NULL;
-	struct layer *zero_layer = NULL;
-	bool copy_all = false, paused = false;
-	int rc = -1;
+	int rc;
 
-	pthread_mutex_lock(&cowmem__engine.lock);
-	if (!cowmem__v1_region_usable(r)) {
-		errno = EINVAL;
-		goto out;
-	}
-	if (r->mode == REGION_EXCLUSIVE) {
-		/* Never cloned: its memfd is its content. Punching it out also
+	if (r->mode == COWMEM__EXCLUSIVE) {
+		/* Never cloned: the layer is its content; punching it also
 		 * unmaps the pages. */
-		rc = fallocate(r->base->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
-			       (off_t)r->size);
-		goto out;
+		if (fallocate(cowmem__pagefile_fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      cowmem__layer_offset(r->layer), (off_t)r->size) < 0)
+			return -errno;
+		return 0;
 	}
-	struct cowmem_region *origin = r->origin;
-	/* What can fail comes first, before anything changes: the buffers, the
-	 * new memfd, and registering MINOR (pages about to wait again must
-	 * never be mapped from the base in between: invariant 2). */
-	lent = malloc((r->out.count ? r->out.count : 1) * sizeof *lent);
-	if (!lent) {
-		errno = ENOMEM;
-		goto out;
+	if (r->origin == COWMEM__ORIGIN_ZERO)
+		return reset_to_zero(r);
+	if (r->origin_layer != r->layer) { /* cowmem_copy() brought another family's */
+		if ((rc = cowmem__set_view(r, r->origin_layer, r->origin_gen,
+					   r->origin_overlay)) < 0)
+			return rc;
+		r->copied = false; /* remapped: it sees exactly its origin */
+		return 0;
 	}
-	if (r->origin_kind == ORIGIN_ZERO) {
-		if (!(zero_layer = cowmem__v1_layer_create(r->size)))
-			goto out;
-	} else if (cowmem__engine.pagemap >= 0 && !(discard = cowmem__discard_begin(r->data))) {
-		errno = ENOMEM;
-		goto out;
+	struct cowmem__layer *layer = r->layer;
+	/* A reader that still sees its origin's generation keeps the layer
+	 * pages it mapped: its overlay only ever grew from its origin's (a
+	 * branch adds its own pages), and what the overlay adds is its own
+	 * copies, dropped below. Not after a copy brought another view. */
+	bool keeps_view = r->mode == COWMEM__READER && r->gen == r->origin_gen && !r->copied;
+	if (r->mode == COWMEM__HEAD && r->origin_gen == cowmem__layer_current(layer) &&
+	    !r->origin_overlay) {
+		/* Nothing captured since the origin: the layer is the origin. */
+		if ((rc = discard_own_pages(r)) < 0)
+			return rc;
+		cowmem__page_map_free(&r->filled);
+		return 0;
 	}
-	if (origin && cowmem__engine.lazy &&
-	    cowmem__v1_region_register(r,
-				       UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR) < 0)
-		goto out;
-	/* Versions r lends still matter to its clones (and maybe to its own
-	 * origin): hand them over before r drops its pages. */
-	cowmem__janitor_pause(); /* many page-table changes follow */
-	paused = true;
-	cowmem__v1_region_hand_over_all(r, lent, true);
-	cowmem__v1_region_drop_waits(r);
+	/* Back to an older view: MINOR first, so that no access in between
+	 * maps a layer page the origin does not have. */
+	if ((rc = cowmem__fresh_leave(r)) < 0)
+		return rc;
+	if (!keeps_view && (rc = cowmem__layer_hold(layer, r->origin_gen)) < 0)
+		return rc;
+	if (keeps_view)
+		rc = discard_own_pages(r);
+	else if (madvise(r->data, r->size, MADV_DONTNEED) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		if (!keeps_view)
+			cowmem__layer_drop(layer, r->origin_gen);
+		return rc;
+	}
+	if (r->mode == COWMEM__HEAD)
+		cowmem__layer_set_head(layer, NULL);
+	else if (!keeps_view)
+		cowmem__layer_drop(layer, r->gen);
+	r->mode = COWMEM__READER;
+	r->gen = r->origin_gen;
+	r->copied = false;
+	cowmem__overlay_ref(r->origin_overlay);
+	cowmem__overlay_unref(r->overlay);
+	r->overlay = r->origin_overlay;
 	cowmem__page_map_free(&r->filled);
-	if (r->origin_kind == ORIGIN_ZERO) {
-		rc = reset_to_zero(r, zero_layer);
-		if (rc == 0)
-			zero_layer = NULL; /* r's base now */
-		goto out;
-	}
-	/* Back to the base: drop every private page. */
-	if (cowmem__engine.pagemap >= 0) {
-		int dropped = discard_private_pages(r, discard);
-		discard = NULL; /* freed */
-		if (dropped < 0)
-			goto out;
-	} else if (madvise(r->data, r->size, MADV_DONTNEED) < 0) {
-		goto out;
-	}
-	/* Then the versions of the origin, as a clone of it would get them. */
-	if (origin && cowmem__engine.lazy) {
-		if (cowmem__v1_region_inherit_waits(origin, r) < 0 ||
-		    cowmem__v1_for_each_delta_run(origin, cowmem__v1_lend_run, r) < 0)
-			goto out;
-	} else if (origin && cowmem__engine.pagemap >= 0) {
-		if (cowmem__v1_for_each_delta_run(origin, cowmem__v1_collect_run, &eager) < 0)
-			goto out;
-		for (size_t i = 0; i < eager.count; i++)
-			for (size_t page = eager.runs[i][0]; page < eager.runs[i][1]; page++)
-				(void)cowmem__page_map_put(&r->filled, page, (void *)1);
-	} else if (origin) {
-		copy_all = true;
-	}
-	rc = 0;
-out:;
-	int saved = errno;
-	if (paused)
-		cowmem__janitor_resume();
-	if (zero_layer)
-		cowmem__v1_layer_release(zero_layer);
+	/* Without folds its own pages held the origin's overlay too. */
+	return cowmem__folds ? 0 : cowmem__install_overlay(r);
+}
+
+int cowmem__reset(struct cowmem_region *r)
+{
+	cowmem__lock_settled();
+	int rc = cowmem__region_usable(r) ? reset_locked(r) : -EINVAL;
 	pthread_mutex_unlock(&cowmem__engine.lock);
-	free(lent);
-	cowmem__discard_free(discard);
-	/* Outside the lock: writing r may fault into the server. */
-	for (size_t i = 0; rc == 0 && i < eager.count; i++) {
-		size_t first = eager.runs[i][0];
-		memcpy(cowmem__v1_page_address(r, first), cowmem__v1_page_address(r->origin, first),
-		       (eager.runs[i][1] - first) * cowmem__engine.page_size);
-	}
-	if (rc == 0 && copy_all)
-		cowmem__v1_copy_differing_pages(r->origin, r);
-	free(eager.runs);
-	errno = saved;
 	return rc;
 }
 
-/* ---- cowmem_stats ----------------------------------------------------- */
+/* ---- cowmem_stats ---------------------------------------------------------- */
 
-static int count_resident(const struct cowmem_region *r, size_t *resident, size_t *shared)
+struct count_context {
+	size_t resident, shared;
+	bool file_is_shared;
+};
+
+static int count_own(size_t first, size_t end, void *ctx)
 {
-	enum { BATCH = 4096 };
-	uint64_t *entries = malloc(BATCH * sizeof *entries);
-	const uint64_t present = 1ull << 63, file = 1ull << 61;
-
-	if (!entries) {
-		errno = ENOMEM;
-		return -1;
-	}
-	for (size_t base = 0; base < r->pages; base += BATCH) {
-		size_t n = r->pages - base < BATCH ? r->pages - base : BATCH;
-		if (cowmem__v1_read_pagemap(r, base, n, entries) < 0) {
-			free(entries);
-			return -1;
-		}
-		for (size_t k = 0; k < n; k++) {
-			if ((entries[k] & present) && (entries[k] & file)) {
-				++*resident; /* a layer's page-cache page */
-				if (r->mode == REGION_PRIVATE)
-					++*shared;
-			} else if (cowmem__v1_pagemap_entry_is_own(r, base + k, entries[k])) {
-				++*resident;
-			}
-		}
-	}
-	free(entries);
+	((struct count_context *)ctx)->resident += end - first;
 	return 0;
 }
 
-int cowmem_stats(const cowmem_region *r, struct cowmem_stats *stats)
+static int count_file(size_t first, size_t end, void *ctx)
 {
-	if (!stats) {
-		errno = EINVAL;
-		return -1;
-	}
-	ssize_t written = cowmem_dirty_pages(r, NULL, 0);
-	if (written < 0)
-		return -1;
-	struct cowmem_stats s = { .written = (size_t)written };
-	int rc = 0;
-	pthread_mutex_lock(&cowmem__engine.lock);
-	if (!cowmem__v1_region_usable(r)) {
-		errno = EINVAL;
-		rc = -1;
+	struct count_context *c = ctx;
+	c->resident += end - first;
+	if (c->file_is_shared)
+		c->shared += end - first;
+	return 0;
+}
+
+int cowmem__stats(const struct cowmem_region *r, struct cowmem_stats *stats)
+{
+	size_t written;
+
+	if (!stats)
+		return -EINVAL;
+	int rc = cowmem__dirty_pages(r, NULL, 0, &written);
+	if (rc < 0)
+		return rc;
+	struct cowmem_stats s = { .written = written };
+	struct count_context c = { 0, 0, false };
+	cowmem__lock_settled();
+	if (!cowmem__region_usable(r)) {
+		rc = -EINVAL;
 	} else {
 		s.pages = r->pages;
 		s.faults = r->faults;
 		s.blocked_ns = r->blocked_ns;
-		if (cowmem__engine.pagemap >= 0)
-			rc = count_resident(r, &s.resident, &s.shared);
+		c.file_is_shared = r->mode != COWMEM__EXCLUSIVE;
+		if ((rc = cowmem__scan_own(r->data, r->pages, count_own, &c)) == 0)
+			rc = cowmem__scan_file_pages(r->data, r->pages, count_file, &c);
+		s.resident = c.resident;
+		s.shared = c.shared;
 	}
 	pthread_mutex_unlock(&cowmem__engine.lock);
 	if (rc == 0)

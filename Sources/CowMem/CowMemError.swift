@@ -122,15 +122,6 @@ public struct CowMemError: Error, Hashable, Sendable {
     internal init(_ errno: Errno, fromSystemCall call: String) {
         self.init(code: Code(errno, from: nil), underlyingError: errno, function: call)
     }
-
-    /// This error, with the reason a clone of `size` bytes may never be possible added if it
-    /// is out of memory because the kernel refuses the clone's commit charge.
-    internal func explainingCommitCharge(ofCloning size: Int) -> CowMemError {
-        guard code == .outOfMemory, detail == nil, let why = CommitCharge.refusal(ofCloning: size) else {
-            return self
-        }
-        return CowMemError(code: code, underlyingError: underlyingError, function: function, detail: why)
-    }
 }
 
 extension CowMemError.Code {

@@ -28,9 +28,7 @@ internal enum Engine {
 
     /// `cowmem_clone`.
     static func clone(_ region: OpaquePointer) -> Result<OpaquePointer, CowMemError> {
-        pointer(.clone) { cowmem_clone(region) }.mapError { error in
-            error.explainingCommitCharge(ofCloning: Int(cowmem_size(region)))
-        }
+        pointer(.clone) { cowmem_clone(region) }
     }
 
     /// `cowmem_destroy`. On failure the region stays valid.

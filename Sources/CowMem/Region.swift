@@ -56,17 +56,10 @@ public struct Region: ~Copyable {
     /// created. Zero bytes are a value only for ``CowBuffer``: every way of making a buffer of
     /// zero bytes gives the empty buffer, which has no region.
     ///
-    /// ### Sizes that cannot be cloned
+    /// ### Commit charge
     ///
-    /// Creating a region charges nothing against the system's commit limit: its pages are
-    /// charged when they are written. With the first engine (the ``Backend/Kind/memfd``
-    /// backend; ``Backend/features`` without `engine-v2`) a clone is charged its whole size
-    /// at once, since any of its pages may be written, and under `vm.overcommit_memory=0`
-    /// (Linux's default) the kernel refuses any one charge larger than RAM plus swap. So a
-    /// region larger than that can be created and used there, but ``clone()`` fails with
-    /// ``CowMemError/Code/outOfMemory``, and the error's description gives the size and the
-    /// limit. (Under `vm.overcommit_memory=2` the limit is what `CommitLimit` has left;
-    /// under 1 there is none.) Engine v2 charges a clone page by page, as it is written.
+    /// Creating or cloning a region charges nothing against the system's commit limit: a
+    /// region's pages, and a clone's, are charged as they are written.
     ///
     /// - Parameter size: the number of bytes, at least 1; rounded up to a multiple of ``pageSize``.
     /// - Throws: ``CowMemError`` with code ``CowMemError/Code/invalidSize`` if `size` is
@@ -99,9 +92,8 @@ public struct Region: ~Copyable {
     /// Cloning while another thread writes this region races the way `memcpy` would: each
     /// page shows either the old or the new bytes.
     ///
-    /// - Throws: ``CowMemError`` with code ``CowMemError/Code/outOfMemory`` (also for a
-    ///   region too large ever to be cloned with the first engine: see "Sizes that cannot be
-    ///   cloned" in ``init(size:)``), ``CowMemError/Code/outOfMappings`` or
+    /// - Throws: ``CowMemError`` with code ``CowMemError/Code/outOfMemory``,
+    ///   ``CowMemError/Code/outOfMappings`` or
     ///   ``CowMemError/Code/outOfFileDescriptors``.
     ///
     /// The C function is `cowmem_clone`.

@@ -61,8 +61,8 @@ extension Region {
     ///
     /// Afterwards the region holds the bytes `source` holds now, at its own address, and the
     /// two are isolated snapshots of each other, as a clone and its source are. The call
-    /// costs the pages either region changed, not the size (with engine v2; see
-    /// ``Backend``). The region's origin does not change: ``reset()`` still brings back the
+    /// costs the pages either region changed, not the size, where clones fold (`folds` in
+    /// ``Backend/features``). The region's origin does not change: ``reset()`` still brings back the
     /// content it was made with. This rolls a live buffer back to any snapshot kept with
     /// ``clone()``:
     ///

@@ -42,53 +42,6 @@ internal struct MappingCount: CustomStringConvertible {
     }
 }
 
-/// Why the kernel refuses the commit charge of a clone, when it always will.
-internal enum CommitCharge {
-    /// A region's own pages are a memfd's, charged only when they are written, so creating a
-    /// region charges nothing. The first engine (the `memfd` backend's; without `engine-v2`
-    /// in the features) maps a clone privately and writably, and the kernel charges such a
-    /// mapping its whole size up front, since any page of it may be written and copied.
-    /// Under `vm.overcommit_memory=0` (the default) Linux refuses any one charge larger than
-    /// RAM plus swap; under 2, one larger than what `CommitLimit` has left; under 1, none.
-    /// Engine v2 maps with `MAP_NORESERVE` and is charged page by page instead. Returns the
-    /// explanation when `size` is over the limit now, `nil` otherwise.
-    static func refusal(ofCloning size: Int) -> String? {
-        guard case .success(let features) = Engine.features(),
-              !features.split(separator: ",").contains("engine-v2"),
-              let mode = readNumber(from: "/proc/sys/vm/overcommit_memory") else { return nil }
-        let charge = "a clone is charged its whole size, \(size) bytes, since any of its pages may be written"
-        switch mode {
-        case 0:
-            guard let ram = meminfo("MemTotal"), let swap = meminfo("SwapTotal"), size > ram + swap else {
-                return nil
-            }
-            return "\(charge); with vm.overcommit_memory=0 Linux refuses any charge larger than RAM plus swap, "
-                + "\(ram + swap) bytes here, so a region this large can be created and used but never cloned"
-        case 2:
-            guard let left = commitLimitLeft(), size > left else { return nil }
-            return "\(charge); with vm.overcommit_memory=2 the commit limit (CommitLimit) has \(left) bytes left"
-        default:
-            return nil
-        }
-    }
-
-    /// `CommitLimit - Committed_AS` from `/proc/meminfo`, in bytes.
-    private static func commitLimitLeft() -> Int? {
-        guard let limit = meminfo("CommitLimit"), let committed = meminfo("Committed_AS") else { return nil }
-        return max(0, limit - committed)
-    }
-
-    /// A field of `/proc/meminfo`, in bytes (the file gives kibibytes).
-    private static func meminfo(_ field: String) -> Int? {
-        guard let text = readText(from: "/proc/meminfo", limit: 16384),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
-              let kibibytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else {
-            return nil
-        }
-        return kibibytes * 1024
-    }
-}
-
 /// The number at the start of a small file (a sysctl).
 private func readNumber(from path: String) -> Int? {
     readText(from: path, limit: 64).flatMap { Int($0.prefix { $0.isNumber }) }

@@ -129,12 +129,12 @@ static struct run runs[] = {
 	RUN(AS_IS, NULL, "pagemap-scan", DIFFERENTIAL),
 	RUN(AS_IS, NULL, ALL_FEATURES, DIFFERENTIAL),
 	RUN(AS_IS, NULL, "wp-unpopulated,wp-async,move", DIFFERENTIAL),
-	RUN(AS_IS, NULL, "event-remap", DIFFERENTIAL), /* engine v2 folds without its fence */
+	RUN(AS_IS, NULL, "event-remap", DIFFERENTIAL), /* clones fold without the fence */
 	RUN(AS_IS, NULL, "keep-mappings", DIFFERENTIAL), /* folds hand staging to the janitor */
 	RUN(AS_IS, NULL, "background-fold", DIFFERENTIAL), /* a clone returns after its fold */
 	RUN(AS_IS, NULL, "early-copies", DIFFERENTIAL), /* only folds copy old versions */
-	RUN(AS_IS, NULL, "noexec-seal,process-madvise,future-write-seal", DIFFERENTIAL),
-	RUN(AS_IS, "memfd", "noexec-seal,process-madvise,future-write-seal", DIFFERENTIAL),
+	RUN(AS_IS, NULL, "noexec-seal,process-madvise", DIFFERENTIAL),
+	RUN(AS_IS, "memfd", "noexec-seal,process-madvise", DIFFERENTIAL),
 	RUN(AS_NOBODY, "auto", "dev-userfaultfd", DIFFERENTIAL),
 	RUN(AS_IS, "userfaultfd-user", ALL_FEATURES, DIFFERENTIAL),
 	RUN(AS_IS, "memfd", "dontunmap,zero-pfn,pagemap-scan", DIFFERENTIAL),

@@ -1,5 +1,5 @@
 /*
- * engine_v2.c - the loops engine v2 exists for, against memcpy models.
+ * engine_v2.c - the loops the engine exists for, against memcpy models.
  *
  *   ring        change a few pages, clone, keep the last 8 clones, destroy
  *               the oldest; hundreds of iterations, every clone checked in
@@ -24,9 +24,9 @@
  *               sometimes reset or replaced by its newest clone: the folds
  *               keep the early copies, and every snapshot keeps its bytes.
  *
- * Each case needs engine v2 (a kernel with userfaultfd MINOR faults on
- * shmem and MREMAP_DONTUNMAP, and not COWMEM_ENGINE=v1); elsewhere it
- * skips and says why.
+ * The cases about folds need them (a kernel with userfaultfd MINOR faults
+ * on shmem and MREMAP_DONTUNMAP, /proc/self/pagemap and /proc/self/mem);
+ * elsewhere they skip and say why. The memcpy loops run everywhere.
  * Options: --seed=N (COWMEM_TEST_SEED), --iterations=N
  * (COWMEM_TEST_ITERATIONS, default 240).
  */
@@ -35,7 +35,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 
-#include "v2.h"
+#include "engine.h"
 
 #define KEEP 8
 
@@ -474,7 +474,7 @@ static void stale_fault(void)
 	CHECK(pthread_create(&toucher, NULL, touch_hole, NULL) == 0, "pthread_create");
 	usleep(100 * 1000); /* the server reads the fault and waits for the lock */
 	int error = 0;
-	struct cowmem__region *clone = cowmem__clone_locked((struct cowmem__region *)head, &error);
+	struct cowmem_region *clone = cowmem__clone_locked((struct cowmem_region *)head, &error);
 	bool pending = cowmem__fold_pending();
 	pthread_mutex_unlock(&cowmem__engine.lock);
 	CHECK(clone, "clone: %s", strerror(error));
@@ -509,10 +509,10 @@ static bool never_interrupted(void)
  * it follows w's family's head, and w if w may take over from it. */
 static size_t drive_precopier(cowmem_region *w)
 {
-	struct cowmem__region *r = (struct cowmem__region *)w;
+	struct cowmem_region *r = (struct cowmem_region *)w;
 
 	cowmem__lock_settled();
-	struct cowmem__region *head = cowmem__layer_head(r->layer);
+	struct cowmem_region *head = cowmem__layer_head(r->layer);
 	size_t steps = 0;
 	if (head) {
 		cowmem__precopier_follow(head, r != head ? r : NULL);
@@ -568,7 +568,7 @@ static void early_copies(test_rng *rng)
 			snapshot = old;
 			takeovers++;
 		}
-		struct cowmem__region *r = (struct cowmem__region *)work.region;
+		struct cowmem_region *r = (struct cowmem_region *)work.region;
 		size_t replaced, early;
 		cowmem__lock_settled();
 		cowmem__layer_last_capture(r->layer, &replaced, &early);
@@ -679,11 +679,11 @@ static void early_copies_case(void)
 }
 
 static const struct test_case cases[] = {
-	TEST_CASE("ring", ring, .features = COWMEM_FEATURE_ENGINE_V2),
-	TEST_CASE("newest", newest, .features = COWMEM_FEATURE_ENGINE_V2),
-	TEST_CASE("chain", chain, .features = COWMEM_FEATURE_ENGINE_V2),
-	TEST_CASE("old-reads", old_reads, .features = COWMEM_FEATURE_ENGINE_V2),
-	TEST_CASE("threads", threads, .features = COWMEM_FEATURE_ENGINE_V2),
+	TEST_CASE("ring", ring),
+	TEST_CASE("newest", newest),
+	TEST_CASE("chain", chain),
+	TEST_CASE("old-reads", old_reads),
+	TEST_CASE("threads", threads),
 	TEST_CASE("mapped-notes", mapped_notes, .features = COWMEM_FEATURE_FOLDS),
 	TEST_CASE("reading-head", reading_head_case, .features = COWMEM_FEATURE_FOLDS),
 	TEST_CASE("background-fold", background_fold_case, .features = COWMEM_FEATURE_FOLDS),

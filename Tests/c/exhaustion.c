@@ -49,7 +49,7 @@
 #include <dirent.h>
 
 #include "harness.h"
-#include "v2.h" /* cowmem__precopier_following */
+#include "engine.h" /* cowmem__precopier_following */
 
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -217,22 +217,15 @@ static int case_descriptors(void)
 	CHECK(memfds > 0, "no region descriptor found before the test");
 	int n = use_up_descriptors(held, 1024, &saved);
 
-	/* The first engine needs a memfd per created region; engine v2 keeps
-	 * every region in one page file, so a create needs no descriptor. */
-	bool v2 = strstr(cowmem_features(), "engine-v2") != NULL;
+	/* Every region lives in the one page file, so a create needs no
+	 * descriptor. */
 	for (int i = 0; i < 5; i++) {
 		errno = 0;
 		cowmem_region *r = cowmem_create(page * (1 + (size_t)i));
-		if (v2) {
-			CHECK(r != NULL, "engine v2: cowmem_create without free descriptors: %s",
-			      errno_name(errno));
-			memset(cowmem_data(r), 0x5a, page);
-			CHECK(cowmem_destroy(r) == 0, "destroy: %s", strerror(errno));
-			continue;
-		}
-		CHECK(r == NULL && (errno == EMFILE || errno == ENFILE),
-		      "cowmem_create without descriptors: %p, errno %s (expected "
-		      "NULL, EMFILE)", (void *)r, errno_name(errno));
+		CHECK(r != NULL, "cowmem_create without free descriptors: %s",
+		      errno_name(errno));
+		memset(cowmem_data(r), 0x5a, page);
+		CHECK(cowmem_destroy(r) == 0, "destroy: %s", strerror(errno));
 	}
 	CHECK(count_memfds_through(fd_directory) == memfds,
 	      "failed creates left region descriptors behind: %d, before %d",
@@ -266,9 +259,9 @@ static int case_descriptors(void)
 	tracked_destroy(&extra);
 	for (int i = 0; i < 3; i++)
 		tracked_destroy(&f[i]);
-	printf("descriptors: %d taken; cowmem_create -> %s, nothing "
-	       "leaked, every region intact, library fine afterwards\n", n,
-	       v2 ? "works (engine v2: no descriptor per region)" : "EMFILE");
+	printf("descriptors: %d taken; cowmem_create works (no descriptor per "
+	       "region), nothing leaked, every region intact, library fine "
+	       "afterwards\n", n);
 	return 0;
 }
 
@@ -421,7 +414,7 @@ static int case_map_count(void)
 	struct cowmem_stats stats;
 	CHECK(cowmem_stats(f[0].region, &stats) == 0, "stats: %s", strerror(errno));
 	check_family(f, "before the mappings ran out");
-	/* For the same reason, until engine v2's pre-copier has stopped
+	/* For the same reason, until the pre-copier has stopped
 	 * following A (it allocates as it walks; a few milliseconds after
 	 * the last clone when nothing is written). Without AddressSanitizer
 	 * an allocation failing there only stops it. */

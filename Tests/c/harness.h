@@ -16,7 +16,7 @@
  *
  * Each case runs in a process of its own, forked from main, which never
  * starts the library itself: so every case meets a library that has not
- * started yet (COWMEM_BACKEND, COWMEM_DISABLE and COWMEM_ENGINE in
+ * started yet (COWMEM_BACKEND and COWMEM_DISABLE in
  * .environment take effect), a CHECK or FAIL ends only its case (with
  * file:line and the message on the case's result line), and cases can
  * fork, exec and kill children as before. A case passes by returning,

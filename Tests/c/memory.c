@@ -356,12 +356,13 @@ static void deltas(void)
 	struct cowmem_stats stats;
 	CHECK(cowmem_stats(grandchild, &stats) == 0, "stats: %s", strerror(errno));
 	struct measure grandchild_made = memory_now();
-	/* Lazy lending (features minor and wp) lends the clone's written pages
-	 * to its clone: nothing is copied. Without it, cowmem_clone() copies
-	 * each of them twice when it is made, into the new clone and into the
-	 * hidden origin that cowmem_reset() returns to (origin_new() in
-	 * engine.c): that is the price of the path, 2% here for 1% written,
-	 * on top of the same 2% allowance for page tables and bookkeeping. */
+	/* Where clones fold, the clone's written pages go into the layer its
+	 * clone reads: nothing is copied. Without folds, cowmem_clone() copies
+	 * each of them twice when it is made, into the store as the new
+	 * clone's overlay and into the new clone's own memory
+	 * (cowmem__install_overlay() in regions.c): that is the price of the
+	 * path, 2% here for 1% written, on top of the same 2% allowance for
+	 * page tables and bookkeeping. */
 	const char *missing = test_lazy_lending_missing();
 	long long eager_copies = missing ? 2 * (long long)(clone_count * page) : 0;
 	if (missing)

@@ -8,20 +8,15 @@
  *     /proc/self/pagemap, /proc/self/mem, every region memfd and the fault
  *     server's stop eventfd;
  *   - /proc/self/mem and /proc/self/pagemap are open read-only;
- *   - every region memfd is sealed against shrinking and growing (a
- *     truncation would turn region pages into SIGBUS), and, where the
+ *   - the page file is sealed against shrinking (a truncation would turn
+ *     region pages into SIGBUS), and, where the
  *     kernel has MFD_NOEXEC_SEAL (6.3+), is non-executable for good: no
  *     exec permission bit, F_SEAL_EXEC (chmod +x refused), so it cannot
  *     be run as a program (execveat: EACCES);
- *   - once frozen (the first clone of a region), a layer is write-sealed
- *     (F_SEAL_FUTURE_WRITE): write(2), pwrite(2), fallocate(2) and new
- *     shared writable mappings are refused, so what clones read as their
- *     base cannot change under them;
  *   - region memory is never mapped executable.
- * Engine v2 keeps every layer in one page file that grows and that its
- * clones write (a fold writes the head's pages into the layer): there the
- * file is sealed against shrinking only, and the write seals are not
- * checked (RELIABILITY.md says what that means).
+ * Every layer lives in the one page file, which grows and which clones
+ * write (a fold writes the head's pages into the layer): so it is not
+ * sealed against growing or writing (RELIABILITY.md says what that means).
  */
 #include "harness.h"
 
@@ -59,8 +54,6 @@ static bool is_library_object(const char *target)
 	       (proc && (strstr(proc, "/pagemap") || strstr(proc, "/mem")));
 }
 
-static bool engine_v2;
-
 static int check_descriptors(bool noexec)
 {
 	struct proc_fd fds[256];
@@ -86,9 +79,8 @@ static int check_descriptors(bool noexec)
 			continue;
 		memfds++;
 		int seals = fcntl(fd, F_GET_SEALS);
-		CHECK(seals >= 0 && (seals & F_SEAL_SHRINK) && (engine_v2 || (seals & F_SEAL_GROW)),
-		       "region memfd %d sealed against shrink%s (seals 0x%x)", fd,
-		       engine_v2 ? "" : " and grow", seals);
+		CHECK(seals >= 0 && (seals & F_SEAL_SHRINK),
+		       "region memfd %d sealed against shrink (seals 0x%x)", fd, seals);
 		CHECK(ftruncate(fd, 0) < 0 && errno == EPERM,
 		       "ftruncate of region memfd %d refused (EPERM), got %s", fd,
 		       strerror(errno));
@@ -123,7 +115,7 @@ static int check_descriptors(bool noexec)
 	return memfds;
 }
 
-/* The frozen layer: the memfd that a clone's mapping (in /proc/self/maps)
+/* The memfd that a region's mapping (in /proc/self/maps)
  * names by inode. */
 static int descriptor_of_mapping(const void *address)
 {
@@ -167,7 +159,6 @@ static struct fixture make_regions(void)
 	f.disabled = getenv("COWMEM_DISABLE");
 	bool masked = f.disabled && test_feature_listed(f.disabled, "noexec-seal");
 	f.noexec = kernel_has_noexec_seal() && !masked;
-	engine_v2 = test_feature_in_use("engine-v2");
 	printf("kernel MFD_NOEXEC_SEAL: %s%s\n", kernel_has_noexec_seal() ? "yes" : "no",
 	       masked ? " (masked: COWMEM_DISABLE=noexec-seal)" : "");
 	memset(cowmem_data(f.a), 0x5a, 8 * page);
@@ -202,49 +193,6 @@ static void descriptors(void)
 	destroy_regions(&f);
 }
 
-/* The layer both A and B read is frozen: nobody may write it. */
-static void frozen_layer(void)
-{
-	struct fixture f = make_regions();
-	if (engine_v2)
-		test_skip("engine v2 is in use: one page file, written by clones; write seals "
-			  "not checked");
-	int frozen = descriptor_of_mapping(cowmem_data(f.b));
-	int seals = fcntl(frozen, F_GET_SEALS);
-	if (f.disabled && test_feature_listed(f.disabled, "future-write-seal")) {
-		CHECK(seals >= 0 && !(seals & F_SEAL_FUTURE_WRITE),
-		      "future-write-seal masked, yet the frozen layer is write-sealed "
-		      "(seals 0x%x)", seals);
-		printf("frozen layers not write-sealed (future-write-seal masked)\n");
-		destroy_regions(&f);
-		return;
-	}
-	CHECK(seals >= 0 && (seals & F_SEAL_FUTURE_WRITE),
-	      "the frozen layer is write-sealed (seals 0x%x)", seals);
-	unsigned char junk[64];
-	memset(junk, 0xee, sizeof junk);
-	errno = 0;
-	CHECK(pwrite(frozen, junk, sizeof junk, 0) < 0 && errno == EPERM,
-	      "pwrite to the frozen layer refused (EPERM), got %s", strerror(errno));
-	errno = 0;
-	CHECK(write(frozen, junk, sizeof junk) < 0 && errno == EPERM,
-	      "write to the frozen layer refused (EPERM), got %s", strerror(errno));
-	errno = 0;
-	CHECK(fallocate(frozen, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, page) < 0,
-	      "punching a hole in the frozen layer refused, got success");
-	void *w = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED, frozen, 0);
-	CHECK(w == MAP_FAILED && errno == EPERM,
-	      "a shared writable mapping of the frozen layer refused (EPERM), got %s",
-	      w == MAP_FAILED ? strerror(errno) : "a mapping");
-	/* Reading it stays possible, and shows what the clones share. */
-	void *r = mmap(NULL, page, PROT_READ, MAP_SHARED, frozen, 0);
-	CHECK(r != MAP_FAILED && ((unsigned char *)r)[0] == 0x5a,
-	      "a read-only mapping of the frozen layer shows the base");
-	munmap(r, page);
-	printf("frozen layers write-sealed\n");
-	destroy_regions(&f);
-}
-
 /* Region memory is never executable. */
 static void not_executable(void)
 {
@@ -260,7 +208,6 @@ static void not_executable(void)
 
 static const struct test_case cases[] = {
 	TEST_CASE("descriptors", descriptors),
-	TEST_CASE("frozen-layer-write-sealed", frozen_layer),
 	TEST_CASE("region-memory-not-executable", not_executable),
 };
 

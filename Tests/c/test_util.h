@@ -312,8 +312,8 @@ static TEST_UNUSED const char *test_lazy_lending_missing(void)
 		return "minor";
 	if (!test_feature_in_use("wp"))
 		return "wp";
-	/* Engine v2 serves pages lazily only where clones fold. */
-	if (test_feature_in_use("engine-v2") && !test_feature_in_use("folds"))
+	/* Pages are served lazily only where clones fold. */
+	if (!test_feature_in_use("folds"))
 		return "folds";
 	return NULL;
 }

@@ -143,10 +143,10 @@ COWMEM_API cowmem_region *cowmem_load(int fd);
 /**
  * The copy-on-write memcpy: makes `dst`'s content equal to `src`'s at the
  * moment of the call, at `dst`'s address, and the two stay isolated
- * snapshots of each other afterwards, as a clone and its source do. With
- * engine v2 (cowmem_features() lists "engine-v2") the cost grows with the
- * pages either region changed, not with the size; the first engine copies
- * every page. `dst`'s origin does not change, so cowmem_reset() of `dst`
+ * snapshots of each other afterwards, as a clone and its source do. Where
+ * clones fold (cowmem_features() lists "folds") the cost grows with the
+ * pages either region changed, not with the size; elsewhere `dst` also
+ * copies in the pages `src` changed since their storage froze. `dst`'s origin does not change, so cowmem_reset() of `dst`
  * still goes back to it (and resetting is copying from the origin).
  * cowmem_copy(r, r) does nothing. No other thread may access `dst` during
  * the call; `src` may be written meanwhile as for cowmem_clone(). Returns 0,
@@ -223,8 +223,8 @@ COWMEM_API const char *cowmem_backend(void);
 
 /**
  * The optional features in effect, comma-separated (for example
- * "minor,wp,poison,dontunmap,zero-pfn,engine-v2,folds"; "engine-v2" says
- * which engine serves the regions, "folds" that a clone costs the pages
+ * "minor,wp,poison,dontunmap,zero-pfn,engine-v2,folds"; "engine-v2" is
+ * always listed (the one engine), "folds" that a clone costs the pages
  * written since the previous clone of its source, not since its first);
  * COWMEM_DISABLE=name,... masks them. NULL and errno as for cowmem_backend().
  * Errors: EINVAL, ENOMEM, ENOSYS, ENOTSUP, EPERM.

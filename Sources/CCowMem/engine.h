@@ -1,14 +1,11 @@
 /*
- * Engine v2 (ARCHITECTURE.md, "Engine v2"): private declarations.
- *
- * While v2 is built beside the first engine, it is selected with
- * COWMEM_ENGINE=v2 and shares the first engine's process-wide state (the
- * userfaultfd, the lock, the fault server, the janitor); everything of its
- * own is here, every symbol prefixed cowmem__. Internal functions return 0
- * or a negative errno; only the public entry points set errno.
+ * The engine's objects and steps (ARCHITECTURE.md): private declarations,
+ * beside the process-wide state of internal.h. Every symbol is prefixed
+ * cowmem__. Functions return 0 or a negative errno; only the public entry
+ * points (api.c, library.c) set errno.
  */
-#ifndef COWMEM_V2_H
-#define COWMEM_V2_H
+#ifndef COWMEM_ENGINE_H
+#define COWMEM_ENGINE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -18,7 +15,7 @@
 #include "internal.h"
 
 struct cowmem__layer;
-struct cowmem__region;
+struct cowmem_region;
 struct cowmem__overlay;
 
 /* ---- store.c: immutable page versions in recycled anonymous memory ----- */
@@ -46,7 +43,7 @@ void cowmem__pagefile_release(off_t offset, size_t size);
 void cowmem__pagefile_fork_child(void);
 /* Address space aligned so that page tables move whole between two places
  * of one size, and mappings of the page file there. */
-char *cowmem__reserve_aligned(size_t size, char **area, size_t *length);
+int cowmem__reserve_aligned(size_t size, char **area, size_t *length, char **start);
 int cowmem__pagefile_map(off_t offset, size_t size, int share, char **data);
 
 /* ---- layer.c: a family's pages, their generations and old versions ------ */
@@ -95,8 +92,8 @@ int cowmem__layer_replace(struct cowmem__layer *layer, size_t page, const char *
 void cowmem__layer_prefetch(const struct cowmem__layer *layer, size_t page); /* a replace to come */
 uint64_t cowmem__layer_capture_end(struct cowmem__layer *layer); /* the new generation */
 void cowmem__layer_capture_abort(struct cowmem__layer *layer); /* before any replace */
-struct cowmem__region *cowmem__layer_head(const struct cowmem__layer *layer);
-void cowmem__layer_set_head(struct cowmem__layer *layer, struct cowmem__region *head);
+struct cowmem_region *cowmem__layer_head(const struct cowmem__layer *layer);
+void cowmem__layer_set_head(struct cowmem__layer *layer, struct cowmem_region *head);
 /* A reader may map the layer's current page: replacing it must unmap it
  * from every mapping first (a hole punch), not write it in place. */
 void cowmem__layer_note_mapped(struct cowmem__layer *layer, size_t page, size_t count);
@@ -203,9 +200,9 @@ enum cowmem__origin {
 	COWMEM__ORIGIN_VIEW, /* the layer at origin_gen, then origin_overlay */
 };
 
-/* Shared by regions.c, fold.c, resolve.c and tracking2.c: the region is the
+/* Shared by regions.c, fold.c, resolve.c and tracking.c: the region is the
  * object they all work on. */
-struct cowmem__region {
+struct cowmem_region {
 	char *data;
 	size_t size, pages;
 	struct cowmem__layer *layer;
@@ -230,13 +227,12 @@ struct cowmem__region {
 	uint64_t faults, blocked_ns;
 };
 
-extern bool cowmem__v2; /* COWMEM_ENGINE=v2 chose this engine */
 /* Clones fold (the kernel has userfaultfd with MINOR faults on shmem,
  * MREMAP_DONTUNMAP and /proc). Without, nothing can keep a reader from
  * mapping a layer page the kernel finds: a layer never changes once frozen,
  * no region is its head, and a clone gets its source's overlay written into
  * its pages at once (ARCHITECTURE.md, "Without folds"). */
-extern bool cowmem__v2_folds;
+extern bool cowmem__folds;
 /* The page tables can be read (/proc/self/pagemap and /proc/self/mem).
  * Without, every page counts as a region's own and is compared, and no
  * region is registered, so that reading region memory never waits for the
@@ -244,60 +240,62 @@ extern bool cowmem__v2_folds;
 bool cowmem__sees_page_tables(void);
 /* Writes the versions of r's overlay into its pages (no fold): a reader
  * that cannot be served them on a fault holds them from the start. */
-int cowmem__install_overlay(struct cowmem__region *r);
+int cowmem__install_overlay(struct cowmem_region *r);
 
-int cowmem__register(struct cowmem__region *r, uint64_t modes); /* adds modes */
-int cowmem__register_exactly(struct cowmem__region *r, uint64_t modes);
-struct cowmem__region *cowmem__find(const void *addr);
-char *cowmem__page(const struct cowmem__region *r, size_t page);
+int cowmem__register(struct cowmem_region *r, uint64_t modes); /* adds modes */
+int cowmem__register_exactly(struct cowmem_region *r, uint64_t modes);
+struct cowmem_region *cowmem__find(const void *addr);
+char *cowmem__page(const struct cowmem_region *r, size_t page);
 /* Readers at the layer's current generation that do not have MINOR yet. */
-int cowmem__fresh_add(struct cowmem__region *r);
+int cowmem__fresh_add(struct cowmem_region *r);
 int cowmem__fresh_reserve(void); /* room for one more: the next add cannot fail */
-void cowmem__fresh_remove(struct cowmem__region *r);
-int cowmem__fresh_leave(struct cowmem__region *r);
+void cowmem__fresh_remove(struct cowmem_region *r);
+int cowmem__fresh_leave(struct cowmem_region *r);
 /* Notes that r maps pages [page, page + count) of its layer. */
-void cowmem__region_note_mapped(struct cowmem__region *r, size_t page, size_t count);
+void cowmem__region_note_mapped(struct cowmem_region *r, size_t page, size_t count);
 /* r no longer maps any page of its layer: they were all dropped, or r goes. */
-void cowmem__region_forget_mapped(struct cowmem__region *r);
+void cowmem__region_forget_mapped(struct cowmem_region *r);
 int cowmem__fresh_register_all(struct cowmem__layer *layer);
 int cowmem__reader_new(struct cowmem__layer *layer, size_t size, uint64_t gen,
-		       struct cowmem__overlay *overlay, struct cowmem__region **result);
+		       struct cowmem__overlay *overlay, struct cowmem_region **result);
 int cowmem__reader_new_pending(struct cowmem__layer *layer, size_t size,
-			       struct cowmem__overlay *overlay, struct cowmem__region **result);
-int cowmem__reader_attach(struct cowmem__region *r, uint64_t gen);
-void cowmem__reader_free_pending(struct cowmem__region *r);
-void cowmem__region_release(struct cowmem__region *r);
-int cowmem__region_drop_locked(struct cowmem__region *r);
+			       struct cowmem__overlay *overlay, struct cowmem_region **result);
+int cowmem__reader_attach(struct cowmem_region *r, uint64_t gen);
+void cowmem__reader_free_pending(struct cowmem_region *r);
+void cowmem__region_release(struct cowmem_region *r);
+int cowmem__region_drop_locked(struct cowmem_region *r);
 
-/* The public operations of engine v2 (dispatch.c calls them). */
-struct cowmem__region *cowmem__v2_create(size_t size);
-struct cowmem__region *cowmem__v2_clone(struct cowmem__region *src);
-int cowmem__v2_destroy(struct cowmem__region *r); /* lifetime.c, with clone and copy */
-int cowmem__v2_copy(struct cowmem__region *dst, struct cowmem__region *src);
-bool cowmem__v2_usable(const struct cowmem__region *r);
-size_t cowmem__v2_region_count(void);
-void cowmem__v2_fork_child(void);
+/* The public operations (api.c calls them): 0 or a negative errno. */
+int cowmem__create(size_t size, struct cowmem_region **result); /* regions.c */
+/* lifetime.c */
+int cowmem__clone(struct cowmem_region *src, struct cowmem_region **result);
+int cowmem__destroy(struct cowmem_region *r);
+int cowmem__copy(struct cowmem_region *dst, struct cowmem_region *src);
+int cowmem__prefault(struct cowmem_region *r, size_t offset, size_t length, bool for_write);
+bool cowmem__region_usable(const struct cowmem_region *r);
+size_t cowmem__region_count(void);
+void cowmem__regions_fork_child(void);
 
 /* read.c: reading content without faulting anything in (lock held) */
 #define COWMEM__READ_MAX 64 /* pages cowmem__read_content() reads at once */
-int cowmem__read_content(const struct cowmem__region *r, size_t page, size_t count, char *buf);
+int cowmem__read_content(const struct cowmem_region *r, size_t page, size_t count, char *buf);
 int cowmem__read_layer(const struct cowmem__layer *layer, size_t page, size_t count, char *buf);
 int cowmem__read_view(const struct cowmem__layer *layer, uint64_t gen,
 		      const struct cowmem__overlay *overlay, size_t page, char *buf);
-int cowmem__read_own(const struct cowmem__region *r, size_t page, char *buf);
+int cowmem__read_own(const struct cowmem_region *r, size_t page, char *buf);
 
-/* tracking2.c */
-ssize_t cowmem__v2_dirty_pages(const struct cowmem__region *r, size_t *pages, size_t cap);
-int cowmem__v2_reset(struct cowmem__region *r);
-int cowmem__v2_stats(const struct cowmem__region *r, struct cowmem_stats *stats);
-/* snapshot2.c */
-int cowmem__v2_save(const struct cowmem__region *r, int fd);
-struct cowmem__region *cowmem__v2_load(int fd);
+/* tracking.c */
+int cowmem__dirty_pages(const struct cowmem_region *r, size_t *pages, size_t cap, size_t *count);
+int cowmem__reset(struct cowmem_region *r);
+int cowmem__stats(const struct cowmem_region *r, struct cowmem_stats *stats);
+/* snapshot.c */
+int cowmem__save(const struct cowmem_region *r, int fd);
+int cowmem__load(int fd, struct cowmem_region **result);
 
 /* fold.c */
 /* Makes src's content shareable and says where it is: its layer, at *gen,
  * with *overlay (not referenced). 0 or a negative errno. */
-int cowmem__capture(struct cowmem__region *src, uint64_t *gen, struct cowmem__overlay **overlay);
+int cowmem__capture(struct cowmem_region *src, uint64_t *gen, struct cowmem__overlay **overlay);
 /* The same in two steps. A fold may stop after moving the head's page
  * tables (*fold set; the head waits on the fence if cowmem__fold_fenced(),
  * else in the server): then nothing may change the layer, the head or the
@@ -306,30 +304,30 @@ int cowmem__capture(struct cowmem__region *src, uint64_t *gen, struct cowmem__ov
  * fence: resolve.c). cowmem__capture_finish(), lock held, finishes and
  * frees *fold if there is one and says where src's content is. */
 struct cowmem__fold;
-int cowmem__capture_begin(struct cowmem__region *src, struct cowmem__fold **fold);
+int cowmem__capture_begin(struct cowmem_region *src, struct cowmem__fold **fold);
 bool cowmem__fold_fenced(const struct cowmem__fold *fold);
 /* Past the point where a clone can fail: says why on stderr and aborts. */
 _Noreturn void cowmem__fold_abort(const char *what, int rc);
-struct cowmem__region *cowmem__fold_head(const struct cowmem__fold *fold);
+struct cowmem_region *cowmem__fold_head(const struct cowmem__fold *fold);
 /* pending_clone (or NULL): the clone left waiting on the fence with the
  * head, released with it. */
-void cowmem__fold_finish(struct cowmem__fold *fold, struct cowmem__region *pending_clone);
-void cowmem__capture_finish(const struct cowmem__region *src, struct cowmem__fold *fold,
+void cowmem__fold_finish(struct cowmem__fold *fold, struct cowmem_region *pending_clone);
+void cowmem__capture_finish(const struct cowmem_region *src, struct cowmem__fold *fold,
 			    uint64_t *gen, struct cowmem__overlay **overlay);
 /* Makes r (which no other thread accesses) a reader of `layer` at `gen`
  * with `overlay`, dropping every page it has. 0 or a negative errno. */
-int cowmem__set_view(struct cowmem__region *r, struct cowmem__layer *layer, uint64_t gen,
+int cowmem__set_view(struct cowmem_region *r, struct cowmem__layer *layer, uint64_t gen,
 		     struct cowmem__overlay *overlay);
 
 /* folder.c: a clone's fold finishes after the clone returns. */
 /* A clone of src (lock held and settled); NULL with *error an errno. */
-struct cowmem__region *cowmem__clone_locked(struct cowmem__region *src, int *error);
+struct cowmem_region *cowmem__clone_locked(struct cowmem_region *src, int *error);
 /* Takes the engine lock with no fold pending: every public operation that
  * looks at regions takes it so. */
 void cowmem__lock_settled(void);
 /* The same for destroying r: a fold that is not r's (neither its head nor
  * its clone) may stay pending. */
-void cowmem__lock_settled_for_destroy(const struct cowmem__region *r);
+void cowmem__lock_settled_for_destroy(const struct cowmem_region *r);
 bool cowmem__fold_pending(void); /* lock held; for the tests */
 struct cowmem__folder;
 void cowmem__folder_ensure_running(void); /* lock held; without it, folds finish at once */
@@ -341,8 +339,8 @@ void cowmem__folder_fork_child(void);
 /* pre_copier.c: between clones, the folder's thread copies out the old
  * versions the next fold of a head keeps (lock held in each). */
 /* After a capture of head that made clone (NULL: none). */
-void cowmem__precopier_follow(const struct cowmem__region *head,
-			      const struct cowmem__region *clone);
+void cowmem__precopier_follow(const struct cowmem_region *head,
+			      const struct cowmem_region *clone);
 /* One step: 0 to go on at once, > 0 nanoseconds to rest first, < 0
  * nothing to do until the next follow. Releases the lock meanwhile, and
  * stops early when interrupted() says so. */
@@ -353,7 +351,7 @@ void cowmem__precopier_fork_child(void);
 
 /* resolve.c: one userfaultfd message (lock held). */
 void cowmem__resolve(const struct uffd_msg *msg, uint64_t read_at_ns);
-void cowmem__fail_page(const struct cowmem__region *r, size_t page, int error);
+void cowmem__fail_page(const struct cowmem_region *r, size_t page, int error);
 
 /* ---- copier.c: a fold's page copies, shared with a helper thread ----- */
 
@@ -384,9 +382,9 @@ void cowmem__copier_quit(void); /* the last region is gone: the helper exits */
 /* Registers the head on the fence instead of the library's descriptor
  * (MISSING and MINOR): accesses wait, and its page tables move whole. A
  * negative errno: no fence here, and the head is as it was. */
-int cowmem__fence_raise(struct cowmem__region *head);
+int cowmem__fence_raise(struct cowmem_region *head);
 /* Back on the library's descriptor (MISSING); the waiting accesses retry. */
-void cowmem__fence_lower(struct cowmem__region *head);
+void cowmem__fence_lower(struct cowmem_region *head);
 void cowmem__fence_leave(char *addr, size_t len);
 void cowmem__fence_expect_move(void);
 void cowmem__fence_moved(void);
@@ -395,4 +393,4 @@ struct cowmem__fence *cowmem__fence_close(void);
 void cowmem__fence_join(struct cowmem__fence *fence);
 void cowmem__fence_fork_child(void);
 
-#endif /* COWMEM_V2_H */
+#endif /* COWMEM_ENGINE_H */
