@@ -61,11 +61,12 @@ static const struct {
 	{ "keep-mappings", FEATURE_KEEP_MAPPINGS, 0, false, 0 },
 	{ "background-fold", FEATURE_BACKGROUND_FOLD, 0, false, 0 },
 	{ "early-copies", FEATURE_EARLY_COPIES, 0, false, 0 },
+	{ "rebase", FEATURE_REBASE, 0, false, 0 },
 };
 /* The fallbacks above: in use unless masked. */
 #define FALLBACK_FEATURES                                                   \
 	(FEATURE_NOEXEC_SEAL | FEATURE_PROCESS_MADVISE | FEATURE_DEV_USERFAULTFD | \
-	 FEATURE_KEEP_MAPPINGS | FEATURE_BACKGROUND_FOLD | FEATURE_EARLY_COPIES)
+	 FEATURE_KEEP_MAPPINGS | FEATURE_BACKGROUND_FOLD | FEATURE_EARLY_COPIES | FEATURE_REBASE)
 #define FEATURE_COUNT (sizeof feature_table / sizeof feature_table[0])
 
 static const char *const backend_names[] = {
@@ -101,7 +102,7 @@ unknown:
 	fprintf(stderr, "cowmem: COWMEM_DISABLE=%s names an unknown feature (known: "
 		"minor, wp, poison, wp-unpopulated, wp-async, move, dontunmap, zero-pfn, "
 		"pagemap-scan, user-mode, event-remap, noexec-seal, process-madvise, "
-		"dev-userfaultfd, keep-mappings, background-fold, early-copies)\n",
+		"dev-userfaultfd, keep-mappings, background-fold, early-copies, rebase)\n",
 		list);
 	return -EINVAL;
 }

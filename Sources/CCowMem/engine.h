@@ -214,6 +214,9 @@ struct cowmem_region {
 					       region's layer unless cowmem_copy()
 					       brought it another family's */
 	uint64_t origin_gen;              /* ORIGIN_VIEW: held in origin_layer */
+	struct cowmem__layer *mapped_layer; /* READER after a rebase (no folds):
+					       the layer its mapping still maps,
+					       referenced; NULL: `layer` */
 	struct cowmem__overlay *origin_overlay;
 	uint64_t uffd_modes;              /* UFFDIO_REGISTER_MODE_* in effect */
 	bool fresh;                       /* a READER without MINOR (see fold.c) */
@@ -241,6 +244,12 @@ bool cowmem__sees_page_tables(void);
 /* Writes the versions of r's overlay into its pages (no fold): a reader
  * that cannot be served them on a fault holds them from the start. */
 int cowmem__install_overlay(struct cowmem_region *r);
+/* rebase.c (no folds): whether a reader whose branch added `added` pages
+ * to its overlay should rebase, and the rebase itself: its content goes
+ * into a new layer, its view becomes that layer with no overlay, and its
+ * mapping stays (mapped_layer). On failure nothing changed. */
+bool cowmem__rebase_due(const struct cowmem_region *r, size_t added);
+int cowmem__rebase(struct cowmem_region *r);
 
 int cowmem__register(struct cowmem_region *r, uint64_t modes); /* adds modes */
 int cowmem__register_exactly(struct cowmem_region *r, uint64_t modes);

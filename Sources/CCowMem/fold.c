@@ -11,7 +11,9 @@
  *            written since the previous clone.
  *   branch   a reader that cannot become the head (the head wrote too, or
  *            the reader is at an old generation) copies its own pages into
- *            the store as an overlay that it and the clone share.
+ *            the store as an overlay that it and the clone share. Without
+ *            folds a reader whose overlay grew large rebases after it
+ *            (rebase.c).
  *
  * A reader at the current generation whose head wrote nothing since (the
  * "newest clone becomes the working copy" loop) takes over as head first,
@@ -479,31 +481,76 @@ static bool take_over(struct cowmem_region *reader)
 struct branch_context {
 	struct cowmem_region *r;
 	char *view_page; /* one page */
+	char *view;      /* COWMEM__READ_MAX pages, where every own page is compared */
 	size_t *pages;
 	cowmem__slot *slots;
 	size_t count, capacity;
 };
 
+static int grow(struct branch_context *c)
+{
+	if (c->count < c->capacity)
+		return 0;
+	size_t capacity = c->capacity ? c->capacity * 2 : 64;
+	size_t *p = realloc(c->pages, capacity * sizeof *p);
+	if (!p)
+		return -ENOMEM;
+	c->pages = p;
+	cowmem__slot *s = realloc(c->slots, capacity * sizeof *s);
+	if (!s)
+		return -ENOMEM;
+	c->slots = s;
+	c->capacity = capacity;
+	return 0;
+}
+
+/* Where every own page is compared (no /proc, or after a rebase, whose
+ * region holds its old drift as own pages), and only a page that differs
+ * is copied. Without folds the view is the layer as it is, then the
+ * overlay. A layer a rebase wrote is compared through its shared mapping,
+ * where nothing is copied (reading a hole there allocates a page of zeros
+ * in it, which is only a page where the region wrote zeros); any other
+ * (a loaded layer's pages may still be in their file) is read 64 pages at
+ * a time. */
+static int compare_own_run(struct branch_context *c, size_t first, size_t end)
+{
+	size_t ps = cowmem__engine.page_size;
+	const char *shared = c->r->mapped_layer ? cowmem__layer_shared(c->r->layer) : NULL;
+	int rc = 0;
+
+	for (size_t page = first; rc == 0 && page < end; page += COWMEM__READ_MAX) {
+		size_t count = end - page < COWMEM__READ_MAX ? end - page : COWMEM__READ_MAX;
+		if (!shared && (rc = cowmem__read_layer(c->r->layer, page, count, c->view)) < 0)
+			break;
+		for (size_t k = 0; rc == 0 && k < count; k++) {
+			const char *view = shared ? shared + (page + k) * ps : c->view + k * ps;
+			char *mine = cowmem__page(c->r, page + k);
+			cowmem__slot slot;
+			if (cowmem__overlay_find(c->r->overlay, page + k, &slot))
+				view = slot == COWMEM__HOLE ? cowmem__zero_page
+							    : cowmem__store_page(slot);
+			if (memcmp(mine, view, ps) == 0 || (rc = grow(c)) < 0 ||
+			    (rc = cowmem__store_alloc(&slot)) < 0)
+				continue;
+			/* A thread writing it meanwhile races as memcpy would. */
+			memcpy(cowmem__store_page(slot), mine, ps);
+			c->pages[c->count] = page + k;
+			c->slots[c->count++] = slot;
+		}
+	}
+	return rc;
+}
+
 static int copy_own_run(size_t first, size_t end, void *ctx)
 {
 	struct branch_context *c = ctx;
 
+	if (c->view && (!cowmem__sees_page_tables() || c->r->mapped_layer))
+		return compare_own_run(c, first, end);
 	for (size_t page = first; page < end; page++) {
-		if (c->count == c->capacity) {
-			size_t capacity = c->capacity ? c->capacity * 2 : 64;
-			size_t *p = realloc(c->pages, capacity * sizeof *p);
-			if (!p)
-				return -ENOMEM;
-			c->pages = p;
-			cowmem__slot *s = realloc(c->slots, capacity * sizeof *s);
-			if (!s)
-				return -ENOMEM;
-			c->slots = s;
-			c->capacity = capacity;
-		}
 		cowmem__slot slot;
-		int rc = cowmem__store_alloc(&slot);
-		if (rc < 0)
+		int rc = grow(c);
+		if (rc < 0 || (rc = cowmem__store_alloc(&slot)) < 0)
 			return rc;
 		/* The region's own page is present: reading it cannot fault.
 		 * A thread writing it meanwhile races as memcpy would. */
@@ -512,11 +559,12 @@ static int copy_own_run(size_t first, size_t end, void *ctx)
 		/* A page filled with the version the region sees, and not
 		 * written since, is no change of its own; nor is a page written
 		 * back to its overlay's version (without folds, one the previous
-		 * branch kept already). Without /proc every page is compared. */
+		 * branch kept already). Without /proc every page is compared
+		 * (compare_own_run, or here if it had no memory for its view). */
 		cowmem__slot ignored;
 		if (cowmem__page_map_get(&c->r->filled, page) ||
 		    cowmem__overlay_find(c->r->overlay, page, &ignored) ||
-		    !cowmem__sees_page_tables()) {
+		    !cowmem__sees_page_tables() || c->r->mapped_layer) {
 			rc = cowmem__read_view(c->r->layer, c->r->gen, c->r->overlay, page,
 					       c->view_page);
 			if (rc < 0 || memcmp(copy, c->view_page, cowmem__engine.page_size) == 0) {
@@ -537,6 +585,8 @@ static int copy_own_run(size_t first, size_t end, void *ctx)
 static int branch(struct cowmem_region *r)
 {
 	struct branch_context c = { .r = r, .view_page = malloc(cowmem__engine.page_size) };
+	if (!cowmem__folds && (!cowmem__sees_page_tables() || r->mapped_layer))
+		c.view = malloc(COWMEM__READ_MAX * cowmem__engine.page_size);
 	struct cowmem__overlay *overlay = NULL;
 	int rc = c.view_page ? cowmem__scan_own(r->data, r->pages, copy_own_run, &c) : -ENOMEM;
 
@@ -547,6 +597,7 @@ static int branch(struct cowmem_region *r)
 	free(c.pages);
 	free(c.slots);
 	free(c.view_page);
+	free(c.view);
 	if (rc < 0 || c.count == 0)
 		return rc;
 	/* With an overlay the kernel may no longer map layer pages by itself. */
@@ -556,6 +607,9 @@ static int branch(struct cowmem_region *r)
 	}
 	cowmem__overlay_unref(r->overlay);
 	r->overlay = overlay;
+	/* Failing leaves the branch as it is: correct, only dearer. */
+	if (!cowmem__folds && cowmem__rebase_due(r, c.count))
+		(void)cowmem__rebase(r);
 	return 0;
 }
 
@@ -605,8 +659,9 @@ int cowmem__set_view(struct cowmem_region *r, struct cowmem__layer *layer, uint6
 
 	if (rc < 0)
 		return rc;
-	if (layer != r->layer) {
-		/* Another family: map its layer over the same address, which
+	if (layer != r->layer || r->mapped_layer) {
+		/* Another family (or, after a rebase, another layer than the
+		 * one mapped): map its layer over the same address, which
 		 * drops every page the region had at once. */
 		char *data = mmap(r->data, r->size, PROT_READ | PROT_WRITE,
 				  MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, cowmem__pagefile_fd(),
@@ -618,6 +673,10 @@ int cowmem__set_view(struct cowmem_region *r, struct cowmem__layer *layer, uint6
 		}
 		(void)madvise(data, r->size, MADV_DONTFORK);
 		r->uffd_modes = 0; /* a new mapping is not registered */
+		if (r->mapped_layer) {
+			cowmem__layer_unref(r->mapped_layer);
+			r->mapped_layer = NULL;
+		}
 		if (!cowmem__folds)
 			(void)cowmem__register(r, UFFDIO_REGISTER_MODE_MISSING);
 	} else if ((rc = cowmem__fresh_leave(r)) < 0 ||

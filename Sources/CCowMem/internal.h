@@ -169,6 +169,7 @@ enum {
 	FEATURE_KEEP_MAPPINGS = 1 << 14, /* a fold gives the head its page tables back */
 	FEATURE_BACKGROUND_FOLD = 1 << 15, /* a clone returns before its fold's copies */
 	FEATURE_EARLY_COPIES = 1 << 16, /* old versions copied out between clones */
+	FEATURE_REBASE = 1 << 17, /* no folds: a large overlay becomes a new layer */
 };
 
 /* Global engine state; every field is guarded by `lock` unless noted. */

@@ -471,6 +471,10 @@ void cowmem__region_release(struct cowmem_region *r)
 	r->overlay = r->origin_overlay = NULL;
 	cowmem__page_map_free(&r->filled);
 	cowmem__layer_unref(r->layer);
+	if (r->mapped_layer) {
+		cowmem__layer_unref(r->mapped_layer);
+		r->mapped_layer = NULL;
+	}
 }
 
 /* Takes r out of the registry and lets go of what it holds (lock held);

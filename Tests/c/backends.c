@@ -133,6 +133,7 @@ static struct run runs[] = {
 	RUN(AS_IS, NULL, "keep-mappings", DIFFERENTIAL), /* folds hand staging to the janitor */
 	RUN(AS_IS, NULL, "background-fold", DIFFERENTIAL), /* a clone returns after its fold */
 	RUN(AS_IS, NULL, "early-copies", DIFFERENTIAL), /* only folds copy old versions */
+	RUN(AS_IS, "memfd", "rebase", DIFFERENTIAL), /* no folds, no rebase */
 	RUN(AS_IS, NULL, "noexec-seal,process-madvise", DIFFERENTIAL),
 	RUN(AS_IS, "memfd", "noexec-seal,process-madvise", DIFFERENTIAL),
 	RUN(AS_NOBODY, "auto", "dev-userfaultfd", DIFFERENTIAL),

@@ -13,6 +13,11 @@
  *               the ring it holds at most keep x pages-per-iteration
  *               versions, and nothing once every region is gone;
  *   threads     two threads run the ring at once on their own regions;
+ *   rebase      without folds: clones of a working region, 8 kept; the
+ *               region rebases, no clone writes in more than the threshold
+ *               of overlay pages, and the region, its snapshots, its dirty
+ *               pages, a save and load, a copy onto it and a reset all
+ *               match their models (skips where clones fold);
  *   mapped-notes  pages a reader maps stay its own when they change, after
  *               another reader that mapped pages was destroyed;
  *   reading-head  a head that reads all of its region between clones keeps
@@ -26,7 +31,8 @@
  *
  * The cases about folds need them (a kernel with userfaultfd MINOR faults
  * on shmem and MREMAP_DONTUNMAP, /proc/self/pagemap and /proc/self/mem);
- * elsewhere they skip and say why. The memcpy loops run everywhere.
+ * elsewhere they skip and say why. The memcpy loops run everywhere; the
+ * tests run without folds too (make check-c-without-folds).
  * Options: --seed=N (COWMEM_TEST_SEED), --iterations=N
  * (COWMEM_TEST_ITERATIONS, default 240).
  */
@@ -678,12 +684,100 @@ static void early_copies_case(void)
 	early_copies(&rng);
 }
 
+/* Without folds, a source whose overlay grew rebases (rebase.c): its
+ * clones map a new layer and write nothing in. Clones of the working
+ * region, kept 8 at a time: every clone's overlay stays under the
+ * threshold, the source rebases, and the source, its snapshots, a copy
+ * onto it, its dirty pages, a save and load and a reset all match the
+ * memcpy model. */
+static void rebase_case(void)
+{
+	if (test_feature_in_use("folds"))
+		test_skip("clones fold here, and nothing rebases (ARCHITECTURE.md, "
+			  "\"Without folds\")");
+	const char *disabled = getenv("COWMEM_DISABLE");
+	if (disabled && test_feature_listed(disabled, "rebase"))
+		test_skip("COWMEM_DISABLE=rebase");
+	const size_t pages = 512, k = 12, size = pages * page_size;
+	const size_t bound = 111; /* n * n < 2 * pages * k: rebase_due() */
+	test_rng rng = case_rng(8);
+	struct modelled work = { cowmem_create(size), malloc(size) };
+	struct modelled ring[KEEP] = { { 0 } };
+	size_t rebased = 0, most = 0;
+
+	CHECK(work.region && work.model, "create: %s", strerror(errno));
+	test_rng_fill(&rng, work.model, size);
+	memcpy(cowmem_data(work.region), work.model, size);
+	for (size_t i = 0; i < 120; i++) {
+		change_pages(&rng, &work, pages, k);
+		modelled_free(&ring[i % KEEP]);
+		ring[i % KEEP] = modelled_clone(&work, size);
+		pthread_mutex_lock(&cowmem__engine.lock);
+		size_t n = cowmem__overlay_count(ring[i % KEEP].region->overlay);
+		bool moved = work.region->mapped_layer != NULL;
+		pthread_mutex_unlock(&cowmem__engine.lock);
+		CHECK(n <= bound, "clone %zu has %zu overlay pages to write in, more than %zu", i, n,
+		      bound);
+		most = n > most ? n : most;
+		rebased += moved && n == 0;
+		if (i % 16 == 15) {
+			for (size_t j = 0; j < KEEP; j++)
+				modelled_check(&ring[j], size, "a kept snapshot");
+			modelled_check(&work, size, "the working region");
+		}
+	}
+	CHECK(rebased > 0, "the working region never rebased in 120 clones");
+
+	/* A snapshot that writes lists exactly those pages. */
+	struct modelled *last = &ring[119 % KEEP];
+	for (size_t p = 0; p < 3; p++)
+		modelled_write(last, 100 + 7 * p, 0xab00 + p);
+	ssize_t listed = cowmem_dirty_pages(last->region, NULL, 0);
+	CHECK(listed == 3, "a snapshot that wrote 3 pages lists %zd", listed);
+	/* Every page of the working region differs from its origin (zeros). */
+	listed = cowmem_dirty_pages(work.region, NULL, 0);
+	CHECK(listed == (ssize_t)pages, "the working region lists %zd of %zu pages", listed, pages);
+
+	/* Saved and loaded, it reads the same. */
+	int fd = memfd_create("cowmem-rebase-test", MFD_CLOEXEC);
+	CHECK(fd >= 0, "memfd_create: %s", strerror(errno));
+	CHECK(cowmem_save(work.region, fd) == 0, "save: %s", strerror(errno));
+	struct modelled loaded = { cowmem_load(fd), malloc(size) };
+	CHECK(loaded.region && loaded.model, "load: %s", strerror(errno));
+	memcpy(loaded.model, work.model, size);
+	modelled_check(&loaded, size, "the rebased region, saved and loaded");
+	modelled_free(&loaded);
+	close(fd);
+
+	/* Copied onto from its oldest snapshot, then written, then reset. */
+	struct modelled *oldest = &ring[120 % KEEP];
+	CHECK(cowmem_copy(work.region, oldest->region) == 0, "copy: %s", strerror(errno));
+	memcpy(work.model, oldest->model, size);
+	modelled_check(&work, size, "the working region after a copy from a snapshot");
+	change_pages(&rng, &work, pages, k);
+	struct modelled after = modelled_clone(&work, size);
+	modelled_check(&after, size, "a clone after the copy");
+	for (size_t j = 0; j < KEEP; j++)
+		modelled_check(&ring[j], size, "a kept snapshot after the copy");
+	CHECK(cowmem_reset(work.region) == 0, "reset: %s", strerror(errno));
+	memset(work.model, 0, size);
+	modelled_check(&work, size, "the working region after reset");
+	modelled_check(&after, size, "the clone after its source's reset");
+	modelled_free(&after);
+	for (size_t j = 0; j < KEEP; j++)
+		modelled_free(&ring[j]);
+	modelled_free(&work);
+	printf("120 clones of %zu pages, %zu changed each: rebased %zu times, at most %zu "
+	       "overlay pages written into a clone\n", pages, k, rebased, most);
+}
+
 static const struct test_case cases[] = {
 	TEST_CASE("ring", ring),
 	TEST_CASE("newest", newest),
 	TEST_CASE("chain", chain),
 	TEST_CASE("old-reads", old_reads),
 	TEST_CASE("threads", threads),
+	TEST_CASE("rebase", rebase_case),
 	TEST_CASE("mapped-notes", mapped_notes, .features = COWMEM_FEATURE_FOLDS),
 	TEST_CASE("reading-head", reading_head_case, .features = COWMEM_FEATURE_FOLDS),
 	TEST_CASE("background-fold", background_fold_case, .features = COWMEM_FEATURE_FOLDS),
