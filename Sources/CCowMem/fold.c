@@ -508,22 +508,32 @@ static int grow(struct branch_context *c)
  * region holds its old drift as own pages), and only a page that differs
  * is copied. Without folds the view is the layer as it is, then the
  * overlay. A layer a rebase wrote is compared through its shared mapping,
- * where nothing is copied (reading a hole there allocates a page of zeros
- * in it, which is only a page where the region wrote zeros); any other
- * (a loaded layer's pages may still be in their file) is read 64 pages at
- * a time. */
+ * where nothing is copied, and its holes with zeros (reading a hole there
+ * would allocate a page in it); any other (a loaded layer's pages may
+ * still be in their file) is read 64 pages at a time. */
 static int compare_own_run(struct branch_context *c, size_t first, size_t end)
 {
 	size_t ps = cowmem__engine.page_size;
-	const char *shared = c->r->mapped_layer ? cowmem__layer_shared(c->r->layer) : NULL;
+	const struct cowmem__layer *layer = c->r->layer;
+	const char *shared = c->r->mapped_layer ? cowmem__layer_shared(layer) : NULL;
 	int rc = 0;
 
 	for (size_t page = first; rc == 0 && page < end; page += COWMEM__READ_MAX) {
 		size_t count = end - page < COWMEM__READ_MAX ? end - page : COWMEM__READ_MAX;
-		if (!shared && (rc = cowmem__read_layer(c->r->layer, page, count, c->view)) < 0)
+		size_t data_end = 0, hole_end = 0; /* runs found in this part, from k */
+		if (!shared && (rc = cowmem__read_layer(layer, page, count, c->view)) < 0)
 			break;
 		for (size_t k = 0; rc == 0 && k < count; k++) {
-			const char *view = shared ? shared + (page + k) * ps : c->view + k * ps;
+			const char *view = c->view + k * ps;
+			if (shared) {
+				if (k >= data_end && k >= hole_end) {
+					size_t n = cowmem__layer_data_run(layer, page + k, count - k, true);
+					data_end = k + n;
+					hole_end = n ? 0 : k + cowmem__layer_data_run(layer, page + k,
+										      count - k, false);
+				}
+				view = k < data_end ? shared + (page + k) * ps : cowmem__zero_page;
+			}
 			char *mine = cowmem__page(c->r, page + k);
 			cowmem__slot slot;
 			if (cowmem__overlay_find(c->r->overlay, page + k, &slot))
