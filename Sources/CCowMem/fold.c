@@ -487,6 +487,14 @@ struct branch_context {
 	size_t count, capacity;
 };
 
+/* Every own page of r is compared with its view: without /proc nothing
+ * tells own pages from the layer's, and after a rebase r holds its old
+ * drift as own pages (rebase.c). */
+static bool compares_every_page(const struct cowmem_region *r)
+{
+	return !cowmem__sees_page_tables() || r->mapped_layer;
+}
+
 static int grow(struct branch_context *c)
 {
 	if (c->count < c->capacity)
@@ -555,7 +563,7 @@ static int copy_own_run(size_t first, size_t end, void *ctx)
 {
 	struct branch_context *c = ctx;
 
-	if (c->view && (!cowmem__sees_page_tables() || c->r->mapped_layer))
+	if (c->view && compares_every_page(c->r))
 		return compare_own_run(c, first, end);
 	for (size_t page = first; page < end; page++) {
 		cowmem__slot slot;
@@ -574,7 +582,7 @@ static int copy_own_run(size_t first, size_t end, void *ctx)
 		cowmem__slot ignored;
 		if (cowmem__page_map_get(&c->r->filled, page) ||
 		    cowmem__overlay_find(c->r->overlay, page, &ignored) ||
-		    !cowmem__sees_page_tables() || c->r->mapped_layer) {
+		    compares_every_page(c->r)) {
 			rc = cowmem__read_view(c->r->layer, c->r->gen, c->r->overlay, page,
 					       c->view_page);
 			if (rc < 0 || memcmp(copy, c->view_page, cowmem__engine.page_size) == 0) {
@@ -595,7 +603,7 @@ static int copy_own_run(size_t first, size_t end, void *ctx)
 static int branch(struct cowmem_region *r)
 {
 	struct branch_context c = { .r = r, .view_page = malloc(cowmem__engine.page_size) };
-	if (!cowmem__folds && (!cowmem__sees_page_tables() || r->mapped_layer))
+	if (!cowmem__folds && compares_every_page(r))
 		c.view = malloc(COWMEM__READ_MAX * cowmem__engine.page_size);
 	struct cowmem__overlay *overlay = NULL;
 	int rc = c.view_page ? cowmem__scan_own(r->data, r->pages, copy_own_run, &c) : -ENOMEM;

@@ -95,6 +95,9 @@ ssize_t cowmem__sys_process_madvise(int pidfd, const struct iovec *iov, size_t c
 				    unsigned int flags);
 int cowmem__pread_all(int fd, void *buffer, size_t length, off_t offset); /* 0 or -errno */
 int cowmem__pwrite_all(int fd, const void *buffer, size_t length, off_t offset); /* 0 or -errno */
+/* The pages of `pages` that are not all zeros, each at its place from
+ * `offset`; zero pages are skipped, so an empty file keeps holes there. */
+int cowmem__pwrite_nonzero_pages(int fd, const char *pages, size_t count, off_t offset);
 
 /* A write access to the byte at p that changes nothing: x86's lock cmpxchg
  * writes even when the comparison fails, so a page not mapped writable
@@ -227,8 +230,6 @@ int cowmem__run_list_add(struct run_list *list, size_t first, size_t end);
 /* The snapshot file format (snapshot_file.c): 0 or a negative errno. */
 int cowmem__snapshot_open(int fd, uint64_t *size, uint64_t *data_offset);
 int cowmem__snapshot_begin(int fd);
-int cowmem__snapshot_write_pages(int fd, const char *buf, size_t page, size_t count,
-				 off_t data_offset);
 int cowmem__snapshot_finish(int fd, size_t size, off_t data_offset);
 
 /* ---- server.c ----------------------------------------------------------- */

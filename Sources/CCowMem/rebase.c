@@ -63,19 +63,8 @@ static int write_view(const struct cowmem_region *r, const struct cowmem__layer 
 			else
 				memcpy(out, cowmem__store_page(slot), ps);
 		}
-		/* Runs of pages with data, one pwrite each. */
-		for (size_t k = 0; rc == 0 && k < count;) {
-			if (cowmem__page_is_zero(buf + k * ps)) {
-				k++;
-				continue;
-			}
-			size_t n = 1;
-			while (k + n < count && !cowmem__page_is_zero(buf + (k + n) * ps))
-				n++;
-			rc = cowmem__pwrite_all(cowmem__pagefile_fd(), buf + k * ps, n * ps,
-						base + (off_t)((page + k) * ps));
-			k += n;
-		}
+		rc = cowmem__pwrite_nonzero_pages(cowmem__pagefile_fd(), buf, count,
+						  base + (off_t)(page * ps));
 	}
 	free(buf);
 	return rc;

@@ -40,7 +40,9 @@ int cowmem__save(const struct cowmem_region *r, int fd)
 		rc = cowmem__region_usable(r) ? cowmem__read_content(r, page, count, buf) : -EINVAL;
 		pthread_mutex_unlock(&cowmem__engine.lock);
 		if (rc == 0)
-			rc = cowmem__snapshot_write_pages(fd, buf, page, count, data_offset);
+			rc = cowmem__pwrite_nonzero_pages(
+				fd, buf, count,
+				data_offset + (off_t)(page * cowmem__engine.page_size));
 	}
 	free(buf);
 	return rc < 0 ? rc : cowmem__snapshot_finish(fd, size, data_offset);

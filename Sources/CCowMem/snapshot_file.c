@@ -75,29 +75,6 @@ int cowmem__snapshot_begin(int fd)
 	return ftruncate(fd, 0) < 0 ? -errno : 0;
 }
 
-/* Writes the non-zero pages of buf (pages [page, page + count)) to fd. */
-int cowmem__snapshot_write_pages(int fd, const char *buf, size_t page, size_t count,
-				 off_t data_offset)
-{
-	size_t page_size = cowmem__engine.page_size;
-
-	for (size_t k = 0; k < count;) {
-		if (cowmem__page_is_zero(buf + k * page_size)) {
-			k++;
-			continue;
-		}
-		size_t run = 1;
-		while (k + run < count && !cowmem__page_is_zero(buf + (k + run) * page_size))
-			run++;
-		int rc = cowmem__pwrite_all(fd, buf + k * page_size, run * page_size,
-					    data_offset + (off_t)((page + k) * page_size));
-		if (rc < 0)
-			return rc;
-		k += run;
-	}
-	return 0;
-}
-
 /* The length first, the header last: a file cut short by a crash has no
  * valid header, so cowmem_load() refuses it. */
 int cowmem__snapshot_finish(int fd, size_t size, off_t data_offset)

@@ -99,6 +99,27 @@ int cowmem__pwrite_all(int fd, const void *buffer, size_t length, off_t offset)
 	return transfer_all(fd, (char *)buffer, length, offset, true);
 }
 
+int cowmem__pwrite_nonzero_pages(int fd, const char *pages, size_t count, off_t offset)
+{
+	size_t page_size = cowmem__engine.page_size;
+
+	for (size_t k = 0; k < count;) {
+		if (cowmem__page_is_zero(pages + k * page_size)) {
+			k++;
+			continue;
+		}
+		size_t run = 1;
+		while (k + run < count && !cowmem__page_is_zero(pages + (k + run) * page_size))
+			run++;
+		int rc = cowmem__pwrite_all(fd, pages + k * page_size, run * page_size,
+					    offset + (off_t)(k * page_size));
+		if (rc < 0)
+			return rc;
+		k += run;
+	}
+	return 0;
+}
+
 int cowmem__uffd_api(int uffd, uint64_t want, uint64_t *granted)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = want };
